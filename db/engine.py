@@ -1,0 +1,86 @@
+"""Engine and session setup: SQLite pragmas, automatic migrations, one session per unit of work."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def _set_sqlite_pragmas(busy_timeout_ms: int):
+    def on_connect(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets curators read while an import writes; NORMAL sync is safe under WAL.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+    return on_connect
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Create or upgrade the schema to the newest migration (idempotent)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def make_engine(url: str, *, busy_timeout_ms: int = 10_000, migrate: bool = True) -> Engine:
+    """An engine for ``url`` with the store's settings, its schema brought up to date.
+
+    Engines are cached per URL, so pages and library calls share one pool per database.
+    """
+    with _lock:
+        if url in _engines:
+            return _engines[url]
+        parsed = make_url(url)
+        kwargs: dict = {}
+        if parsed.get_backend_name() == "sqlite":
+            database = parsed.database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False}
+        engine = create_engine(url, **kwargs)
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(engine, "connect", _set_sqlite_pragmas(busy_timeout_ms))
+        if migrate:
+            upgrade_schema(engine)
+        _engines[url] = engine
+        return engine
+
+
+def dispose_engines() -> None:
+    """Close every cached engine (tests and long-lived notebooks)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """A session maker whose objects stay readable after commit."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """One short transaction: commit on success, roll back on error."""
+    with session_factory(engine)() as session, session.begin():
+        yield session

@@ -1,0 +1,159 @@
+"""Run-length masks as iMaterialist writes them, and conversions from COCO's RLE.
+
+A mask of an ``height x width`` image is a text of space-separated pairs ``start length``:
+starts are 1-based, pixels are numbered top-to-bottom then left-to-right (column-major),
+runs are in ascending order and do not overlap. Inside the workbench a parsed mask is an
+``(n, 2)`` int64 array of 0-based ``[start, length]`` rows ("runs").
+
+Area and bounding box come straight from the runs, so statistics never decode a mask.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+_DIGITS_AND_SPACES = re.compile(r"[0-9\s]*", re.ASCII)
+
+
+class RLEError(ValueError):
+    """A run-length text that cannot be a mask of the given image."""
+
+
+def parse_runs(text: str, height: int, width: int) -> np.ndarray:
+    """Parse and check an iMaterialist run-length text; return 0-based ``(n, 2)`` runs.
+
+    Raises :class:`RLEError` naming the problem: empty, non-numeric tokens, an odd number of
+    tokens, a start of 0, an empty run, runs out of order or overlapping, or a run past the
+    end of the image.
+    """
+    text = text.strip()
+    if not text:
+        raise RLEError("empty mask: EncodedPixels has no runs")
+    if not _DIGITS_AND_SPACES.fullmatch(text):
+        bad = next(t for t in text.split() if not t.isascii() or not t.isdigit())
+        raise RLEError(f"non-numeric token {bad!r} in EncodedPixels")
+    values = np.fromstring(text, dtype=np.int64, sep=" ")
+    if values.size % 2:
+        raise RLEError(
+            f"odd number of tokens ({values.size}): EncodedPixels must be 'start length' pairs"
+        )
+    runs = values.reshape(-1, 2)
+    starts, lengths = runs[:, 0], runs[:, 1]
+    if (starts < 1).any():
+        raise RLEError("start 0: run starts are 1-based (the first pixel is 1)")
+    if (lengths < 1).any():
+        i = int(np.argmax(lengths < 1))
+        raise RLEError(f"run {int(starts[i])} {int(lengths[i])} has length 0")
+    total = height * width
+    ends = starts + lengths - 1  # last pixel of each run, 1-based
+    if (ends > total).any():
+        i = int(np.argmax(ends > total))
+        raise RLEError(
+            f"run {int(starts[i])} {int(lengths[i])} goes past the image "
+            f"({width}x{height} = {total} pixels)"
+        )
+    if runs.shape[0] > 1 and (starts[1:] <= ends[:-1]).any():
+        i = int(np.argmax(starts[1:] <= ends[:-1])) + 1
+        raise RLEError(
+            f"run {int(starts[i])} {int(lengths[i])} starts before the previous run ends: "
+            "runs must be in ascending order and must not overlap"
+        )
+    out = runs.copy()
+    out[:, 0] -= 1
+    return out
+
+
+def runs_to_text(runs: np.ndarray) -> str:
+    """The iMaterialist text (1-based starts) of 0-based runs."""
+    if len(runs) == 0:
+        return ""
+    flat = np.asarray(runs, dtype=np.int64).copy()
+    flat[:, 0] += 1
+    return " ".join(map(str, flat.ravel().tolist()))
+
+
+def runs_area(runs: np.ndarray) -> int:
+    """Number of pixels in the mask."""
+    return int(runs[:, 1].sum()) if len(runs) else 0
+
+
+def runs_bbox(runs: np.ndarray, height: int) -> tuple[int, int, int, int]:
+    """COCO-style box ``(x, y, w, h)`` of the mask, computed from its runs alone."""
+    if len(runs) == 0:
+        return (0, 0, 0, 0)
+    starts = runs[:, 0]
+    ends = starts + runs[:, 1] - 1
+    x0, y0 = np.divmod(starts, height)
+    x1, y1 = np.divmod(ends, height)
+    wraps = x1 > x0  # a run that continues into the next column covers its top and bottom
+    top = int(np.where(wraps, 0, y0).min())
+    bottom = int(np.where(wraps, height - 1, y1).max())
+    left, right = int(x0.min()), int(x1.max())
+    return (left, top, right - left + 1, bottom - top + 1)
+
+
+def paint_runs(canvas_colmajor: np.ndarray, runs: np.ndarray, value: int) -> None:
+    """Write ``value`` into a flat column-major canvas wherever the mask is set."""
+    for start, length in runs.tolist():
+        canvas_colmajor[start : start + length] = value
+
+
+def decode_runs(runs: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The ``(height, width)`` boolean mask of the runs."""
+    flat = np.zeros(height * width, dtype=np.bool_)
+    paint_runs(flat, runs, True)
+    return flat.reshape(width, height).T
+
+
+def encode_mask(mask: np.ndarray) -> np.ndarray:
+    """0-based runs of a ``(height, width)`` boolean mask."""
+    flat = np.asarray(mask, dtype=np.bool_).T.ravel()
+    padded = np.concatenate(([False], flat, [False])).astype(np.int8)
+    changes = np.flatnonzero(np.diff(padded))
+    starts, ends = changes[0::2], changes[1::2]
+    return np.stack([starts, ends - starts], axis=1).astype(np.int64)
+
+
+def mask_to_text(mask: np.ndarray) -> str:
+    """The iMaterialist run-length text of a boolean mask."""
+    return runs_to_text(encode_mask(mask))
+
+
+def coco_counts_to_runs(counts: list[int]) -> np.ndarray:
+    """0-based runs from COCO's uncompressed counts (alternating 0s and 1s, column-major)."""
+    arr = np.asarray(counts, dtype=np.int64)
+    if arr.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    if (arr < 0).any():
+        raise RLEError("negative count in COCO RLE")
+    offsets = np.concatenate(([0], np.cumsum(arr)))
+    ones = np.arange(1, arr.size, 2)  # counts at odd positions are runs of 1s
+    runs = np.stack([offsets[ones], arr[ones]], axis=1)
+    return runs[runs[:, 1] > 0]
+
+
+def coco_string_to_counts(encoded: str | bytes) -> list[int]:
+    """Decode COCO's compressed RLE string (the LEB128-like text of ``maskApi.c``) to counts."""
+    data = encoded.encode("ascii") if isinstance(encoded, str) else encoded
+    counts: list[int] = []
+    pos = 0
+    while pos < len(data):
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= len(data):
+                raise RLEError("truncated COCO RLE string")
+            c = data[pos] - 48
+            if c < 0 or c > 63:
+                raise RLEError(f"invalid character {chr(data[pos])!r} in COCO RLE string")
+            value |= (c & 0x1F) << (5 * shift)
+            more = bool(c & 0x20)
+            pos += 1
+            shift += 1
+            if not more and (c & 0x10):
+                value |= -1 << (5 * shift)
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts

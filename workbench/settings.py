@@ -1,0 +1,57 @@
+"""Workbench settings: one pydantic-settings model, read from ``WORKBENCH_*`` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Where the workbench keeps its data and how it talks to the database."""
+
+    model_config = SettingsConfigDict(env_prefix="WORKBENCH_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / "data",
+        description="Folder for the default database, the demo dataset and caches (git-ignored).",
+    )
+    db_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the store; default: a SQLite file in data_dir.",
+    )
+    sqlite_busy_timeout_ms: int = Field(
+        default=10_000, description="How long SQLite waits for another writer before failing."
+    )
+    max_image_pixels: int = Field(
+        default=89_478_485,
+        description="Images with more pixels are refused as decompression bombs (Pillow's default).",
+    )
+    import_batch_rows: int = Field(
+        default=2_000, description="Rows parsed, checked and committed together during an import."
+    )
+    image_check: str = Field(
+        default="full",
+        description="How imports check image files: full (decode + SHA-256), header (size only), none.",
+    )
+
+    @property
+    def database_url(self) -> str:
+        """The effective database URL (``db_url`` or the default SQLite file)."""
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{(self.data_dir / 'workbench.db').as_posix()}"
+
+    @property
+    def demo_dir(self) -> Path:
+        """Where the generated demo dataset lives."""
+        return self.data_dir / "demo"
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (e.g. ``--db``) on top."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)
