@@ -1,0 +1,349 @@
+"""Writing imported rows into the store: shared by every importer.
+
+An importer parses its source into :class:`PendingAnnotation` records and hands them over in
+batches; :class:`DatasetWriter` checks image files (in parallel, once per file), skips what is
+already stored (idempotent re-imports), writes each batch in one short transaction and keeps
+the import report. In ``strict`` mode the whole import is one transaction that is rolled back
+at the first rejected row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.orm import Session
+
+from db.models import Annotation, AnnotationAttribute, Attribute, Category, Dataset, Image, ImportRun, utcnow
+from workbench.formats.images import ImageInfo, ImageProblem, check_image
+from workbench.taxonomy import Taxonomy
+
+
+@dataclass
+class Rejection:
+    """A row (or annotation) the import refused: where it is and why."""
+
+    line: int | None
+    image_id: str
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    """What an import did; ``images``/``annotations`` count what the source holds that is now
+    stored, ``new_*`` what this run added (0 on a repeated import)."""
+
+    dataset: str
+    images: int = 0
+    annotations: int = 0
+    new_images: int = 0
+    new_annotations: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form written by ``--report``."""
+        return asdict(self)
+
+
+class StrictImportError(ValueError):
+    """Raised in strict mode at the first bad row; nothing was written."""
+
+    def __init__(self, rejection: Rejection):
+        where = f"line {rejection.line}" if rejection.line is not None else rejection.image_id
+        super().__init__(f"{where}: {rejection.reason}")
+        self.rejection = rejection
+
+
+class ImportSourceError(ValueError):
+    """A source that cannot be imported at all (missing file, wrong header, bad label file)."""
+
+
+@dataclass
+class PendingAnnotation:
+    """A parsed, checked annotation waiting to be written."""
+
+    line: int | None
+    file_name: str
+    height: int
+    width: int
+    category_source_id: int
+    attribute_source_ids: list[int]
+    rle: str
+    area: int
+    bbox: tuple[int, int, int, int]
+    source_key: str
+
+
+def source_key(*parts: str) -> str:
+    """A stable key of a source row, so re-importing it is recognised."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+class DatasetWriter:
+    """Writes one import into the store, batch by batch, keeping the report."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        name: str,
+        format: str,
+        images_root: Path,
+        taxonomy: Taxonomy,
+        sources: dict[str, str],
+        strict: bool = False,
+        image_check: str = "full",
+        max_pixels: int = 89_478_485,
+    ):
+        self.images_root = Path(images_root)
+        self.strict = strict
+        self.image_check = image_check
+        self.max_pixels = max_pixels
+        self.report = ImportReport(dataset=name)
+        self._session = Session(engine, expire_on_commit=False)
+        self._categories = {c.id: c for c in taxonomy.categories}
+        self._attributes = {a.id: a for a in taxonomy.attributes}
+        self._checked: dict[str, ImageInfo | ImageProblem] = {}
+        self._seen_keys: dict[str, int | None] = {}
+        self._accepted_images: set[str] = set()
+        self._pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2))
+        try:
+            self._prepare(name, format, taxonomy, sources)
+        except Exception:
+            self.close()
+            raise
+
+    # -- set-up -----------------------------------------------------------------------------
+    def _prepare(self, name: str, format: str, taxonomy: Taxonomy, sources: dict[str, str]) -> None:
+        s = self._session
+        dataset = s.scalar(select(Dataset).where(Dataset.name == name))
+        if dataset is None:
+            dataset = Dataset(
+                name=name, format=format, images_root=str(self.images_root), info=taxonomy.info
+            )
+            s.add(dataset)
+            s.flush()
+        elif dataset.format != format:
+            raise ImportSourceError(
+                f"dataset {name!r} exists as format {dataset.format!r}; import {format!r} data "
+                "under another --name"
+            )
+        else:
+            dataset.images_root = str(self.images_root)
+        self.dataset_id = dataset.id
+        self.category_ids = self._sync_labels(Category, taxonomy.categories)
+        self.attribute_ids = self._sync_labels(Attribute, taxonomy.attributes)
+        self.images: dict[str, tuple[int, int, int]] = {
+            fn: (iid, w, h)
+            for iid, fn, w, h in s.execute(
+                select(Image.id, Image.file_name, Image.width, Image.height).where(
+                    Image.dataset_id == self.dataset_id
+                )
+            )
+        }
+        self._preexisting_images = set(self.images)
+        self._run = ImportRun(dataset_id=self.dataset_id, format=format, sources=sources)
+        s.add(self._run)
+        self._commit()
+
+    def _sync_labels(self, model: type[Category] | type[Attribute], labels) -> dict[int, int]:
+        s = self._session
+        existing = {
+            src: db_id
+            for db_id, src in s.execute(
+                select(model.id, model.source_id).where(model.dataset_id == self.dataset_id)
+            )
+        }
+        for label in labels:
+            if label.id not in existing:
+                row = model(
+                    dataset_id=self.dataset_id,
+                    source_id=label.id,
+                    name=label.name,
+                    supercategory=label.supercategory,
+                    level=label.level,
+                )
+                s.add(row)
+                s.flush()
+                existing[label.id] = row.id
+        return existing
+
+    # -- rows ---------------------------------------------------------------------------------
+    def knows_category(self, source_id: int) -> bool:
+        """Whether the label file defines this category id."""
+        return source_id in self.category_ids
+
+    def unknown_attributes(self, source_ids: list[int]) -> list[int]:
+        """The attribute ids the label file does not define."""
+        return [a for a in source_ids if a not in self.attribute_ids]
+
+    def reject(self, line: int | None, image_id: str, reason: str) -> None:
+        """Record a refused row; in strict mode, abort the whole import."""
+        rejection = Rejection(line, image_id, reason)
+        if self.strict:
+            self._session.rollback()
+            self.close()
+            raise StrictImportError(rejection)
+        self.report.rejected.append(rejection)
+
+    def _check_new_images(self, file_names: set[str]) -> None:
+        todo = sorted(f for f in file_names if f not in self._checked and f not in self.images)
+
+        def one(name: str) -> ImageInfo | ImageProblem:
+            try:
+                return check_image(
+                    self.images_root, name, mode=self.image_check, max_pixels=self.max_pixels
+                )
+            except ImageProblem as exc:
+                return exc
+
+        for name, result in zip(todo, self._pool.map(one, todo)):
+            self._checked[name] = result
+
+    def _image_problem(self, pending: PendingAnnotation) -> str | None:
+        stored = self.images.get(pending.file_name)
+        if stored is not None:
+            _, width, height = stored
+        else:
+            info = self._checked[pending.file_name]
+            if isinstance(info, ImageProblem):
+                return str(info)
+            if info.width is None:
+                return None
+            width, height = info.width, info.height
+        if (width, height) != (pending.width, pending.height):
+            return (
+                f"Height {pending.height}, Width {pending.width} disagree with the image file, "
+                f"which is {width} wide and {height} high"
+            )
+        return None
+
+    def write_batch(self, batch: list[PendingAnnotation]) -> None:
+        """Check the batch's images, drop duplicates and stored rows, and write the rest."""
+        if not batch:
+            return
+        self._check_new_images({p.file_name for p in batch})
+        accepted: list[PendingAnnotation] = []
+        for pending in batch:
+            problem = self._image_problem(pending)
+            if problem is not None:
+                self.reject(pending.line, pending.file_name, problem)
+                continue
+            if pending.source_key in self._seen_keys:
+                first = self._seen_keys[pending.source_key]
+                where = f"line {first}" if first is not None else "an earlier annotation"
+                self.reject(pending.line, pending.file_name, f"duplicate of {where} (same image, class and mask)")
+                continue
+            self._seen_keys[pending.source_key] = pending.line
+            accepted.append(pending)
+        self._insert(accepted)
+        self._commit()
+
+    def _insert(self, accepted: list[PendingAnnotation]) -> None:
+        s = self._session
+        new_images: dict[str, dict[str, Any]] = {}
+        for p in accepted:
+            if p.file_name in self.images or p.file_name in new_images:
+                continue
+            info = self._checked[p.file_name]
+            assert isinstance(info, ImageInfo)
+            new_images[p.file_name] = {
+                "dataset_id": self.dataset_id,
+                "file_name": p.file_name,
+                "width": p.width,
+                "height": p.height,
+                "checksum": info.checksum,
+                "file_size": info.file_size,
+                "created_at": utcnow(),
+            }
+        if new_images:
+            image_rows = list(new_images.values())
+            ids = s.scalars(
+                insert(Image).returning(Image.id, sort_by_parameter_order=True), image_rows
+            ).all()
+            for row, image_id in zip(image_rows, ids):
+                self.images[row["file_name"]] = (image_id, row["width"], row["height"])
+            self.report.new_images += len(new_images)
+        self._accepted_images.update(p.file_name for p in accepted)
+
+        # Rows already stored by an earlier import of the same source are skipped.
+        old_image_ids = {
+            self.images[p.file_name][0] for p in accepted if p.file_name in self._preexisting_images
+        }
+        stored: set[tuple[int, str]] = set()
+        if old_image_ids:
+            stored = set(
+                s.execute(
+                    select(Annotation.image_id, Annotation.source_key).where(
+                        Annotation.image_id.in_(old_image_ids)
+                    )
+                ).tuples()
+            )
+        rows, attrs = [], []
+        for p in accepted:
+            image_id = self.images[p.file_name][0]
+            self.report.annotations += 1
+            if (image_id, p.source_key) in stored:
+                continue
+            x, y, w, h = p.bbox
+            rows.append(
+                {
+                    "dataset_id": self.dataset_id,
+                    "image_id": image_id,
+                    "category_id": self.category_ids[p.category_source_id],
+                    "source_key": p.source_key,
+                    "rle": p.rle,
+                    "area": p.area,
+                    "bbox_x": x,
+                    "bbox_y": y,
+                    "bbox_w": w,
+                    "bbox_h": h,
+                }
+            )
+            attrs.append(sorted({self.attribute_ids[a] for a in p.attribute_source_ids}))
+        if rows:
+            ids = s.scalars(
+                insert(Annotation).returning(Annotation.id, sort_by_parameter_order=True), rows
+            ).all()
+            links = [
+                {"annotation_id": ann_id, "attribute_id": attr_id}
+                for ann_id, attr_ids in zip(ids, attrs)
+                for attr_id in attr_ids
+            ]
+            if links:
+                s.execute(insert(AnnotationAttribute), links)
+            self.report.new_annotations += len(rows)
+
+    def _commit(self) -> None:
+        if self.strict:
+            self._session.flush()
+        else:
+            self._session.commit()
+
+    # -- end ----------------------------------------------------------------------------------
+    def finish(self) -> ImportReport:
+        """Record the import run and commit; returns the report."""
+        self.report.images = len(self._accepted_images)
+        self.report.rejected.sort(key=lambda r: (r.line is None, r.line or 0))
+        self._run.status = "finished"
+        self._run.finished_at = utcnow()
+        self._run.images = self.report.images
+        self._run.annotations = self.report.annotations
+        self._run.rejected = [asdict(r) for r in self.report.rejected]
+        self._session.commit()
+        self.close()
+        return self.report
+
+    def close(self) -> None:
+        """Release the session and the checking threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._session.close()
