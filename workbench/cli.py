@@ -1,0 +1,245 @@
+"""``python -m workbench``: every page action, scriptable (typer)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from workbench.settings import Settings, get_settings
+
+app = typer.Typer(help="Fashion ControlNet Workbench: curate fashion segmentation data for ControlNet.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+import_app = typer.Typer(help="Import a dataset into the store.", no_args_is_help=True)
+masks_app = typer.Typer(help="Render conditioning masks.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+app.add_typer(masks_app, name="masks")
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return ctx.obj["settings"]
+
+
+def _engine(ctx: typer.Context):
+    from db.engine import make_engine
+
+    settings = _settings(ctx)
+    return make_engine(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    db: Annotated[Optional[str], typer.Option("--db", help="SQLAlchemy database URL (default: WORKBENCH_DB_URL or data/workbench.db).")] = None,
+) -> None:
+    """Global options."""
+    ctx.obj = {"settings": get_settings(db_url=db)}
+
+
+@app.command()
+def config(ctx: typer.Context) -> None:
+    """Print the effective settings as JSON."""
+    settings = _settings(ctx)
+    data = settings.model_dump(mode="json")
+    data["database_url"] = settings.database_url
+    _print_json(data)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    images: Annotated[int, typer.Option(help="Number of images to generate.")] = 64,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same dataset).")] = 0,
+) -> None:
+    """Generate the demo dataset (iMaterialist 2019 format) and import it as 'demo'."""
+    from workbench.datasets import ensure_demo_dataset
+    from workbench.progress import tqdm_progress
+
+    if images < 1:
+        _fail("--images must be at least 1")
+    with tqdm_progress("demo", unit="%") as progress:
+        report = ensure_demo_dataset(
+            _engine(ctx), _settings(ctx), n_images=images, seed=seed, progress=progress, force=True
+        )
+    _print_json(report.to_dict())
+
+
+def _run_import(ctx: typer.Context, runner, report_path: Optional[Path], **kwargs: Any) -> None:
+    from workbench.formats import ImportSourceError, StrictImportError
+    from workbench.progress import tqdm_progress
+
+    try:
+        with tqdm_progress(f"import {kwargs['name']}", unit="B") as progress:
+            report = runner(_engine(ctx), progress=progress, **kwargs)
+    except StrictImportError as exc:
+        _fail(f"{exc} (strict mode: nothing was written)", code=1)
+    except ImportSourceError as exc:
+        _fail(str(exc))
+    data = report.to_dict()
+    if report_path is not None:
+        report_path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    summary = {k: v for k, v in data.items() if k != "rejected"}
+    summary["rejected"] = len(report.rejected)
+    _print_json(summary)
+    for r in report.rejected[:20]:
+        where = f"line {r.line}" if r.line is not None else r.image_id
+        typer.echo(f"rejected {where}: {r.reason}", err=True)
+    if len(report.rejected) > 20:
+        typer.echo(f"... and {len(report.rejected) - 20} more (see --report)", err=True)
+
+
+ReportOpt = Annotated[Optional[Path], typer.Option("--report", help="Write the import report (JSON) here.")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Stop at the first bad row, writing nothing.")]
+CheckOpt = Annotated[Optional[str], typer.Option("--image-check", help="full (decode + SHA-256), header (size only) or none.")]
+
+
+@import_app.command("imat2019")
+def import_imat2019_cmd(
+    ctx: typer.Context,
+    csv: Annotated[Path, typer.Option("--csv", help="train.csv (2019 or 2020 layout).")],
+    labels: Annotated[Path, typer.Option("--labels", help="label_descriptions.json.")],
+    images: Annotated[Path, typer.Option("--images", help="Folder holding the images.")],
+    name: Annotated[str, typer.Option("--name", help="Dataset name in the store.")],
+    report: ReportOpt = None,
+    strict: StrictOpt = False,
+    image_check: CheckOpt = None,
+) -> None:
+    """Import iMaterialist Fashion 2019 (or 2020) train.csv + label_descriptions.json."""
+    from workbench.formats import import_imat2019
+
+    _run_import(ctx, import_imat2019, report, csv_path=csv, labels_path=labels, images_dir=images,
+                name=name, strict=strict, image_check=image_check)
+
+
+@import_app.command("coco")
+def import_coco_cmd(
+    ctx: typer.Context,
+    annotations: Annotated[Path, typer.Option("--annotations", help="COCO instances JSON (Fashionpedia too).")],
+    images: Annotated[Path, typer.Option("--images", help="Folder holding the images.")],
+    name: Annotated[str, typer.Option("--name", help="Dataset name in the store.")],
+    report: ReportOpt = None,
+    strict: StrictOpt = False,
+    image_check: CheckOpt = None,
+) -> None:
+    """Import a COCO instances file (polygons or RLE; Fashionpedia attributes)."""
+    from workbench.formats import import_coco
+
+    _run_import(ctx, import_coco, report, annotations_path=annotations, images_dir=images,
+                name=name, strict=strict, image_check=image_check)
+
+
+@import_app.command("folder")
+def import_folder_cmd(
+    ctx: typer.Context,
+    images: Annotated[Path, typer.Option("--images", help="Folder of images (searched recursively).")],
+    name: Annotated[str, typer.Option("--name", help="Dataset name in the store.")],
+    report: ReportOpt = None,
+    image_check: CheckOpt = None,
+) -> None:
+    """Import a plain folder of images (no annotations)."""
+    from workbench.formats import import_folder
+
+    _run_import(ctx, import_folder, report, images_dir=images, name=name, image_check=image_check)
+
+
+@app.command()
+def datasets(ctx: typer.Context) -> None:
+    """List the stored datasets."""
+    from db.engine import session_scope
+    from workbench.datasets import list_datasets
+
+    with session_scope(_engine(ctx)) as session:
+        for name in list_datasets(session):
+            typer.echo(name)
+
+
+@app.command()
+def stats(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Counts of a dataset: images, annotations, per category and attribute."""
+    from db.engine import session_scope
+    from workbench.datasets import DatasetNotFound, dataset_stats
+
+    try:
+        with session_scope(_engine(ctx)) as session:
+            data = dataset_stats(session, dataset)
+    except DatasetNotFound as exc:
+        _fail(str(exc))
+    if as_json:
+        _print_json(data)
+        return
+    typer.echo(f"{data['dataset']} ({data['format']}): {data['images']} images, "
+               f"{data['annotations']} annotations, {data['category_count']} categories")
+    for name, count in sorted(data["categories"].items(), key=lambda kv: -kv[1]):
+        if count:
+            typer.echo(f"  {count:8d}  {name}")
+
+
+def _parse_size(size: Optional[str]) -> Optional[tuple[int, int]]:
+    if size is None:
+        return None
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+        if w < 1 or h < 1:
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter(f"--size must look like 512x768 (width x height), not {size!r}")
+    return (w, h)
+
+
+@masks_app.command("render")
+def masks_render(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name.")],
+    image_id: Annotated[str, typer.Option("--image-id", help="Image file name relative to the images folder.")],
+    scheme: Annotated[str, typer.Option("--scheme", help="fine, body-parts, cloth-seg, cloth-seg-compat or a saved scheme.")],
+    out: Annotated[Path, typer.Option("--out", help="Output palette PNG.")],
+    legend: Annotated[Optional[Path], typer.Option("--legend", help="Write the legend JSON here.")] = None,
+    size: Annotated[Optional[str], typer.Option("--size", help="Resize (nearest) to WxH.")] = None,
+) -> None:
+    """Render an image's conditioning mask as a single-channel palette PNG."""
+    from db.engine import session_scope
+    from workbench.datasets import DatasetNotFound, get_dataset, get_image
+    from workbench.masks import render_image_mask, save_legend, save_palette_png
+    from workbench.schemes import SchemeError
+
+    target = _parse_size(size)
+    try:
+        with session_scope(_engine(ctx)) as session:
+            image = get_image(session, get_dataset(session, dataset), image_id)
+            rendered = render_image_mask(session, image.id, scheme, size=target)
+    except (DatasetNotFound, LookupError, SchemeError) as exc:
+        _fail(str(exc).strip("'\""))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_palette_png(rendered, out)
+    if legend is not None:
+        save_legend(rendered, legend)
+    unmapped = getattr(rendered, "unmapped", None)
+    if unmapped:
+        typer.echo(f"note: categories not in scheme {scheme!r} were left as background: "
+                   f"{', '.join(sorted(unmapped))}", err=True)
+    typer.echo(str(out))
+
+
+def run() -> None:
+    """Entry point of ``python -m workbench``."""
+    app(prog_name="python -m workbench")
+
+
+if __name__ == "__main__":
+    sys.exit(run())

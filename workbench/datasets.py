@@ -1,0 +1,167 @@
+"""Datasets in the store: look-up, counts, pipeline status, and the embedded demo dataset."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from db.engine import session_scope
+from db.models import Annotation, AnnotationAttribute, Attribute, Category, Dataset, Image, ImportRun, MaskScheme
+from workbench.progress import ProgressFn
+from workbench.settings import Settings
+
+DEMO_NAME = "demo"
+
+
+class DatasetNotFound(LookupError):
+    """No dataset of that name; the message lists the ones there are."""
+
+
+def list_datasets(session: Session) -> list[str]:
+    """Names of the stored datasets, oldest first."""
+    return list(session.scalars(select(Dataset.name).order_by(Dataset.id)))
+
+
+def get_dataset(session: Session, name: str) -> Dataset:
+    """The dataset called ``name``, or :class:`DatasetNotFound` naming the alternatives."""
+    dataset = session.scalar(select(Dataset).where(Dataset.name == name))
+    if dataset is None:
+        known = ", ".join(list_datasets(session)) or "none yet; run `python -m workbench demo`"
+        raise DatasetNotFound(f"no dataset named {name!r} (datasets: {known})")
+    return dataset
+
+
+def get_image(session: Session, dataset: Dataset, file_name: str) -> Image:
+    """An image of ``dataset`` by its file name relative to the images folder."""
+    image = session.scalar(
+        select(Image).where(Image.dataset_id == dataset.id, Image.file_name == file_name)
+    )
+    if image is None:
+        raise LookupError(f"dataset {dataset.name!r} has no image {file_name!r}")
+    return image
+
+
+def dataset_stats(session: Session, name: str) -> dict[str, Any]:
+    """Counts of a dataset computed in SQL: images, annotations, per category and attribute."""
+    dataset = get_dataset(session, name)
+    images = session.scalar(select(func.count()).where(Image.dataset_id == dataset.id)) or 0
+    annotations = (
+        session.scalar(select(func.count()).where(Annotation.dataset_id == dataset.id)) or 0
+    )
+    per_category = dict(
+        session.execute(
+            select(Category.name, func.count(Annotation.id))
+            .join(Annotation, Annotation.category_id == Category.id, isouter=True)
+            .where(Category.dataset_id == dataset.id)
+            .group_by(Category.id)
+            .order_by(Category.source_id)
+        ).all()
+    )
+    per_attribute = dict(
+        session.execute(
+            select(Attribute.name, func.count(AnnotationAttribute.annotation_id))
+            .join(AnnotationAttribute, AnnotationAttribute.attribute_id == Attribute.id)
+            .where(Attribute.dataset_id == dataset.id)
+            .group_by(Attribute.id)
+            .order_by(Attribute.source_id)
+        ).all()
+    )
+    last_import = session.scalar(
+        select(ImportRun).where(ImportRun.dataset_id == dataset.id).order_by(ImportRun.id.desc())
+    )
+    return {
+        "dataset": dataset.name,
+        "format": dataset.format,
+        "images_root": dataset.images_root,
+        "images": images,
+        "annotations": annotations,
+        "category_count": len(per_category),
+        "categories": per_category,
+        "attributes": per_attribute,
+        "last_import_rejected": len(last_import.rejected) if last_import else 0,
+    }
+
+
+@dataclass
+class PipelineStep:
+    """Where one step of the road from raw data to a trained model stands."""
+
+    step: str
+    done: int
+    total: int
+    note: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-dict form for JSON and tables."""
+        return asdict(self)
+
+
+def pipeline_status(session: Session, name: str) -> list[PipelineStep]:
+    """The state of each pipeline step for a dataset, so a curator sees what is next."""
+    stats = dataset_stats(session, name)
+    images = stats["images"]
+    annotated = session.scalar(
+        select(func.count(func.distinct(Annotation.image_id))).where(
+            Annotation.dataset_id == get_dataset(session, name).id
+        )
+    ) or 0
+    schemes = session.scalar(select(func.count(func.distinct(MaskScheme.name)))) or 0
+    not_yet = "not available in this version yet"
+    return [
+        PipelineStep("imported", images, images, f"{stats['annotations']} masks, "
+                     f"{stats['last_import_rejected']} rows rejected in the last import"),
+        PipelineStep("images with masks", annotated, images, "images that have at least one garment mask"),
+        PipelineStep("mask schemes", schemes, schemes, "saved mask schemes (built-ins appear on first use)"),
+        PipelineStep("people flags reviewed", 0, images, not_yet),
+        PipelineStep("captions reviewed", 0, images, not_yet),
+        PipelineStep("exports", 0, 0, not_yet),
+        PipelineStep("training jobs", 0, 0, not_yet),
+    ]
+
+
+def ensure_demo_dataset(
+    engine: Engine,
+    settings: Settings,
+    *,
+    n_images: int = 64,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    force: bool = False,
+) -> Any:
+    """Generate the demo dataset into ``settings.demo_dir`` and import it as ``demo``.
+
+    Without ``force`` nothing happens when the store already holds a dataset: the demo is the
+    default only for an empty workbench. Returns the import report, or ``None``.
+    """
+    from workbench.demo import generate_demo
+    from workbench.formats.imat2019 import import_imat2019
+
+    with session_scope(engine) as session:
+        if not force and list_datasets(session):
+            return None
+    root = Path(settings.demo_dir)
+    files = generate_demo(root, n_images=n_images, seed=seed, progress=_half(progress, 0))
+    return import_imat2019(
+        engine,
+        csv_path=files.csv,
+        labels_path=files.labels,
+        images_dir=files.images_dir,
+        name=DEMO_NAME,
+        progress=_half(progress, 1),
+    )
+
+
+def _half(progress: ProgressFn | None, which: int) -> ProgressFn | None:
+    """Map a sub-task's progress onto one half of an overall 0..100 bar."""
+    if progress is None:
+        return None
+
+    def update(done: int, total: int | None) -> None:
+        share = done / total if total else 0.0
+        progress(int(50 * which + 50 * share), 100)
+
+    return update
