@@ -1,0 +1,221 @@
+"""iMaterialist 2019/2020 import: good rows stored, every bad row refused by line, re-imports idempotent."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+from db.engine import session_scope
+from db.models import Annotation, AnnotationAttribute, Attribute, Category, Image as ImageRow, ImportRun
+from workbench.formats import ImportSourceError, StrictImportError, import_imat2019
+from workbench.rle import decode_runs, mask_to_text, parse_runs
+from workbench.taxonomy import BUNDLED_IMAT2019_LABELS
+
+HEADER = "ImageId,EncodedPixels,Height,Width,ClassId"
+
+
+def _mask(h: int, w: int, top: int, left: int, bottom: int, right: int) -> np.ndarray:
+    m = np.zeros((h, w), bool)
+    m[top:bottom, left:right] = True
+    return m
+
+
+class Source:
+    """A tiny iMaterialist dataset on disk: images, label file, and a CSV written per test."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.images = root / "images"
+        self.images.mkdir(parents=True)
+        self.labels = root / "label_descriptions.json"
+        shutil.copy(BUNDLED_IMAT2019_LABELS, self.labels)
+        self.csv = root / "train.csv"
+
+    def image(self, name: str, width: int, height: int) -> str:
+        Image.new("RGB", (width, height), (120, 80, 60)).save(self.images / name, quality=90)
+        return name
+
+    def write(self, *rows: str, header: str = HEADER) -> Path:
+        self.csv.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+        return self.csv
+
+    def run(self, engine, **kwargs):
+        return import_imat2019(
+            engine, csv_path=self.csv, labels_path=self.labels, images_dir=self.images, name="shop", **kwargs
+        )
+
+
+@pytest.fixture
+def src(tmp_path) -> Source:
+    return Source(tmp_path / "src")
+
+
+def _counts(engine) -> tuple[int, int, int]:
+    with session_scope(engine) as s:
+        return (
+            s.scalar(select(func.count()).select_from(ImageRow)),
+            s.scalar(select(func.count()).select_from(Annotation)),
+            s.scalar(select(func.count()).select_from(AnnotationAttribute)),
+        )
+
+
+def test_good_rows_are_stored_with_area_box_and_attributes(engine, src):
+    src.image("a.jpg", 40, 30)
+    dress = _mask(30, 40, 5, 10, 25, 30)
+    shoe = _mask(30, 40, 26, 12, 29, 16)
+    src.write(f"a.jpg,{mask_to_text(dress)},30,40,10_3_77", f"a.jpg,{mask_to_text(shoe)},30,40,23")
+    report = src.run(engine)
+    assert (report.images, report.annotations, report.rejected) == (1, 2, [])
+    with session_scope(engine) as s:
+        rows = s.execute(
+            select(Annotation, Category.name).join(Category).order_by(Annotation.id)
+        ).all()
+        (dress_row, dress_name), (shoe_row, shoe_name) = rows
+        assert (dress_name, shoe_name) == ("dress", "shoe")
+        assert dress_row.area == dress.sum()
+        assert (dress_row.bbox_x, dress_row.bbox_y, dress_row.bbox_w, dress_row.bbox_h) == (10, 5, 20, 20)
+        assert np.array_equal(decode_runs(parse_runs(dress_row.rle, 30, 40), 30, 40), dress)
+        attrs = s.scalars(
+            select(Attribute.source_id)
+            .join(AnnotationAttribute, AnnotationAttribute.attribute_id == Attribute.id)
+            .where(AnnotationAttribute.annotation_id == dress_row.id)
+            .order_by(Attribute.source_id)
+        ).all()
+        assert attrs == [3, 77]
+        image = s.scalar(select(ImageRow))
+        assert (image.file_name, image.width, image.height) == ("a.jpg", 40, 30)
+        assert image.checksum and len(image.checksum) == 64
+
+
+BAD_ROWS = [
+    ("a.jpg,1 2 3,30,40,1", "odd number of tokens"),
+    ("a.jpg,1 5000,30,40,1", "goes past the image (40x30 = 1200 pixels)"),
+    ("a.jpg,1 two,30,40,1", "non-numeric token 'two'"),
+    ("a.jpg,0 4,30,40,1", "start 0"),
+    ("a.jpg,1 4,30,40,99", "unknown category id 99"),
+    ("a.jpg,1 4,30,40,1_500", "unknown attribute id(s) [500]"),
+    ("a.jpg,1 4,30,40,dress", "ClassId 'dress' is not a category id"),
+    ("a.jpg,1 4,thirty,40,1", "Height 'thirty' is not an integer"),
+    ("gone.jpg,1 4,30,40,1", "image file not found"),
+    ("small.jpg,1 4,30,40,1", "Height 30, Width 40 disagree with the image file, which is 20 wide and 10 high"),
+    ("broken.jpg,1 4,30,40,1", "not a readable image"),
+    ("cut.jpg,1 4,30,40,1", "corrupt image"),
+    ("../escape.jpg,1 4,30,40,1", "path leaves the images folder"),
+    ("/etc/passwd,1 4,30,40,1", "must be relative to the images folder"),
+]
+
+
+@pytest.mark.parametrize("row, reason", BAD_ROWS, ids=[r for _, r in BAD_ROWS])
+def test_each_bad_row_is_refused_with_its_line_and_the_rest_goes_on(engine, src, row, reason):
+    src.image("a.jpg", 40, 30)
+    src.image("small.jpg", 20, 10)
+    (src.images / "broken.jpg").write_bytes(b"this is not a jpeg")
+    Image.new("RGB", (40, 30), "red").save(src.root / "full.jpg", quality=95)
+    full = (src.root / "full.jpg").read_bytes()
+    (src.images / "cut.jpg").write_bytes(full[: len(full) // 2])
+    good = mask_to_text(_mask(30, 40, 0, 0, 10, 10))
+    src.write(f"a.jpg,{good},30,40,1", row, f"a.jpg,{good},30,40,6")
+    report = src.run(engine)
+    assert report.annotations == 2
+    assert len(report.rejected) == 1
+    rejected = report.rejected[0]
+    assert rejected.line == 3  # header is line 1
+    assert reason in rejected.reason
+    assert _counts(engine)[1] == 2
+
+
+def test_image_over_the_decompression_bomb_limit_is_refused(engine, src, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_MAX_IMAGE_PIXELS", "1000")
+    src.image("big.jpg", 40, 30)  # 1200 pixels
+    src.write("big.jpg,1 4,30,40,1")
+    report = src.run(engine)
+    assert report.annotations == 0
+    assert "decompression-bomb limit of 1000" in report.rejected[0].reason
+
+
+def test_reimport_changes_nothing(engine, src):
+    src.image("a.jpg", 40, 30)
+    src.image("b.jpg", 40, 30)
+    m = mask_to_text(_mask(30, 40, 2, 2, 9, 9))
+    src.write(f"a.jpg,{m},30,40,1_3", f"b.jpg,{m},30,40,6", "b.jpg,1 2 3,30,40,6")
+    first = src.run(engine)
+    before = _counts(engine)
+    second = src.run(engine)
+    assert _counts(engine) == before == (2, 2, 1)
+    assert (second.new_images, second.new_annotations) == (0, 0)
+    assert (second.images, second.annotations) == (first.images, first.annotations)
+    assert [r.line for r in second.rejected] == [4]
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Category)) == 46
+
+
+def test_duplicate_row_in_one_file_is_reported(engine, src):
+    src.image("a.jpg", 40, 30)
+    m = mask_to_text(_mask(30, 40, 2, 2, 9, 9))
+    src.write(f"a.jpg,{m},30,40,1", f"a.jpg,{m},30,40,1")
+    report = src.run(engine)
+    assert report.annotations == 1
+    assert report.rejected[0].line == 3 and "duplicate of line 2" in report.rejected[0].reason
+
+
+def test_strict_stops_at_the_first_bad_row_and_writes_nothing(engine, src):
+    src.image("a.jpg", 40, 30)
+    m = mask_to_text(_mask(30, 40, 2, 2, 9, 9))
+    src.write(f"a.jpg,{m},30,40,1")
+    src.run(engine)
+    kept = _counts(engine)
+    src.image("b.jpg", 40, 30)
+    src.write(f"b.jpg,{m},30,40,1", "b.jpg,1 2 3,30,40,6", f"b.jpg,{m},30,40,7")
+    with pytest.raises(StrictImportError, match="line 3: odd number of tokens"):
+        src.run(engine, strict=True)
+    assert _counts(engine) == kept  # the earlier import is intact, nothing new was written
+
+
+def test_a_later_import_with_bad_rows_loses_nothing_imported_before(engine, src):
+    src.image("a.jpg", 40, 30)
+    m = mask_to_text(_mask(30, 40, 2, 2, 9, 9))
+    src.write(f"a.jpg,{m},30,40,1")
+    src.run(engine)
+    src.write("a.jpg,1 5000,30,40,1", "missing.jpg,1 2,30,40,1")
+    report = src.run(engine)
+    assert len(report.rejected) == 2
+    assert _counts(engine)[:2] == (1, 1)
+    with session_scope(engine) as s:
+        runs = s.scalars(select(ImportRun).order_by(ImportRun.id)).all()
+        assert [r.status for r in runs] == ["finished", "finished"]
+        assert [len(r.rejected) for r in runs] == [0, 2]
+
+
+def test_2020_layout_without_extension_and_with_attribute_column(engine, src):
+    src.image("abc123.jpg", 40, 30)
+    m = mask_to_text(_mask(30, 40, 2, 2, 9, 9))
+    src.write(
+        f'abc123,{m},30,40,10,"3,77"',
+        f"abc123,{mask_to_text(_mask(30, 40, 20, 2, 29, 9))},30,40,23,",
+        header=HEADER + ",AttributesIds",
+    )
+    report = src.run(engine)
+    assert (report.images, report.annotations, report.rejected) == (1, 2, [])
+    with session_scope(engine) as s:
+        assert s.scalar(select(ImageRow.file_name)) == "abc123.jpg"
+        assert s.scalar(select(func.count()).select_from(AnnotationAttribute)) == 2
+
+
+def test_a_csv_without_the_expected_columns_is_refused_before_anything_is_written(engine, src):
+    src.write("a.jpg,1 2", header="ImageId,Pixels")
+    with pytest.raises(ImportSourceError, match="missing column"):
+        src.run(engine)
+    assert _counts(engine) == (0, 0, 0)
+
+
+def test_progress_reaches_the_end(engine, src):
+    src.image("a.jpg", 40, 30)
+    src.write("a.jpg,1 4,30,40,1")
+    seen: list[tuple[int, int | None]] = []
+    src.run(engine, progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1][0] == seen[-1][1] == src.csv.stat().st_size
