@@ -16,6 +16,7 @@ from workbench.rle import (
     decode_runs,
     encode_mask,
     mask_to_text,
+    measure_runs,
     parse_runs,
     runs_area,
     runs_bbox,
@@ -48,9 +49,9 @@ def test_area_and_box_from_runs_match_the_decoded_mask(mask):
     runs = encode_mask(mask)
     ys, xs = np.nonzero(mask)
     assert runs_area(runs) == mask.sum()
-    assert runs_bbox(runs, h) == (
-        xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
-    )
+    box = (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+    assert runs_bbox(runs, h) == box
+    assert measure_runs(mask_to_text(mask), h, w) == (mask.sum(), box)
 
 
 @settings(max_examples=150, deadline=None)
@@ -87,6 +88,7 @@ def test_kaggle_runs_are_one_based_and_column_major():
     ],
 )
 def test_bad_runs_are_refused_with_a_message_naming_the_problem(text, message):
-    with pytest.raises(RLEError) as err:
-        parse_runs(text, 3, 4)
-    assert message in str(err.value)
+    for check in (parse_runs, measure_runs):
+        with pytest.raises(RLEError) as err:
+            check(text, 3, 4)
+        assert message in str(err.value)

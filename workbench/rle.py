@@ -21,13 +21,8 @@ class RLEError(ValueError):
     """A run-length text that cannot be a mask of the given image."""
 
 
-def parse_runs(text: str, height: int, width: int) -> np.ndarray:
-    """Parse and check an iMaterialist run-length text; return 0-based ``(n, 2)`` runs.
-
-    Raises :class:`RLEError` naming the problem: empty, non-numeric tokens, an odd number of
-    tokens, a start of 0, an empty run, runs out of order or overlapping, or a run past the
-    end of the image.
-    """
+def _checked_pairs(text: str, height: int, width: int) -> np.ndarray:
+    """The ``(n, 2)`` 1-based ``[start, length]`` pairs of a run-length text, all checked."""
     text = text.strip()
     if not text:
         raise RLEError("empty mask: EncodedPixels has no runs")
@@ -39,30 +34,57 @@ def parse_runs(text: str, height: int, width: int) -> np.ndarray:
         raise RLEError(
             f"odd number of tokens ({values.size}): EncodedPixels must be 'start length' pairs"
         )
-    runs = values.reshape(-1, 2)
-    starts, lengths = runs[:, 0], runs[:, 1]
-    if (starts < 1).any():
+    pairs = values.reshape(-1, 2)
+    starts, lengths = pairs[:, 0], pairs[:, 1]
+    if starts.min() < 1:
         raise RLEError("start 0: run starts are 1-based (the first pixel is 1)")
-    if (lengths < 1).any():
+    if lengths.min() < 1:
         i = int(np.argmax(lengths < 1))
         raise RLEError(f"run {int(starts[i])} {int(lengths[i])} has length 0")
-    total = height * width
-    ends = starts + lengths - 1  # last pixel of each run, 1-based
-    if (ends > total).any():
-        i = int(np.argmax(ends > total))
-        raise RLEError(
-            f"run {int(starts[i])} {int(lengths[i])} goes past the image "
-            f"({width}x{height} = {total} pixels)"
-        )
-    if runs.shape[0] > 1 and (starts[1:] <= ends[:-1]).any():
-        i = int(np.argmax(starts[1:] <= ends[:-1])) + 1
+    ends = starts + lengths  # one past the last pixel of each run, 1-based
+    if pairs.shape[0] > 1 and (starts[1:] < ends[:-1]).any():
+        i = int(np.argmax(starts[1:] < ends[:-1])) + 1
         raise RLEError(
             f"run {int(starts[i])} {int(lengths[i])} starts before the previous run ends: "
             "runs must be in ascending order and must not overlap"
         )
-    out = runs.copy()
-    out[:, 0] -= 1
-    return out
+    total = height * width
+    if ends[-1] - 1 > total:  # runs are ascending, so the last one ends last
+        raise RLEError(
+            f"run {int(starts[-1])} {int(lengths[-1])} goes past the image "
+            f"({width}x{height} = {total} pixels)"
+        )
+    return pairs
+
+
+def parse_runs(text: str, height: int, width: int) -> np.ndarray:
+    """Parse and check an iMaterialist run-length text; return 0-based ``(n, 2)`` runs.
+
+    Raises :class:`RLEError` naming the problem: empty, non-numeric tokens, an odd number of
+    tokens, a start of 0, an empty run, runs out of order or overlapping, or a run past the
+    end of the image.
+    """
+    runs = _checked_pairs(text, height, width).copy()
+    runs[:, 0] -= 1
+    return runs
+
+
+def measure_runs(text: str, height: int, width: int) -> tuple[int, tuple[int, int, int, int]]:
+    """Check a run-length text and return its area and ``(x, y, w, h)`` box, decoding nothing.
+
+    The same checks as :func:`parse_runs`; this is the importer's fast path.
+    """
+    pairs = _checked_pairs(text, height, width)
+    first = pairs[:, 0] - 1
+    last = first + pairs[:, 1] - 1
+    left, right = int(first[0] // height), int(last[-1] // height)
+    if (last // height != first // height).any():
+        # A run that continues into the next column covers that column's top and the
+        # previous column's bottom.
+        top, bottom = 0, height - 1
+    else:
+        top, bottom = int((first % height).min()), int((last % height).max())
+    return int(pairs[:, 1].sum()), (left, top, right - left + 1, bottom - top + 1)
 
 
 def runs_to_text(runs: np.ndarray) -> str:
