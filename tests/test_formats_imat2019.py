@@ -219,3 +219,22 @@ def test_progress_reaches_the_end(engine, src):
     seen: list[tuple[int, int | None]] = []
     src.run(engine, progress=lambda done, total: seen.append((done, total)))
     assert seen[-1][0] == seen[-1][1] == src.csv.stat().st_size
+
+
+def test_parsing_in_worker_processes_gives_the_same_store_and_report(tmp_path, src, monkeypatch):
+    from db.engine import make_engine
+
+    monkeypatch.setenv("WORKBENCH_IMPORT_BATCH_ROWS", "3")  # several chunks in flight
+    src.image("a.jpg", 40, 30)
+    rows = [f"a.jpg,{mask_to_text(_mask(30, 40, i, i, i + 5, i + 6))},30,40,{i % 46}" for i in range(12)]
+    rows.insert(4, "a.jpg,1 2 3,30,40,1")
+    src.write(*rows)
+    results = []
+    for workers in (0, 1):
+        engine = make_engine(f"sqlite:///{tmp_path / f'w{workers}.db'}")
+        report = src.run(engine, workers=workers)
+        with session_scope(engine) as s:
+            stored = s.execute(select(Annotation.source_key, Annotation.area).order_by(Annotation.source_key)).all()
+        results.append((report.to_dict(), stored))
+    assert results[0] == results[1]
+    assert results[0][0]["annotations"] == 12 and results[0][0]["rejected"][0]["line"] == 6
