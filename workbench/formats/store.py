@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -322,6 +323,63 @@ class DatasetWriter:
             if links:
                 s.execute(insert(AnnotationAttribute), links)
             self.report.new_annotations += len(rows)
+
+    def add_images(
+        self, file_names_with_sizes: Iterable[tuple[str, int | None, int | None]]
+    ) -> dict[str, str]:
+        """Check and store images, annotated or not; returns the refused ones with the reason.
+
+        Each entry is ``(file_name, width, height)``; a size of ``None`` is taken from the file.
+        Refused images are rejected with ``line`` None, as rows are.
+        """
+        entries = list(file_names_with_sizes)
+        self._check_new_images({file_name for file_name, _, _ in entries})
+        refused: dict[str, str] = {}
+        rows: dict[str, dict[str, Any]] = {}
+        for file_name, width, height in entries:
+            if file_name in self.images:
+                info: ImageInfo | ImageProblem = ImageInfo(*self.images[file_name][1:])
+            elif file_name in rows:
+                info = ImageInfo(rows[file_name]["width"], rows[file_name]["height"])
+            else:
+                info = self._checked[file_name]
+            problem = str(info) if isinstance(info, ImageProblem) else None
+            if problem is None and (width is None or height is None):
+                width, height = info.width, info.height
+                if width is None or height is None:
+                    problem = "size unknown: check the image file with image_check 'header' or 'full'"
+            elif problem is None and info.width is not None and (info.width, info.height) != (width, height):
+                problem = (
+                    f"size {width}x{height} (width x height) disagrees with the image file, "
+                    f"which is {info.width}x{info.height}"
+                )
+            if problem is not None:
+                refused[file_name] = problem
+                self.reject(None, file_name, problem)
+                continue
+            if file_name not in self.images and file_name not in rows:
+                assert isinstance(info, ImageInfo)
+                rows[file_name] = {
+                    "dataset_id": self.dataset_id,
+                    "file_name": file_name,
+                    "width": width,
+                    "height": height,
+                    "checksum": info.checksum,
+                    "file_size": info.file_size,
+                    "created_at": utcnow(),
+                }
+            self._accepted_images.add(file_name)
+        if rows:
+            self._session.execute(insert(Image.__table__), list(rows.values()))
+            for image_id, file_name, width, height in self._session.execute(
+                select(Image.id, Image.file_name, Image.width, Image.height).where(
+                    Image.dataset_id == self.dataset_id, Image.file_name.in_(list(rows))
+                )
+            ):
+                self.images[file_name] = (image_id, width, height)
+            self.report.new_images += len(rows)
+        self._commit()
+        return refused
 
     def _commit(self) -> None:
         if self.strict:
