@@ -92,3 +92,12 @@ def test_bad_runs_are_refused_with_a_message_naming_the_problem(text, message):
         with pytest.raises(RLEError) as err:
             check(text, 3, 4)
         assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "encoded, message",
+    [("0 0", "invalid character ' '"), ("P", "truncated"), ("0\x7f", "invalid character")],
+)
+def test_bad_coco_strings_are_refused(encoded, message):
+    with pytest.raises(RLEError, match=message):
+        coco_string_to_counts(encoded)

@@ -340,29 +340,5 @@ def _polygon_runs(polygons: list[Any], height: int, width: int) -> np.ndarray:
         if len(polygon) < 6:
             raise RLEError(f"polygon {i} has {len(polygon) // 2} point(s); a polygon needs at least 3")
     merged = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    return coco_counts_to_runs(_pycocotools_counts(merged["counts"]))
+    return coco_counts_to_runs(coco_string_to_counts(merged["counts"]))
 
-
-def _pycocotools_counts(encoded: bytes) -> np.ndarray:
-    """Counts of a compressed RLE string that pycocotools itself wrote, decoded with numpy.
-
-    Same result as :func:`~workbench.rle.coco_string_to_counts`, which also validates and is
-    used for strings from the file; per character Python is too slow for every polygon of a
-    Fashionpedia-sized import (about 80% of its time), and pycocotools' output needs no checks.
-    """
-    chars = np.frombuffer(encoded, dtype=np.uint8).astype(np.int64) - 48
-    if chars.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    last = (chars & 0x20) == 0  # the final character of each value
-    ends = np.flatnonzero(last)
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    value_of = np.repeat(np.arange(ends.size), ends - starts + 1)
-    shifts = 5 * (np.arange(chars.size) - starts[value_of])
-    values = np.add.reduceat((chars & 0x1F) << shifts, starts)
-    negative = (chars[ends] & 0x10) != 0
-    values[negative] |= np.left_shift(np.int64(-1), 5 * (ends - starts + 1)[negative])
-    # Each count after the third is stored as the difference to the count two places back.
-    counts = values.copy()
-    counts[1::2] = np.cumsum(values[1::2])
-    counts[2::2] = np.cumsum(values[2::2])
-    return counts

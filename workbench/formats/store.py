@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, Integer, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from db.models import Annotation, AnnotationAttribute, Attribute, Category, Dataset, Image, ImportRun, utcnow
@@ -55,7 +55,10 @@ class StrictImportError(ValueError):
     """Raised in strict mode at the first bad row; nothing was written."""
 
     def __init__(self, rejection: Rejection):
-        where = f"line {rejection.line}" if rejection.line is not None else rejection.image_id
+        if rejection.line is not None:
+            where = f"line {rejection.line}"
+        else:
+            where = rejection.image_id or "source"
         super().__init__(f"{where}: {rejection.reason}")
         self.rejection = rejection
 
@@ -78,6 +81,16 @@ class PendingAnnotation:
     area: int
     bbox: tuple[int, int, int, int]
     source_key: str
+
+
+# Links an attribute to an annotation found by its image and source key (executemany-able).
+_LINK_ATTRIBUTE = insert(AnnotationAttribute.__table__).from_select(
+    ["annotation_id", "attribute_id"],
+    select(Annotation.id, bindparam("link_attribute", type_=Integer)).where(
+        Annotation.image_id == bindparam("link_image"),
+        Annotation.source_key == bindparam("link_key"),
+    ),
+)
 
 
 def source_key(*parts: str) -> str:
@@ -257,23 +270,8 @@ class DatasetWriter:
                 continue
             info = self._checked[p.file_name]
             assert isinstance(info, ImageInfo)
-            new_images[p.file_name] = {
-                "dataset_id": self.dataset_id,
-                "file_name": p.file_name,
-                "width": p.width,
-                "height": p.height,
-                "checksum": info.checksum,
-                "file_size": info.file_size,
-                "created_at": utcnow(),
-            }
-        if new_images:
-            image_rows = list(new_images.values())
-            ids = s.scalars(
-                insert(Image).returning(Image.id, sort_by_parameter_order=True), image_rows
-            ).all()
-            for row, image_id in zip(image_rows, ids):
-                self.images[row["file_name"]] = (image_id, row["width"], row["height"])
-            self.report.new_images += len(new_images)
+            new_images[p.file_name] = self._image_row(p.file_name, p.width, p.height, info)
+        self._insert_images(new_images)
         self._accepted_images.update(p.file_name for p in accepted)
 
         # Rows already stored by an earlier import of the same source are skipped.
@@ -287,9 +285,9 @@ class DatasetWriter:
                     select(Annotation.image_id, Annotation.source_key).where(
                         Annotation.image_id.in_(old_image_ids)
                     )
-                ).tuples()
+                ).all()
             )
-        rows, attrs = [], []
+        rows, links = [], []
         for p in accepted:
             image_id = self.images[p.file_name][0]
             self.report.annotations += 1
@@ -310,18 +308,14 @@ class DatasetWriter:
                     "bbox_h": h,
                 }
             )
-            attrs.append(sorted({self.attribute_ids[a] for a in p.attribute_source_ids}))
+            links.extend(
+                {"link_image": image_id, "link_key": p.source_key, "link_attribute": a}
+                for a in sorted({self.attribute_ids[a] for a in p.attribute_source_ids})
+            )
         if rows:
-            ids = s.scalars(
-                insert(Annotation).returning(Annotation.id, sort_by_parameter_order=True), rows
-            ).all()
-            links = [
-                {"annotation_id": ann_id, "attribute_id": attr_id}
-                for ann_id, attr_ids in zip(ids, attrs)
-                for attr_id in attr_ids
-            ]
+            s.execute(insert(Annotation.__table__), rows)
             if links:
-                s.execute(insert(AnnotationAttribute), links)
+                s.execute(_LINK_ATTRIBUTE, links)
             self.report.new_annotations += len(rows)
 
     def add_images(
@@ -359,27 +353,36 @@ class DatasetWriter:
                 continue
             if file_name not in self.images and file_name not in rows:
                 assert isinstance(info, ImageInfo)
-                rows[file_name] = {
-                    "dataset_id": self.dataset_id,
-                    "file_name": file_name,
-                    "width": width,
-                    "height": height,
-                    "checksum": info.checksum,
-                    "file_size": info.file_size,
-                    "created_at": utcnow(),
-                }
+                rows[file_name] = self._image_row(file_name, width, height, info)
             self._accepted_images.add(file_name)
-        if rows:
-            self._session.execute(insert(Image.__table__), list(rows.values()))
-            for image_id, file_name, width, height in self._session.execute(
-                select(Image.id, Image.file_name, Image.width, Image.height).where(
-                    Image.dataset_id == self.dataset_id, Image.file_name.in_(list(rows))
-                )
-            ):
-                self.images[file_name] = (image_id, width, height)
-            self.report.new_images += len(rows)
+        self._insert_images(rows)
         self._commit()
         return refused
+
+    def _image_row(self, file_name: str, width: int, height: int, info: ImageInfo) -> dict[str, Any]:
+        return {
+            "dataset_id": self.dataset_id,
+            "file_name": file_name,
+            "width": width,
+            "height": height,
+            "checksum": info.checksum,
+            "file_size": info.file_size,
+            "created_at": utcnow(),
+        }
+
+    def _insert_images(self, rows: dict[str, dict[str, Any]]) -> None:
+        if not rows:
+            return
+        # Plain executemany, then one look-up of the new ids: RETURNING with ordered rows
+        # makes SQLite insert row by row, several times slower.
+        self._session.execute(insert(Image.__table__), list(rows.values()))
+        for image_id, file_name, width, height in self._session.execute(
+            select(Image.id, Image.file_name, Image.width, Image.height).where(
+                Image.dataset_id == self.dataset_id, Image.file_name.in_(list(rows))
+            )
+        ):
+            self.images[file_name] = (image_id, width, height)
+        self.report.new_images += len(rows)
 
     def _commit(self) -> None:
         if self.strict:
