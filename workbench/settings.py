@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         default="full",
         description="How imports check image files: full (decode + SHA-256), header (size only), none.",
     )
+    demo_images: int = Field(
+        default=64,
+        ge=0,
+        description="Images in the demo dataset Home imports on first start into an empty store; "
+        "0 turns that off.",
+    )
 
     @property
     def database_url(self) -> str:

@@ -1,0 +1,138 @@
+"""Home: pick a dataset and see its counts and where each curation step stands."""
+
+from __future__ import annotations
+
+import threading
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from db.engine import make_engine, session_scope
+from workbench.datasets import dataset_stats, ensure_demo_dataset, list_datasets, pipeline_status
+from workbench.progress import ProgressFn
+from workbench.settings import Settings, get_settings
+
+TOP_CATEGORIES = 15
+
+st.set_page_config(page_title="Fashion ControlNet Workbench", page_icon="👗", layout="wide")
+
+
+@st.cache_resource(show_spinner=False)
+def open_store(url: str, busy_timeout_ms: int) -> Engine:
+    """The store's engine, shared by every session of the app."""
+    return make_engine(url, busy_timeout_ms=busy_timeout_ms)
+
+
+@st.cache_resource(show_spinner=False)
+def demo_lock(url: str) -> threading.Lock:
+    """One first-start demo import per store, however many browsers open at once."""
+    return threading.Lock()
+
+
+def shown_url(url: str) -> str:
+    """The database URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparsable URL)"
+
+
+def progress_bar(bar) -> ProgressFn:
+    """A ProgressFn that moves a ``st.progress`` bar."""
+
+    def update(done: int, total: int | None) -> None:
+        if total:
+            bar.progress(min(done / total, 1.0), text=f"{100 * done // total}%")
+
+    return update
+
+
+def import_demo_once(engine: Engine, settings: Settings) -> None:
+    """Generate and import the demo dataset into an empty store, showing progress."""
+    with demo_lock(settings.database_url):
+        with session_scope(engine) as session:
+            if list_datasets(session):
+                return
+        with st.status(f"First start: building the demo dataset ({settings.demo_images} images)…",
+                       expanded=True) as status:
+            bar = st.progress(0.0, text="0%")
+            try:
+                report = ensure_demo_dataset(engine, settings, n_images=settings.demo_images,
+                                             progress=progress_bar(bar))
+            except Exception as exc:  # shown, not raised: a page must never end in a traceback
+                status.update(label="The demo dataset could not be built", state="error")
+                st.error(f"{type(exc).__name__}: {exc}. Run `python -m workbench demo` to see details.")
+                return
+            if report is not None:
+                status.update(label=f"Demo dataset imported: {report.images} images, "
+                              f"{report.annotations} annotations", state="complete", expanded=False)
+
+
+st.title("Fashion ControlNet Workbench")
+
+# -- load -----------------------------------------------------------------------------------
+try:
+    settings = get_settings()
+except Exception as exc:
+    st.error(f"The workbench settings are invalid: {exc}")
+    st.stop()
+
+try:
+    engine = open_store(settings.database_url, settings.sqlite_busy_timeout_ms)
+    with session_scope(engine) as session:
+        names = list_datasets(session)
+except Exception as exc:
+    st.error(
+        f"Cannot open the database {shown_url(settings.database_url)}: {type(exc).__name__}: {exc}\n\n"
+        "Check `WORKBENCH_DB_URL` (or `WORKBENCH_DATA_DIR`); `python -m workbench config` prints the settings."
+    )
+    st.stop()
+
+if not names and settings.demo_images > 0:
+    import_demo_once(engine, settings)
+    with session_scope(engine) as session:
+        names = list_datasets(session)
+
+if not names:
+    st.info("No datasets yet. Import one on the **Import** page, or run `python -m workbench demo`.")
+    st.stop()
+
+name = st.selectbox("Dataset", names, key="dataset")
+with session_scope(engine) as session:
+    stats = dataset_stats(session, name)
+    steps = pipeline_status(session, name)
+
+# -- show -----------------------------------------------------------------------------------
+used = sum(1 for count in stats["categories"].values() if count)
+images_col, annotations_col, categories_col = st.columns(3)
+images_col.metric("Images", f"{stats['images']:,}")
+annotations_col.metric("Annotations", f"{stats['annotations']:,}")
+categories_col.metric("Categories", f"{stats['category_count']:,}",
+                      help=f"{used} of them have at least one mask in this dataset.")
+st.caption(f"Format `{stats['format']}` · images in `{stats['images_root']}`")
+
+st.subheader("Pipeline")
+table = pd.DataFrame([step.as_dict() for step in steps])
+table["progress"] = [100 * s.done / s.total if s.total else None for s in steps]
+next_step = next((s for s in steps if s.total and s.done < s.total), None)
+if next_step is not None:
+    st.info(f"Next: **{next_step.step}** ({next_step.done} of {next_step.total} done): {next_step.note}.")
+st.dataframe(
+    table[["step", "progress", "done", "total", "note"]],
+    hide_index=True,
+    column_config={"progress": st.column_config.ProgressColumn("progress", format="%.0f%%",
+                                                                min_value=0, max_value=100)},
+)
+
+st.subheader("Top categories")
+counts = pd.Series(stats["categories"], name="masks").sort_values(ascending=False)
+counts = counts[counts > 0].head(TOP_CATEGORIES)
+if counts.empty:
+    st.info("This dataset has no masks yet.")
+else:
+    chart = px.bar(counts.iloc[::-1], orientation="h", labels={"index": "category", "value": "masks"})
+    chart.update_layout(showlegend=False, height=120 + 24 * len(counts), margin={"t": 10, "b": 10})
+    st.plotly_chart(chart)

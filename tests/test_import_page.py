@@ -1,0 +1,161 @@
+"""pages/01_Import.py through streamlit's AppTest: an import with rejected rows, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from db.engine import dispose_engines, make_engine, session_scope
+from workbench.datasets import dataset_stats, list_datasets
+from workbench.rle import mask_to_text
+from workbench.settings import get_settings
+from workbench.taxonomy import BUNDLED_IMAT2019_LABELS
+
+PAGE = Path(__file__).resolve().parent.parent / "pages" / "01_Import.py"
+IMAT = "iMaterialist 2019/2020 CSV"
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An isolated, empty store under tmp_path."""
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("WORKBENCH_DB_URL", f"sqlite:///{(tmp_path / 'data' / 'wb.db').as_posix()}")
+    dispose_engines()
+    st.cache_resource.clear()
+    yield tmp_path
+    st.cache_resource.clear()
+    dispose_engines()
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> dict[str, Path]:
+    """A tiny iMaterialist dataset: two images, three good rows, two bad ones (lines 3 and 5)."""
+    images = tmp_path / "shop" / "images"
+    images.mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg"):
+        Image.new("RGB", (40, 30), (120, 80, 60)).save(images / name)
+    box = np.zeros((30, 40), bool)
+    box[5:25, 10:30] = True
+    rle = mask_to_text(box)
+    csv = tmp_path / "shop" / "train.csv"
+    csv.write_text(
+        "\n".join([
+            "ImageId,EncodedPixels,Height,Width,ClassId",
+            f"a.jpg,{rle},30,40,10_3",
+            "a.jpg,1 2 3,30,40,10",  # odd number of RLE tokens
+            f"b.jpg,{rle},30,40,23",
+            f"b.jpg,{rle},30,40,999",  # unknown category
+            f"b.jpg,{rle},30,40,31",
+        ]) + "\n",
+        encoding="utf-8",
+    )
+    return {"csv": csv, "images": images}
+
+
+def page() -> AppTest:
+    """The import page, run once."""
+    app = AppTest.from_file(str(PAGE), default_timeout=60).run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def fill_imat(app: AppTest, name: str, csv: Path, images: Path) -> None:
+    """Fill the iMaterialist form (the label file keeps its bundled default)."""
+    app.radio(key="import_format").set_value(IMAT)
+    app.text_input(key="import_name").input(name)
+    app.text_input(key="import_csv").input(str(csv))
+    app.text_input(key="import_images").input(str(images))
+
+
+def test_import_shows_counts_and_rejected_rows(store: Path, shop: dict[str, Path]) -> None:
+    app = page()
+    assert app.text_input(key="import_labels").value == str(BUNDLED_IMAT2019_LABELS)
+    fill_imat(app, "shop", shop["csv"], shop["images"])
+    app.button[0].click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+    assert app.status[0].state == "complete"
+
+    shown = {m.label: int(str(m.value).replace(",", "")) for m in app.metric}
+    assert shown == {"Images": 2, "Annotations": 3, "New images": 2, "New annotations": 3, "Rejected": 2}
+    rejected = app.dataframe[0].value
+    assert list(rejected["line"]) == [3, 5]
+    assert "odd number of tokens" in rejected["reason"][0]
+    assert "unknown category" in rejected["reason"][1]
+
+    download = app.get("download_button")[0]
+    assert download.proto.label == "Download report (JSON)"
+    report = app.session_state["import_report"]
+    assert json.loads(json.dumps(report))["rejected"][1]["line"] == 5
+
+    engine = make_engine(get_settings().database_url)
+    with session_scope(engine) as session:
+        assert list_datasets(session) == ["shop"]
+        stats = dataset_stats(session, "shop")
+    assert (stats["images"], stats["annotations"]) == (2, 3)
+
+
+def test_reimport_adds_nothing(store: Path, shop: dict[str, Path]) -> None:
+    app = page()
+    fill_imat(app, "shop", shop["csv"], shop["images"])
+    app.button[0].click().run()
+    app.button[0].click().run()
+    shown = {m.label: int(str(m.value).replace(",", "")) for m in app.metric}
+    assert (shown["Images"], shown["New images"], shown["New annotations"]) == (2, 0, 0)
+
+
+def test_missing_fields_are_named(store: Path) -> None:
+    app = page()
+    app.radio(key="import_format").set_value(IMAT).run()
+    app.button[0].click().run()
+    assert "dataset name" in app.error[0].value
+    assert "csv path" in app.error[0].value
+
+
+def test_unusable_source_is_an_error_and_the_form_keeps_its_values(
+    store: Path, shop: dict[str, Path], tmp_path: Path
+) -> None:
+    app = page()
+    missing = tmp_path / "nowhere.csv"
+    fill_imat(app, "shop", missing, shop["images"])
+    app.button[0].click().run()
+    assert not app.exception
+    assert "CSV file not found" in app.error[0].value
+    assert app.text_input(key="import_csv").value == str(missing)
+    assert app.text_input(key="import_name").value == "shop"
+
+
+def test_strict_mode_writes_nothing(store: Path, shop: dict[str, Path]) -> None:
+    app = page()
+    fill_imat(app, "shop", shop["csv"], shop["images"])
+    app.checkbox(key="import_strict").check()
+    app.button[0].click().run()
+    assert "nothing was written" in app.error[0].value
+    assert "line 3" in app.error[0].value
+    engine = make_engine(get_settings().database_url)
+    with session_scope(engine) as session:
+        assert list_datasets(session) == []
+
+
+def test_folder_import_rejects_a_corrupt_file(store: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (32, 48), (200, 10, 10)).save(photos / "good.png")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    app = page()
+    app.radio(key="import_format").set_value("Image folder").run()
+    assert not app.checkbox  # strict applies to annotation files only
+    app.text_input(key="import_name").input("photos")
+    app.text_input(key="import_images").input(str(photos))
+    app.button[0].click().run()
+    assert not app.error, [e.value for e in app.error]
+    shown = {m.label: int(str(m.value).replace(",", "")) for m in app.metric}
+    assert (shown["Images"], shown["Annotations"], shown["Rejected"]) == (1, 0, 1)
+    assert "broken.jpg" in " ".join(app.dataframe[0].value["image_id"].astype(str))
