@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 
-from db.engine import make_engine, session_scope
+from db.engine import session_scope
+from ui.common import open_store, progress_bar, shown_url
 from workbench.datasets import dataset_stats, ensure_demo_dataset, list_datasets, pipeline_status
-from workbench.progress import ProgressFn
 from workbench.settings import Settings, get_settings
 
 TOP_CATEGORIES = 15
@@ -20,55 +17,24 @@ TOP_CATEGORIES = 15
 st.set_page_config(page_title="Fashion ControlNet Workbench", page_icon="👗", layout="wide")
 
 
-@st.cache_resource(show_spinner=False)
-def open_store(url: str, busy_timeout_ms: int) -> Engine:
-    """The store's engine, shared by every session of the app."""
-    return make_engine(url, busy_timeout_ms=busy_timeout_ms)
-
-
-@st.cache_resource(show_spinner=False)
-def demo_lock(url: str) -> threading.Lock:
-    """One first-start demo import per store, however many browsers open at once."""
-    return threading.Lock()
-
-
-def shown_url(url: str) -> str:
-    """The database URL without its password, for messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(unparsable URL)"
-
-
-def progress_bar(bar) -> ProgressFn:
-    """A ProgressFn that moves a ``st.progress`` bar."""
-
-    def update(done: int, total: int | None) -> None:
-        if total:
-            bar.progress(min(done / total, 1.0), text=f"{100 * done // total}%")
-
-    return update
-
-
 def import_demo_once(engine: Engine, settings: Settings) -> None:
     """Generate and import the demo dataset into an empty store, showing progress."""
-    with demo_lock(settings.database_url):
-        with session_scope(engine) as session:
-            if list_datasets(session):
-                return
-        with st.status(f"First start: building the demo dataset ({settings.demo_images} images)…",
-                       expanded=True) as status:
-            bar = st.progress(0.0, text="0%")
-            try:
-                report = ensure_demo_dataset(engine, settings, n_images=settings.demo_images,
-                                             progress=progress_bar(bar))
-            except Exception as exc:  # shown, not raised: a page must never end in a traceback
-                status.update(label="The demo dataset could not be built", state="error")
-                st.error(f"{type(exc).__name__}: {exc}. Run `python -m workbench demo` to see details.")
-                return
-            if report is not None:
-                status.update(label=f"Demo dataset imported: {report.images} images, "
-                              f"{report.annotations} annotations", state="complete", expanded=False)
+    with st.status(f"First start: building the demo dataset ({settings.demo_images} images)…",
+                   expanded=True) as status:
+        bar = st.progress(0.0, text="0%")
+        try:
+            report = ensure_demo_dataset(engine, settings, n_images=settings.demo_images,
+                                         progress=progress_bar(bar))
+        except Exception as exc:  # shown, not raised: a page must never end in a traceback
+            status.update(label="The demo dataset could not be built", state="error")
+            st.error(f"{type(exc).__name__}: {exc}. Run `python -m workbench demo` to see details.")
+            return
+        if report is None:
+            status.update(label="Another session imported the demo dataset", state="complete",
+                          expanded=False)
+        else:
+            status.update(label=f"Demo dataset imported: {report.images} images, "
+                          f"{report.annotations} annotations", state="complete", expanded=False)
 
 
 st.title("Fashion ControlNet Workbench")
@@ -81,7 +47,7 @@ except Exception as exc:
     st.stop()
 
 try:
-    engine = open_store(settings.database_url, settings.sqlite_busy_timeout_ms)
+    engine = open_store(settings)
     with session_scope(engine) as session:
         names = list_datasets(session)
 except Exception as exc:

@@ -9,10 +9,7 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
-from sqlalchemy import Engine
-
-from db.engine import make_engine
-from workbench.progress import ProgressFn
+from ui.common import open_store, progress_bar
 from workbench.settings import get_settings
 from workbench.taxonomy import BUNDLED_IMAT2019_LABELS
 
@@ -21,22 +18,6 @@ COCO = "COCO JSON (Fashionpedia)"
 FOLDER = "Image folder"
 
 st.set_page_config(page_title="Import · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
-
-
-@st.cache_resource(show_spinner=False)
-def open_store(url: str, busy_timeout_ms: int) -> Engine:
-    """The store's engine, shared by every session of the app."""
-    return make_engine(url, busy_timeout_ms=busy_timeout_ms)
-
-
-def progress_bar(bar) -> ProgressFn:
-    """A ProgressFn that moves a ``st.progress`` bar."""
-
-    def update(done: int, total: int | None) -> None:
-        if total:
-            bar.progress(min(done / total, 1.0), text=f"{100 * done // total}%")
-
-    return update
 
 
 def importer(kind: str) -> Callable[..., Any]:
@@ -91,7 +72,7 @@ if st.button("Import", type="primary"):
         with st.status(f"Importing {name}…", expanded=True) as status:
             bar = st.progress(0.0, text="0%")
             try:
-                engine = open_store(settings.database_url, settings.sqlite_busy_timeout_ms)
+                engine = open_store(settings)
                 report = importer(kind)(engine, name=name.strip(), progress=progress_bar(bar),
                                         **{k: Path(v.strip()) for k, v in paths.items()}, **options)
             except StrictImportError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from workbench.progress import ProgressFn
 from workbench.settings import Settings
 
 DEMO_NAME = "demo"
+# One first-start demo import at a time in this process (several browser sessions may ask).
+_demo_lock = threading.Lock()
 
 
 class DatasetNotFound(LookupError):
@@ -140,19 +143,21 @@ def ensure_demo_dataset(
     from workbench.demo import generate_demo
     from workbench.formats.imat2019 import import_imat2019
 
-    with session_scope(engine) as session:
-        if not force and list_datasets(session):
-            return None
-    root = Path(settings.demo_dir)
-    files = generate_demo(root, n_images=n_images, seed=seed, progress=_half(progress, 0))
-    return import_imat2019(
-        engine,
-        csv_path=files.csv,
-        labels_path=files.labels,
-        images_dir=files.images_dir,
-        name=DEMO_NAME,
-        progress=_half(progress, 1),
-    )
+    with _demo_lock:
+        with session_scope(engine) as session:
+            if not force and list_datasets(session):
+                return None
+        files = generate_demo(
+            Path(settings.demo_dir), n_images=n_images, seed=seed, progress=_half(progress, 0)
+        )
+        return import_imat2019(
+            engine,
+            csv_path=files.csv,
+            labels_path=files.labels,
+            images_dir=files.images_dir,
+            name=DEMO_NAME,
+            progress=_half(progress, 1),
+        )
 
 
 def _half(progress: ProgressFn | None, which: int) -> ProgressFn | None:
