@@ -31,7 +31,11 @@ def _set_sqlite_pragmas(busy_timeout_ms: int):
 
 
 def upgrade_schema(engine: Engine) -> None:
-    """Create or upgrade the schema to the newest migration (idempotent)."""
+    """Create or upgrade the schema to the newest migrations (idempotent).
+
+    Each area of the workbench adds its tables in its own migration branch off the initial
+    revision, so this upgrades every head.
+    """
     from alembic import command
     from alembic.config import Config
 
@@ -39,7 +43,7 @@ def upgrade_schema(engine: Engine) -> None:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, "heads")
 
 
 def make_engine(url: str, *, busy_timeout_ms: int = 10_000, migrate: bool = True) -> Engine:

@@ -7,6 +7,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from db.engine import dispose_engines, make_engine
+import db  # noqa: F401  (every area's models)
 from db.models import Base
 
 

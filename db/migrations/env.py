@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
+import db  # noqa: F401  (every area's models)
 from db.models import Base
 
 target_metadata = Base.metadata

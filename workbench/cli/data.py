@@ -1,60 +1,29 @@
-"""``python -m workbench``: every page action, scriptable (typer)."""
+"""Data commands: settings, the demo, imports, dataset stats, mask rendering."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from workbench.settings import Settings, get_settings
+from workbench.cli.common import engine_of, fail, parse_size, print_json, settings_of
 
-app = typer.Typer(help="Fashion ControlNet Workbench: curate fashion segmentation data for ControlNet.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer()
 import_app = typer.Typer(help="Import a dataset into the store.", no_args_is_help=True)
 masks_app = typer.Typer(help="Render conditioning masks.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 app.add_typer(masks_app, name="masks")
 
 
-def _settings(ctx: typer.Context) -> Settings:
-    return ctx.obj["settings"]
-
-
-def _engine(ctx: typer.Context):
-    from db.engine import make_engine
-
-    settings = _settings(ctx)
-    return make_engine(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _print_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
-
-
-@app.callback()
-def main(
-    ctx: typer.Context,
-    db: Annotated[Optional[str], typer.Option("--db", help="SQLAlchemy database URL (default: WORKBENCH_DB_URL or data/workbench.db).")] = None,
-) -> None:
-    """Global options."""
-    ctx.obj = {"settings": get_settings(db_url=db)}
-
-
 @app.command()
 def config(ctx: typer.Context) -> None:
     """Print the effective settings as JSON."""
-    settings = _settings(ctx)
+    settings = settings_of(ctx)
     data = settings.model_dump(mode="json")
     data["database_url"] = settings.database_url
-    _print_json(data)
+    print_json(data)
 
 
 @app.command()
@@ -68,12 +37,12 @@ def demo(
     from workbench.progress import tqdm_progress
 
     if images < 1:
-        _fail("--images must be at least 1")
+        fail("--images must be at least 1")
     with tqdm_progress("demo", unit="%") as progress:
         report = ensure_demo_dataset(
-            _engine(ctx), _settings(ctx), n_images=images, seed=seed, progress=progress, force=True
+            engine_of(ctx), settings_of(ctx), n_images=images, seed=seed, progress=progress, force=True
         )
-    _print_json(report.to_dict())
+    print_json(report.to_dict())
 
 
 def _run_import(ctx: typer.Context, runner, report_path: Optional[Path], **kwargs: Any) -> None:
@@ -82,17 +51,17 @@ def _run_import(ctx: typer.Context, runner, report_path: Optional[Path], **kwarg
 
     try:
         with tqdm_progress(f"import {kwargs['name']}", unit="B") as progress:
-            report = runner(_engine(ctx), progress=progress, **kwargs)
+            report = runner(engine_of(ctx), progress=progress, **kwargs)
     except StrictImportError as exc:
-        _fail(f"{exc} (strict mode: nothing was written)", code=1)
+        fail(f"{exc} (strict mode: nothing was written)", code=1)
     except ImportSourceError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     data = report.to_dict()
     if report_path is not None:
         report_path.write_text(json.dumps(data, indent=2), encoding="utf-8")
     summary = {k: v for k, v in data.items() if k != "rejected"}
     summary["rejected"] = len(report.rejected)
-    _print_json(summary)
+    print_json(summary)
     for r in report.rejected[:20]:
         where = f"line {r.line}" if r.line is not None else r.image_id
         typer.echo(f"rejected {where}: {r.reason}", err=True)
@@ -160,7 +129,7 @@ def datasets(ctx: typer.Context) -> None:
     from db.engine import session_scope
     from workbench.datasets import list_datasets
 
-    with session_scope(_engine(ctx)) as session:
+    with session_scope(engine_of(ctx)) as session:
         for name in list_datasets(session):
             typer.echo(name)
 
@@ -176,30 +145,18 @@ def stats(
     from workbench.datasets import DatasetNotFound, dataset_stats
 
     try:
-        with session_scope(_engine(ctx)) as session:
+        with session_scope(engine_of(ctx)) as session:
             data = dataset_stats(session, dataset)
     except DatasetNotFound as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     typer.echo(f"{data['dataset']} ({data['format']}): {data['images']} images, "
                f"{data['annotations']} annotations, {data['category_count']} categories")
     for name, count in sorted(data["categories"].items(), key=lambda kv: -kv[1]):
         if count:
             typer.echo(f"  {count:8d}  {name}")
-
-
-def _parse_size(size: Optional[str]) -> Optional[tuple[int, int]]:
-    if size is None:
-        return None
-    try:
-        w, h = (int(v) for v in size.lower().split("x"))
-        if w < 1 or h < 1:
-            raise ValueError
-    except ValueError:
-        raise typer.BadParameter(f"--size must look like 512x768 (width x height), not {size!r}")
-    return (w, h)
 
 
 @masks_app.command("render")
@@ -218,13 +175,13 @@ def masks_render(
     from workbench.masks import render_image_mask, save_legend, save_palette_png
     from workbench.schemes import SchemeError
 
-    target = _parse_size(size)
+    target = parse_size(size)
     try:
-        with session_scope(_engine(ctx)) as session:
+        with session_scope(engine_of(ctx)) as session:
             image = get_image(session, get_dataset(session, dataset), image_id)
             rendered = render_image_mask(session, image.id, scheme, size=target)
     except (DatasetNotFound, LookupError, SchemeError) as exc:
-        _fail(str(exc).strip("'\""))
+        fail(str(exc).strip("'\""))
     out.parent.mkdir(parents=True, exist_ok=True)
     save_palette_png(rendered, out)
     if legend is not None:
@@ -234,12 +191,3 @@ def masks_render(
         typer.echo(f"note: categories not in scheme {scheme!r} were left as background: "
                    f"{', '.join(sorted(unmapped))}", err=True)
     typer.echo(str(out))
-
-
-def run() -> None:
-    """Entry point of ``python -m workbench``."""
-    app(prog_name="python -m workbench")
-
-
-if __name__ == "__main__":
-    sys.exit(run())

@@ -1,0 +1,3 @@
+"""Models of exports and training jobs."""
+
+from __future__ import annotations

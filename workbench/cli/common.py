@@ -1,0 +1,48 @@
+"""Helpers shared by the CLI's command modules."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn, Optional
+
+import typer
+from sqlalchemy import Engine
+
+from workbench.settings import Settings
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    """The settings the root command built from ``--db`` and the environment."""
+    return ctx.find_root().obj["settings"]
+
+
+def engine_of(ctx: typer.Context) -> Engine:
+    """The store's engine (schema brought up to date)."""
+    from db.engine import make_engine
+
+    settings = settings_of(ctx)
+    return make_engine(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def print_json(data: Any) -> None:
+    """Print ``data`` as indented JSON (dates and paths as strings)."""
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def parse_size(size: Optional[str]) -> Optional[tuple[int, int]]:
+    """``"512x768"`` -> ``(512, 768)`` (width, height); ``None`` stays ``None``."""
+    if size is None:
+        return None
+    try:
+        w, h = (int(v) for v in size.lower().split("x"))
+        if w < 1 or h < 1:
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter(f"--size must look like 512x768 (width x height), not {size!r}")
+    return (w, h)
