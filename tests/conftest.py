@@ -13,3 +13,38 @@ def engine(tmp_path):
     eng = make_engine(f"sqlite:///{(tmp_path / 'store.db').as_posix()}")
     yield eng
     dispose_engines()
+
+
+@pytest.fixture(scope="session")
+def demo_template(tmp_path_factory):
+    """A small demo dataset, generated and imported once per test session (read-only)."""
+    from workbench.datasets import DEMO_NAME
+    from workbench.demo import generate_demo
+    from workbench.formats.imat2019 import import_imat2019
+
+    root = tmp_path_factory.mktemp("demo")
+    files = generate_demo(root / "files", n_images=12, seed=0)
+    url = f"sqlite:///{(root / 'template.db').as_posix()}"
+    eng = make_engine(url)
+    import_imat2019(eng, csv_path=files.csv, labels_path=files.labels, images_dir=files.images_dir, name=DEMO_NAME)
+    eng.dispose()
+    return root / "template.db", files
+
+
+@pytest.fixture
+def demo_engine(tmp_path, demo_template):
+    """A private copy of the demo store (12 images, dataset ``demo``); its files are shared."""
+    import shutil
+
+    template_db, _files = demo_template
+    copy = tmp_path / "demo.db"
+    shutil.copy(template_db, copy)
+    eng = make_engine(f"sqlite:///{copy.as_posix()}")
+    yield eng
+    dispose_engines()
+
+
+@pytest.fixture
+def demo_files(demo_template):
+    """Paths of the demo dataset's files (``DemoFiles``: images_dir, csv, labels, truth)."""
+    return demo_template[1]
