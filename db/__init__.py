@@ -4,7 +4,7 @@ Models live in one module per area (``db/models.py`` for the core, ``db/people.p
 ``db/captions.py``, ``db/training.py``); importing ``db`` registers them all on ``Base``.
 """
 
-from db import captions, people, training  # noqa: F401  (registers their tables on Base)
+from db import captions, explore, people, training  # noqa: F401  (registers their tables on Base)
 from db.engine import make_engine, session_factory, session_scope
 from db.models import (
     Annotation,
