@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from db.engine import session_scope
 from db.models import Annotation, AnnotationAttribute, Attribute, Category, Dataset, Image, ImportRun, MaskScheme
-from workbench.progress import ProgressFn
+from workbench.progress import ProgressFn, StopFn
 from workbench.settings import Settings
 
 DEMO_NAME = "demo"
@@ -133,6 +133,7 @@ def ensure_demo_dataset(
     n_images: int = 64,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
     force: bool = False,
 ) -> Any:
     """Generate the demo dataset into ``settings.demo_dir`` and import it as ``demo``.
@@ -148,7 +149,11 @@ def ensure_demo_dataset(
             if not force and list_datasets(session):
                 return None
         files = generate_demo(
-            Path(settings.demo_dir), n_images=n_images, seed=seed, progress=_half(progress, 0)
+            Path(settings.demo_dir),
+            n_images=n_images,
+            seed=seed,
+            progress=_half(progress, 0),
+            should_stop=should_stop,
         )
         return import_imat2019(
             engine,

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from workbench.progress import ProgressFn, report
+from workbench.progress import ProgressFn, StopFn, check_stop, report
 from workbench.rle import encode_mask, runs_to_text
 from workbench.taxonomy import BUNDLED_IMAT2019_LABELS, Taxonomy, imat2019_taxonomy, short_name
 
@@ -54,9 +54,16 @@ class DemoFiles:
 
 
 def generate_demo(
-    out_dir: Path, n_images: int = 64, seed: int = 0, progress: ProgressFn | None = None
+    out_dir: Path,
+    n_images: int = 64,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> DemoFiles:
-    """Write a demo dataset (images, train.csv, label_descriptions.json, truth.json) to ``out_dir``."""
+    """Write a demo dataset (images, train.csv, label_descriptions.json, truth.json) to ``out_dir``.
+
+    ``should_stop`` is checked between images (:class:`~workbench.progress.Cancelled`).
+    """
     if n_images < 1:
         raise ValueError(f"n_images must be at least 1 (got {n_images})")
     if seed < 0:
@@ -83,6 +90,7 @@ def generate_demo(
     truth: dict[str, dict] = {}
     report(progress, 0, n_images)
     for i, name in enumerate(names):
+        check_stop(should_stop)
         scene = _render_scene(np.random.default_rng([seed, 1, i]), i in unlabelled, vocab)
         scene.photo.save(files.images_dir / name, "JPEG", quality=JPEG_QUALITY)
         for encoded, class_id in scene.rows:

@@ -12,6 +12,19 @@ from contextlib import contextmanager
 ProgressFn = Callable[[int, "int | None"], None]
 
 
+StopFn = Callable[[], bool]
+
+
+class Cancelled(Exception):
+    """Raised by long work when its caller asked it to stop (what was saved stays saved)."""
+
+
+def check_stop(should_stop: StopFn | None) -> None:
+    """Raise :class:`Cancelled` if ``should_stop`` says so; call between items of long work."""
+    if should_stop is not None and should_stop():
+        raise Cancelled("stopped on request")
+
+
 def report(progress: ProgressFn | None, done: int, total: int | None) -> None:
     """Call ``progress`` if there is one."""
     if progress is not None:

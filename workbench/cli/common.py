@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn, Optional
 
 import typer
 from sqlalchemy import Engine
 
+from workbench.progress import ProgressFn, StopFn, tqdm_progress
 from workbench.settings import Settings
 
 
@@ -46,3 +49,17 @@ def parse_size(size: Optional[str]) -> Optional[tuple[int, int]]:
     except ValueError:
         raise typer.BadParameter(f"--size must look like 512x768 (width x height), not {size!r}")
     return (w, h)
+
+
+@contextmanager
+def progress_hooks(desc: str, unit: str = "it") -> Iterator[tuple[ProgressFn, StopFn | None]]:
+    """``(progress, should_stop)`` for a long command: the job's own when it runs as a
+    background job, a tqdm bar (and no stop hook: Ctrl+C) in the foreground."""
+    from workbench.jobs import current_job
+
+    job = current_job()
+    if job is not None:
+        yield job.as_progress(), job.should_stop
+        return
+    with tqdm_progress(desc, unit=unit) as progress:
+        yield progress, None

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from workbench.cli.common import engine_of, fail, parse_size, print_json, settings_of
+from workbench.cli.common import engine_of, fail, parse_size, print_json, progress_hooks, settings_of
 
 app = typer.Typer()
 import_app = typer.Typer(help="Import a dataset into the store.", no_args_is_help=True)
@@ -34,23 +34,22 @@ def demo(
 ) -> None:
     """Generate the demo dataset (iMaterialist 2019 format) and import it as 'demo'."""
     from workbench.datasets import ensure_demo_dataset
-    from workbench.progress import tqdm_progress
 
     if images < 1:
         fail("--images must be at least 1")
-    with tqdm_progress("demo", unit="%") as progress:
+    with progress_hooks("demo", unit="%") as (progress, should_stop):
         report = ensure_demo_dataset(
-            engine_of(ctx), settings_of(ctx), n_images=images, seed=seed, progress=progress, force=True
+            engine_of(ctx), settings_of(ctx), n_images=images, seed=seed, progress=progress,
+            should_stop=should_stop, force=True,
         )
     print_json(report.to_dict())
 
 
 def _run_import(ctx: typer.Context, runner, report_path: Optional[Path], **kwargs: Any) -> None:
     from workbench.formats import ImportSourceError, StrictImportError
-    from workbench.progress import tqdm_progress
 
     try:
-        with tqdm_progress(f"import {kwargs['name']}", unit="B") as progress:
+        with progress_hooks(f"import {kwargs['name']}", unit="B") as (progress, _):
             report = runner(engine_of(ctx), progress=progress, **kwargs)
     except StrictImportError as exc:
         fail(f"{exc} (strict mode: nothing was written)", code=1)

@@ -1,0 +1,106 @@
+"""Job commands: list, watch, cancel and resume background jobs (``jobs ...``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from workbench.cli.common import engine_of, fail, print_json, settings_of
+
+app = typer.Typer()
+jobs_app = typer.Typer(help="Background jobs: list, status, log, cancel, resume.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+
+JobArg = Annotated[int, typer.Argument(help="Job id (see `jobs list`).")]
+
+
+@jobs_app.command("list")
+def list_cmd(
+    ctx: typer.Context,
+    kind: Annotated[Optional[str], typer.Option(help="Only jobs of this kind.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List jobs, newest first (dead processes are detected first)."""
+    from db.engine import session_scope
+    from workbench.jobs import job_summary, list_jobs, refresh_jobs
+
+    engine = engine_of(ctx)
+    refresh_jobs(engine)
+    with session_scope(engine) as session:
+        rows = [job_summary(job) for job in list_jobs(session, kind=kind)]
+    if as_json:
+        print_json(rows)
+        return
+    for row in rows:
+        total = row["total"] if row["total"] is not None else "?"
+        typer.echo(f"{row['id']:5d}  {row['kind']:10s}  {row['status']:10s}  {row['done']}/{total}  "
+                   f"{' '.join(row['argv'])}")
+
+
+@jobs_app.command("status")
+def status_cmd(
+    ctx: typer.Context,
+    job_id: JobArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show one job."""
+    from db.engine import session_scope
+    from workbench.jobs import JobError, get_job, job_summary, refresh_jobs
+
+    engine = engine_of(ctx)
+    refresh_jobs(engine)
+    try:
+        with session_scope(engine) as session:
+            row = job_summary(get_job(session, job_id))
+    except JobError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(row)
+    else:
+        for key, value in row.items():
+            typer.echo(f"{key:13s} {value}")
+
+
+@jobs_app.command("log")
+def log_cmd(
+    ctx: typer.Context,
+    job_id: JobArg,
+    lines: Annotated[int, typer.Option(help="How many lines from the end.")] = 50,
+) -> None:
+    """Print the end of a job's log."""
+    from db.engine import session_scope
+    from workbench.jobs import JobError, get_job, read_log_tail
+
+    try:
+        with session_scope(engine_of(ctx)) as session:
+            typer.echo(read_log_tail(get_job(session, job_id), lines), nl=False)
+    except JobError as exc:
+        fail(str(exc))
+
+
+@jobs_app.command("cancel")
+def cancel_cmd(
+    ctx: typer.Context,
+    job_id: JobArg,
+    grace: Annotated[float, typer.Option(help="Seconds to wait for a graceful stop before killing.")] = 10.0,
+) -> None:
+    """Stop a job: gracefully, then forcibly after --grace seconds."""
+    from workbench.jobs import JobError, cancel_job
+
+    try:
+        cancel_job(engine_of(ctx), job_id, grace_seconds=grace)
+    except JobError as exc:
+        fail(str(exc))
+    typer.echo(f"job {job_id} stopped")
+
+
+@jobs_app.command("resume")
+def resume_cmd(ctx: typer.Context, job_id: JobArg) -> None:
+    """Launch a stopped or failed job again with the same command; prints the new job's id."""
+    from workbench.jobs import JobError, resume_job
+
+    try:
+        typer.echo(resume_job(engine_of(ctx), settings_of(ctx), job_id))
+    except JobError as exc:
+        fail(str(exc))
