@@ -546,3 +546,41 @@ def save_scheme(
         ) from None
     session.flush()
     return _stored(row)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking a scheme against a dataset
+
+
+@dataclass(frozen=True)
+class SchemeCoverage:
+    """How a scheme fits a dataset's categories.
+
+    ``unknown``: category names the mapping lists that the dataset does not have (a typo, or
+    another taxonomy); ``unmapped``: dataset categories that neither the mapping nor the
+    supercategory fallback covers (they would be left out of the mask).
+    """
+
+    unknown: list[str]
+    unmapped: list[str]
+
+    def problems(self, scheme: str) -> list[str]:
+        """Sentences for a curator, empty when the scheme fits."""
+        out = []
+        if self.unknown:
+            out.append(f"scheme {scheme!r} maps categories this dataset does not have: "
+                       f"{', '.join(map(repr, self.unknown))}; check their spelling or remove them")
+        if self.unmapped:
+            out.append(f"scheme {scheme!r} does not map {', '.join(map(repr, self.unmapped))}: "
+                       "their masks are left as background; map them (or their supercategory)")
+        return out
+
+
+def scheme_coverage(definition: SchemeDefinition,
+                    categories: Iterable[tuple[str, str]]) -> SchemeCoverage:
+    """Compare a scheme with ``(name, supercategory)`` pairs of a dataset's categories."""
+    cats = list(categories)
+    known = {_key(name) for name, _ in cats}
+    unknown = [name for name in definition.mapping if _key(name) not in known]
+    unmapped = [name for name, sup in cats if definition.class_for(name, sup) is None]
+    return SchemeCoverage(unknown=unknown, unmapped=unmapped)
