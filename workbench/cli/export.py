@@ -2,6 +2,115 @@
 
 from __future__ import annotations
 
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
 import typer
 
+from workbench.cli.common import engine_of, fail, print_json, progress_hooks, settings_of
+
 app = typer.Typer()
+
+
+class Format(str, Enum):
+    controlnet = "controlnet"
+    imagefolder = "imagefolder"
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset to export.")] = None,
+    fmt: Annotated[Optional[Format], typer.Option(
+        "--format", help="controlnet (prompt.json, source/, target/) or imagefolder "
+                         "(metadata.jsonl for datasets.load_dataset).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Destination folder (must not exist "
+                                                     "unless --overwrite).")] = None,
+    resolution: Annotated[Optional[int], typer.Option(help="Short side of the output (default 512).")] = None,
+    scheme: Annotated[Optional[str], typer.Option(help="Mask scheme (default body-parts).")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(
+        help="Recipe JSON file (or a past export's manifest.json); options given here override it.")] = None,
+    crop: Annotated[Optional[str], typer.Option(help="center or person (default center).")] = None,
+    buckets: Annotated[Optional[bool], typer.Option("--buckets/--no-buckets",
+                                                    help="Aspect buckets instead of squares.")] = None,
+    target_format: Annotated[Optional[str], typer.Option(help="Photos as jpeg or png (default jpeg).")] = None,
+    split: Annotated[Optional[str], typer.Option(help="all, train or validation (default all).")] = None,
+    validation_fraction: Annotated[Optional[float], typer.Option(help="Share of the seeded "
+                                                                      "validation split (default 0.1).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the split and prompt mixing (default 0).")] = None,
+    people: Annotated[Optional[str], typer.Option(help="People decisions: ignore, exclude or "
+                                                       "crop (default exclude).")] = None,
+    min_size: Annotated[Optional[int], typer.Option(help="Minimum short side of a photo, px.")] = None,
+    require: Annotated[Optional[list[str]], typer.Option(
+        help="Keep images with at least one of these categories (repeatable).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(
+        help="Leave out images with any of these categories (repeatable).")] = None,
+    reviewed_captions_only: Annotated[Optional[bool], typer.Option(
+        "--reviewed-captions-only/--all-captions", help="Only images whose caption was reviewed.")] = None,
+    caption_recipe: Annotated[Optional[str], typer.Option(help="Caption mixing recipe.")] = None,
+    recipe_json: Annotated[Optional[str], typer.Option(hidden=True, help="The recipe as JSON "
+                                                                         "(what jobs run).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing export folder.")] = False,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default every core).")] = None,
+    background: Annotated[bool, typer.Option(help="Run as a background job; print its id.")] = False,
+) -> None:
+    """Export a dataset for training: masks, photos, prompts and a manifest."""
+    from pydantic import ValidationError
+
+    from workbench.datasets import DatasetNotFound
+    from workbench.export import ExportError, ExportRecipe, export_argv, export_dataset, load_recipe
+
+    values: dict[str, Any] = {}
+    try:
+        if recipe is not None:
+            values.update(load_recipe(recipe))
+        if recipe_json is not None:
+            values.update(json.loads(recipe_json))
+    except (ExportError, json.JSONDecodeError) as exc:
+        fail(str(exc))
+    given = {"dataset": dataset, "format": fmt.value if fmt else None, "resolution": resolution,
+             "scheme": scheme, "crop": crop, "buckets": buckets, "target_format": target_format,
+             "split": split, "validation_fraction": validation_fraction, "seed": seed,
+             "people": people, "min_size": min_size, "require_categories": require or None,
+             "exclude_categories": exclude or None, "reviewed_captions_only": reviewed_captions_only,
+             "caption_recipe": caption_recipe}
+    if scheme is not None and values.get("scheme") != scheme:
+        values.pop("scheme_version", None)  # a version pinned for another scheme means nothing here
+    values.update({k: v for k, v in given.items() if v is not None})
+    if not values.get("dataset"):
+        fail("name the dataset: --dataset NAME (or a --recipe file that names it)")
+    if out is None:
+        fail("name the destination folder: --out DIR")
+    try:
+        parsed = ExportRecipe(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'recipe'}: {e['msg']}"
+                             for e in exc.errors())
+        fail(f"bad export recipe: {problems}")
+
+    if background:
+        from workbench.jobs import start_job
+
+        job_id = start_job(engine_of(ctx), settings_of(ctx), kind="export",
+                           argv=export_argv(parsed, out, overwrite=overwrite, workers=workers),
+                           dataset=parsed.dataset, details={"out_dir": str(out.expanduser().resolve())})
+        typer.echo(job_id)
+        return
+
+    from workbench.jobs import current_job
+
+    job = current_job()
+    try:
+        with progress_hooks(f"export {parsed.dataset}", unit="img") as (progress, should_stop):
+            result = export_dataset(engine_of(ctx), settings_of(ctx), parsed, out,
+                                    overwrite=overwrite, workers=workers, progress=progress,
+                                    should_stop=should_stop,
+                                    job_id=job.job_id if job is not None else None)
+    except (ExportError, DatasetNotFound) as exc:
+        fail(str(exc))
+    if job is not None:
+        job.update_details(export_id=result.export_id, out_dir=str(result.out_dir),
+                           manifest_sha256=result.manifest_sha256)
+    print_json(result.to_dict())

@@ -1,0 +1,394 @@
+"""Export: both formats, mask values, geometry, determinism, interruption, cache, other areas."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import types
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from sqlalchemy import func, select
+
+from db.engine import session_scope
+from db.models import Annotation, Category, Image
+from db.training import Export
+from workbench.export import (
+    ExportError,
+    ExportRecipe,
+    bucket_sizes,
+    export_dataset,
+    list_exports,
+    output_size,
+    plan_geometry,
+    read_manifest,
+    verify_export,
+)
+from workbench.masks import render_image_mask
+from workbench.rle import mask_to_text
+from workbench.settings import PROJECT_ROOT, get_settings
+from workbench.taxonomy import BUNDLED_IMAT2019_LABELS
+
+Decision = namedtuple("Decision", "kind regions")
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return get_settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def no_other_areas(monkeypatch):
+    """The people and captions modules absent, whether or not they exist in this tree."""
+    monkeypatch.setitem(sys.modules, "workbench.people.queue", None)
+    monkeypatch.setitem(sys.modules, "workbench.captions.mixing", None)
+
+
+def recipe(**values) -> ExportRecipe:
+    return ExportRecipe(**{"dataset": "demo", "resolution": 64, **values})
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def stored_image_ids(engine) -> dict[str, int]:
+    with session_scope(engine) as session:
+        return dict(session.execute(select(Image.file_name, Image.id)).all())
+
+
+# -- formats ----------------------------------------------------------------------------------
+def test_controlnet_layout_of_the_demo(demo_engine, settings, tmp_path, no_other_areas):
+    result = export_dataset(demo_engine, settings, recipe(format="controlnet"), tmp_path / "cn")
+    root = tmp_path / "cn"
+    lines = [json.loads(line) for line in (root / "prompt.json").read_text().splitlines()]
+    assert len(lines) == result.images == len(list((root / "source").iterdir()))
+    assert result.images + result.counts["excluded_total"] == len(stored_image_ids(demo_engine))
+    for line in lines:
+        assert list(line) == ["source", "target", "prompt"] and line["prompt"]
+        with PILImage.open(root / line["source"]) as mask, PILImage.open(root / line["target"]) as photo:
+            assert (mask.mode, mask.size) == ("P", (64, 64))
+            assert (photo.format, photo.mode, photo.size) == ("JPEG", "RGB", (64, 64))
+    assert verify_export(root) == []
+    manifest = read_manifest(root)
+    assert manifest["recipe"]["scheme"] == "body-parts" and manifest["recipe"]["scheme_version"] == 1
+    assert manifest["dataset"]["name"] == "demo"
+    import workbench
+
+    assert manifest["workbench_version"] == workbench.__version__
+    assert set(manifest["files"]) == {p for p in tree_bytes(root) if p != "manifest.json"}
+
+
+def test_imagefolder_loads_with_datasets(demo_engine, settings, tmp_path, no_other_areas):
+    import datasets
+
+    result = export_dataset(demo_engine, settings, recipe(format="imagefolder", target_format="png"),
+                            tmp_path / "hf")
+    loaded = datasets.load_dataset(str(tmp_path / "hf"), cache_dir=str(tmp_path / "hf-cache"))
+    train = loaded["train"]
+    assert set(train.column_names) == {"image", "conditioning_image", "text"}
+    assert len(train) == result.images
+    row = train[0]
+    assert row["image"].size == row["conditioning_image"].size == (64, 64)
+    assert row["image"].format == "PNG" and isinstance(row["text"], str) and row["text"]
+    first = json.loads((tmp_path / "hf" / "metadata.jsonl").read_text().splitlines()[0])
+    assert row["text"] == first["text"]
+
+
+# -- masks and geometry -----------------------------------------------------------------------
+def test_mask_values_after_resize_are_legend_values_and_nearest_samples(demo_engine, settings,
+                                                                      tmp_path, no_other_areas):
+    export_dataset(demo_engine, settings, recipe(scheme="fine", crop="person", buckets=True),
+                   tmp_path / "fine")
+    manifest = read_manifest(tmp_path / "fine")
+    legend = {int(v) for v in manifest["scheme"]["legend"]}
+    checked_samples = 0
+    for item in manifest["items"]:
+        mask = np.asarray(PILImage.open(tmp_path / "fine" / f"conditioning_images/{item['index']:06d}.png"))
+        assert set(np.unique(mask).tolist()) <= legend
+        # Each output pixel is the full-size mask's pixel under its centre: nearest, no blending.
+        with session_scope(demo_engine) as session:
+            full = render_image_mask(session, item["image_id"], "fine").array
+        left, top, right, bottom = item["box"]
+        width, height = item["size"]
+        xs = np.floor(left + (np.arange(width) + 0.5) * (right - left) / width).astype(int)
+        ys = np.floor(top + (np.arange(height) + 0.5) * (bottom - top) / height).astype(int)
+        expected = full[np.ix_(ys, xs)]
+        assert (mask == expected).all()
+        checked_samples += 1
+    assert checked_samples == manifest["counts"]["images"] > 0
+
+
+@pytest.fixture
+def garment_store(engine, tmp_path):
+    """Two photos drawn from their own masks (white dress, grey shoe on black), one portrait,
+    one landscape, with odd sizes; the shoe lies outside a centre crop."""
+    images = tmp_path / "garments" / "images"
+    images.mkdir(parents=True)
+    rows = []
+    for name, (w, h), dress, shoe in [("tall.png", (301, 457), (40, 200, 150, 380), (210, 400, 260, 440)),
+                                      ("wide.png", (457, 301), (250, 30, 400, 250), (410, 250, 450, 290))]:
+        photo = np.zeros((h, w, 3), np.uint8)
+        for (x0, y0, x1, y1), value, class_id in [(dress, 255, 10), (shoe, 128, 23)]:
+            mask = np.zeros((h, w), bool)
+            mask[y0:y1, x0:x1] = True
+            photo[mask] = value
+            rows.append((name, mask_to_text(mask), h, w, str(class_id)))
+        PILImage.fromarray(photo).save(images / name)
+    csv_path = tmp_path / "garments" / "train.csv"
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["ImageId", "EncodedPixels", "Height", "Width", "ClassId"])
+        writer.writerows(rows)
+    from workbench.formats.imat2019 import import_imat2019
+
+    import_imat2019(engine, csv_path=csv_path, labels_path=BUNDLED_IMAT2019_LABELS, images_dir=images,
+                    name="garments")
+    return engine
+
+
+def _box(condition: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(condition)
+    return (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+
+
+@pytest.mark.parametrize("crop, buckets", [("center", False), ("person", False), ("person", True)])
+def test_photo_and_mask_have_the_same_geometry(garment_store, settings, tmp_path, no_other_areas, crop, buckets):
+    out = tmp_path / f"g-{crop}-{buckets}"
+    export_dataset(garment_store, settings, ExportRecipe(dataset="garments", resolution=64, crop=crop,
+                                                         buckets=buckets, target_format="png",
+                                                         scheme="fine"), out)
+    manifest = read_manifest(out)
+    legend = {name: int(value) for value, name in manifest["scheme"]["legend"].items()}
+    assert len(manifest["items"]) == 2
+    for item in manifest["items"]:
+        photo = np.asarray(PILImage.open(out / f"images/{item['index']:06d}.png").convert("L"))
+        mask = np.asarray(PILImage.open(out / f"conditioning_images/{item['index']:06d}.png"))
+        assert photo.shape == mask.shape == tuple(reversed(item["size"]))
+        dress_photo, dress_mask = _box(photo > 192), _box(mask == legend["dress"])
+        assert max(abs(a - b) for a, b in zip(dress_photo, dress_mask)) <= 1, (item, dress_photo, dress_mask)
+        # The shoe sits off to one side: only the crop around the garments keeps it.
+        assert (mask == legend["shoe"]).any() == (crop == "person")
+        if buckets:
+            w, h = item["size"]
+            assert (w > h) == (item["file_name"] == "wide.png") and w % 8 == h % 8 == 0
+
+
+def test_plan_geometry_centres_follows_the_focus_and_avoids_regions():
+    centre = plan_geometry(200, 400, (100, 100))
+    assert centre.box == (0.0, 100.0, 200.0, 300.0)
+    focus = plan_geometry(200, 400, (100, 100), focus=(0, 340, 200, 40))
+    assert focus.box == (0.0, 200.0, 200.0, 400.0)  # centred on the focus, clamped to the image
+    dodge = plan_geometry(200, 400, (100, 100), avoid=[(0, 0, 50, 150)])
+    assert dodge.box[1] >= 150
+    assert plan_geometry(200, 400, (100, 100), avoid=[(0, 100, 10, 200)]) is None
+    assert plan_geometry(400, 400, (100, 100), avoid=[(0, 0, 1, 1)]) is None  # no room to slide
+
+
+def test_aspect_buckets():
+    sizes = bucket_sizes(512)
+    assert (512, 512) in sizes and all(w % 64 == h % 64 == 0 for w, h in sizes)
+    assert all(w * h <= 512 * 512 for w, h in sizes)
+    w, h = output_size(3000, 2000, 512, buckets=True)
+    assert 1.3 < w / h < 1.7
+    assert output_size(3000, 2000, 512, buckets=False) == (512, 512)
+
+
+# -- determinism, interruption, cache --------------------------------------------------------
+def test_same_recipe_on_same_data_gives_byte_identical_output(demo_engine, settings, tmp_path, no_other_areas):
+    r = recipe(format="controlnet", crop="person", validation_fraction=0.3, split="train")
+    first = export_dataset(demo_engine, settings, r, tmp_path / "a", workers=1, use_cache=False)
+    second = export_dataset(demo_engine, settings, r, tmp_path / "b", workers=2, use_cache=False)
+    assert first.decoded == second.decoded == first.images > 0
+    assert tree_bytes(tmp_path / "a") == tree_bytes(tmp_path / "b")
+    assert first.manifest_sha256 == second.manifest_sha256
+    assert read_manifest(tmp_path / "a")["counts"]["excluded"]["split: validation"] > 0
+
+
+def test_a_stopped_export_leaves_nothing(demo_engine, settings, tmp_path, no_other_areas):
+    from workbench.progress import Cancelled
+
+    seen = []
+    parent = tmp_path / "exports"
+    with pytest.raises(Cancelled):
+        export_dataset(demo_engine, settings, recipe(), parent / "stopped", workers=1,
+                       progress=lambda done, total: seen.append(done), should_stop=lambda: len(seen) > 3)
+    assert 0 < max(seen) < 12
+    assert list(parent.iterdir()) == []
+    with session_scope(demo_engine) as session:
+        assert [e.status for e in list_exports(session)] == ["cancelled"]
+
+
+KILLED_EXPORT = textwrap.dedent("""
+    import sys, time
+    from db.engine import make_engine
+    from workbench.export import ExportRecipe, export_dataset
+    from workbench.settings import get_settings
+
+    def slow(done, total):
+        print(done, flush=True)
+        time.sleep(0.3)
+
+    if __name__ == "__main__":
+        sys.modules["workbench.people.queue"] = sys.modules["workbench.captions.mixing"] = None
+        export_dataset(make_engine(sys.argv[1]), get_settings(), ExportRecipe(dataset="demo", resolution=64),
+                       sys.argv[2], workers=1, progress=slow)
+""")
+
+
+def test_an_export_killed_midway_leaves_no_half_dataset(demo_engine, settings, tmp_path):
+    script = tmp_path / "slow_export.py"
+    script.write_text(KILLED_EXPORT)
+    parent = tmp_path / "exports"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "WORKBENCH_DATA_DIR": str(settings.data_dir)}
+    process = subprocess.Popen([sys.executable, str(script), str(demo_engine.url), str(parent / "killed")],
+                               stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        for line in process.stdout:
+            if int(line) >= 3:
+                break
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    assert not (parent / "killed").exists()
+    leftovers = list(parent.iterdir())
+    assert all(p.name.startswith(".killed.partial-") for p in leftovers)  # hidden, never the destination
+    with session_scope(demo_engine) as session:
+        assert [(e.status, e.error is not None) for e in list_exports(session)] == [("failed", True)]
+    # The next export into the same folder sweeps what the killed process could not remove.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "workbench.people.queue", None)
+        mp.setitem(sys.modules, "workbench.captions.mixing", None)
+        export_dataset(demo_engine, settings, recipe(), parent / "next", workers=1)
+    assert [p.name for p in parent.iterdir()] == ["next"]
+
+
+def test_reexport_with_another_scheme_decodes_no_photo(demo_engine, settings, tmp_path, no_other_areas):
+    first = export_dataset(demo_engine, settings, recipe(scheme="body-parts"), tmp_path / "parts", workers=1)
+    again = export_dataset(demo_engine, settings, recipe(scheme="fine", format="controlnet"),
+                           tmp_path / "fine", workers=1)
+    assert first.decoded == first.images and first.cache_hits == 0
+    assert again.decoded == 0 and again.cache_hits == again.images == first.images
+    assert (tmp_path / "parts/images/000000.jpg").read_bytes() == (tmp_path / "fine/target/000000.jpg").read_bytes()
+    assert (tmp_path / "parts/conditioning_images/000000.png").read_bytes() != \
+        (tmp_path / "fine/source/000000.png").read_bytes()
+    other_size = export_dataset(demo_engine, settings, recipe(resolution=128), tmp_path / "128", workers=1)
+    assert other_size.decoded == other_size.images  # the key holds the resolution
+
+
+def test_existing_destination_is_refused_unless_overwritten(demo_engine, settings, tmp_path, no_other_areas):
+    export_dataset(demo_engine, settings, recipe(), tmp_path / "out", workers=1)
+    with pytest.raises(ExportError, match="already exists"):
+        export_dataset(demo_engine, settings, recipe(), tmp_path / "out", workers=1)
+    export_dataset(demo_engine, settings, recipe(format="controlnet"), tmp_path / "out", workers=1,
+                   overwrite=True)
+    assert (tmp_path / "out" / "prompt.json").is_file() and not (tmp_path / "out" / "metadata.jsonl").exists()
+    (tmp_path / "precious").mkdir()
+    with pytest.raises(ExportError, match="not an export"):
+        export_dataset(demo_engine, settings, recipe(), tmp_path / "precious", workers=1, overwrite=True)
+
+
+# -- selection and the other areas ------------------------------------------------------------
+def test_without_people_and_captions_modules_the_defaults_are_used_and_said(demo_engine, settings, tmp_path,
+                                                                         no_other_areas):
+    result = export_dataset(demo_engine, settings, recipe(format="controlnet"), tmp_path / "out", workers=1)
+    manifest = read_manifest(tmp_path / "out")
+    assert manifest["sources"]["people"]["source"] == "none"
+    assert manifest["sources"]["prompts"]["source"] == "dataset"
+    assert result.images == len(stored_image_ids(demo_engine))  # every image, no people filter
+    first = manifest["items"][0]
+    with session_scope(demo_engine) as session:
+        areas = session.execute(
+            select(Category.name, func.sum(Annotation.area)).join(Annotation, Annotation.category_id == Category.id)
+            .where(Annotation.image_id == first["image_id"]).group_by(Category.id)).all()
+    expected = ", ".join(name.split(",")[0] for name, _ in sorted(areas, key=lambda r: (-r[1], r[0])))
+    assert json.loads((tmp_path / "out/prompt.json").read_text().splitlines()[0])["prompt"] == expected
+    with pytest.raises(ExportError, match="captions module"):
+        export_dataset(demo_engine, settings, recipe(reviewed_captions_only=True), tmp_path / "x", workers=1)
+
+
+@pytest.fixture
+def other_areas(monkeypatch, demo_engine):
+    """Stand-ins for workbench.people.queue and workbench.captions.mixing with known answers."""
+    ids = stored_image_ids(demo_engine)
+    names = sorted(ids)
+    with session_scope(demo_engine) as session:
+        second = session.get(Image, ids[names[1]])
+        assert second.height > second.width  # a square crop can slide down past a band at the top
+        band = (second.height - second.width) // 2
+    decisions = {
+        ids[names[0]]: Decision("exclude", []),
+        ids[names[1]]: Decision("mask-region", [(0, 0, 10_000, band)]),  # a band over the top
+        ids[names[2]]: Decision("mask-region", [(0, 0, 10, 10_000)]),  # the full height: no crop avoids it
+        ids[names[3]]: Decision("ok", []),
+    }
+    people = types.ModuleType("workbench.people.queue")
+    people.people_decisions = lambda session, dataset: decisions
+    captions = types.ModuleType("workbench.captions.mixing")
+    captions.training_prompts = lambda session, dataset, recipe=None, seed=0: {
+        i: f"caption {i} {recipe} {seed}" for i in ids.values()}
+    for name, module in [("workbench.people", types.ModuleType("workbench.people")),
+                         ("workbench.people.queue", people),
+                         ("workbench.captions", types.ModuleType("workbench.captions")),
+                         ("workbench.captions.mixing", captions)]:
+        monkeypatch.setitem(sys.modules, name, module)
+    return names, ids, band
+
+
+def test_people_decisions_exclude_or_crop_and_prompts_come_from_captions(demo_engine, settings, tmp_path,
+                                                                        other_areas):
+    names, ids, band = other_areas
+    excluded = export_dataset(demo_engine, settings, recipe(people="exclude", caption_recipe="mix", seed=3),
+                              tmp_path / "ex", workers=1)
+    manifest = read_manifest(tmp_path / "ex")
+    assert manifest["excluded"]["people: excluded by a curator"] == [names[0]]
+    assert manifest["excluded"]["people: has unlabelled-person regions"] == names[1:3]
+    assert excluded.images == len(names) - 3
+    assert manifest["sources"]["prompts"]["source"] == "workbench.captions.mixing"
+    prompts = [json.loads(line)["text"] for line in (tmp_path / "ex/metadata.jsonl").read_text().splitlines()]
+    assert prompts[0] == f"caption {manifest['items'][0]['image_id']} mix 3"
+
+    export_dataset(demo_engine, settings, recipe(people="crop"), tmp_path / "crop", workers=1)
+    manifest = read_manifest(tmp_path / "crop")
+    assert manifest["excluded"] == {"people: excluded by a curator": [names[0]],
+                                    "people: no crop avoids the flagged regions": [names[2]]}
+    cropped = next(i for i in manifest["items"] if i["file_name"] == names[1])
+    assert cropped["box"][1] >= band  # the window starts below the flagged band
+
+    export_dataset(demo_engine, settings, recipe(people="ignore"), tmp_path / "all", workers=1)
+    assert read_manifest(tmp_path / "all")["counts"]["images"] == len(names)
+
+
+def test_category_filters_and_minimum_size(demo_engine, settings, tmp_path, no_other_areas):
+    result = export_dataset(demo_engine, settings, recipe(require_categories=["dress"]), tmp_path / "d", workers=1)
+    with session_scope(demo_engine) as session:
+        with_dress = set(session.scalars(select(Annotation.image_id).join(Category)
+                                         .where(Category.name == "dress")))
+        assert {i["image_id"] for i in read_manifest(tmp_path / "d")["items"]} == with_dress
+        assert result.images == len(with_dress)
+        sizes = dict(session.execute(select(Image.id, func.min(Image.width, Image.height))).all())
+    export_dataset(demo_engine, settings, recipe(exclude_categories=["dress"]), tmp_path / "nd", workers=1)
+    assert not {i["image_id"] for i in read_manifest(tmp_path / "nd")["items"]} & with_dress
+    threshold = sorted(sizes.values())[len(sizes) // 2]
+    export_dataset(demo_engine, settings, recipe(min_size=threshold), tmp_path / "big", workers=1)
+    kept = {i["image_id"] for i in read_manifest(tmp_path / "big")["items"]}
+    assert kept == {i for i, s in sizes.items() if s >= threshold}
+    with pytest.raises(ExportError, match="no category 'gown'"):
+        export_dataset(demo_engine, settings, recipe(require_categories=["gown"]), tmp_path / "x", workers=1)
+
+
+def test_a_finished_export_is_recorded(demo_engine, settings, tmp_path, no_other_areas):
+    result = export_dataset(demo_engine, settings, recipe(), tmp_path / "out", workers=1)
+    with session_scope(demo_engine) as session:
+        row = session.get(Export, result.export_id)
+        assert (row.status, row.format, row.manifest_sha256) == ("finished", "imagefolder", result.manifest_sha256)
+        assert row.recipe["scheme_version"] == 1 and row.counts["images"] == result.images
+        assert row.out_dir == str((tmp_path / "out").resolve())
