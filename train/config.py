@@ -1,0 +1,182 @@
+"""The ControlNet trainer's settings: one pydantic model, loaded from YAML or JSON plus overrides.
+
+Keys carry the names of diffusers' ``examples/controlnet/train_controlnet.py`` where that
+script has one (``pretrained_model_name_or_path``, ``train_batch_size``, ``learning_rate`` ...),
+so a config written for it reads the same here. ``--set key=value`` overrides are parsed as
+YAML scalars (``--set learning_rate=1e-5``, ``--set cache_latents=true``,
+``--set validation_prompt=[a,b]``).
+
+Defaults and why (the "sudden convergence" notes): a ControlNet learns to follow its control
+abruptly, typically somewhere around 3k-7k optimisation steps at batch 4. A larger effective
+batch (``train_batch_size * gradient_accumulation_steps * processes``) makes that happen in
+fewer steps and more reliably, so prefer accumulating up to an effective batch of about 256
+over running many more small steps; ``train/suggest.py`` picks the accumulation for a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A training config that cannot be used; the message names the key and the fix."""
+
+
+class TrainConfig(BaseModel):
+    """Everything one ControlNet training run needs."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # -- models and data
+    pretrained_model_name_or_path: str = Field(description="Stable Diffusion: hub id or diffusers folder.")
+    controlnet_model_name_or_path: str | None = Field(
+        None, description="Initial ControlNet (e.g. from train/add_control.py); default: copied from the UNet.")
+    revision: str | None = None
+    variant: str | None = None
+    train_data_dir: Path = Field(description="An export folder: prompt.json (ControlNet layout) or metadata.jsonl.")
+    output_dir: Path = Field(description="Receives checkpoint-<step>/, metrics.jsonl, validation/, the final model.")
+    resolution: int = Field(512, ge=8, description="Side of the square training images (multiple of 8).")
+    validation_split: float = Field(
+        0.05, ge=0, lt=1, description="Fraction held out when the export marks no split.")
+
+    # -- conditioning
+    conditioning: Literal["palette", "onehot"] = Field(
+        "palette", description="palette: the mask's colours as RGB in [0,1]; onehot: K channels, one per class.")
+    conditioning_channels: int | None = Field(
+        None, ge=1, description="Channels of the control input; default 3 (palette) or the scheme's class count.")
+    random_flip: bool = Field(False, description="Flip photo and mask together, half of the time.")
+    proportion_empty_prompts: float = Field(
+        0.5, ge=0, le=1, description="Chance, per sample and step, that its prompt is replaced by the empty one.")
+
+    # -- optimisation
+    train_batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-5, gt=0)
+    scale_lr: bool = False
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine",
+                          "cosine_with_restarts", "polynomial"] = "constant"
+    lr_warmup_steps: int = Field(0, ge=0)
+    lr_num_cycles: int = 1
+    lr_power: float = 1.0
+    max_train_steps: int = Field(5000, ge=1)
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    use_8bit_adam: bool = Field(False, description="bitsandbytes' 8-bit AdamW (needs bitsandbytes and a GPU).")
+    fused_adam: bool = Field(True, description="torch's fused AdamW where the device supports it.")
+    sd_locked: bool = Field(True, description="False also trains the UNet's decoder (up blocks and output).")
+    seed: int = 0
+
+    # -- speed
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_checkpointing: bool = False
+    enable_sdpa: bool = Field(True, description="PyTorch scaled-dot-product attention (else the classic one).")
+    channels_last: bool = True
+    torch_compile: bool = False
+    cache_latents: bool = Field(False, description="Encode every photo once; sample from the cached mean/std.")
+    cache_text_embeddings: bool = Field(False, description="Encode every prompt once (and the empty prompt).")
+    dataloader_num_workers: int = Field(0, ge=0)
+
+    # -- bookkeeping
+    checkpointing_steps: int = Field(500, ge=1)
+    checkpoints_total_limit: int | None = Field(3, ge=1)
+    resume_from_checkpoint: str | None = Field(None, description="'latest' or a checkpoint folder.")
+    validation_steps: int = Field(500, ge=1)
+    num_validation_images: int = Field(4, ge=0, description="Held-out masks drawn in the validation grid.")
+    validation_image: list[Path] | None = Field(None, description="Mask PNGs for validation (else held-out ones).")
+    validation_prompt: list[str] | None = None
+    validation_inference_steps: int = Field(20, ge=1)
+    validation_loss_samples: int = Field(16, ge=0, description="Held-out samples in the validation loss.")
+    logging_steps: int = Field(10, ge=1, description="Optimisation steps between loss read-backs from the device.")
+    report_to: Literal["tensorboard", "none"] = "tensorboard"
+    record_sample_ids: bool = Field(False, description="Write the sample ids each process trained on (debugging).")
+
+    @field_validator("resolution")
+    @classmethod
+    def _multiple_of_8(cls, value: int) -> int:
+        if value % 8:
+            raise ValueError(f"resolution {value} is not a multiple of 8 (the VAE downsamples by 8); try {value // 8 * 8 or 8}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        if self.validation_prompt is not None and self.validation_image is not None:
+            if len(self.validation_prompt) not in (1, len(self.validation_image)):
+                raise ValueError(f"validation_prompt has {len(self.validation_prompt)} prompts for "
+                                 f"{len(self.validation_image)} validation_image masks; give one or as many")
+        if self.conditioning == "palette" and self.conditioning_channels not in (None, 3):
+            raise ValueError(f"conditioning=palette feeds 3 channels (RGB), not conditioning_channels="
+                             f"{self.conditioning_channels}; use conditioning=onehot for K channels")
+        return self
+
+    @property
+    def effective_batch(self) -> int:
+        """Samples per optimisation step on one process."""
+        return self.train_batch_size * self.gradient_accumulation_steps
+
+    def to_file(self, path: Path) -> Path:
+        """Write this config as YAML (``.yaml``/``.yml``) or JSON."""
+        data = self.model_dump(mode="json", exclude_none=True)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+        else:
+            path.write_text(json.dumps(data, indent=2) + "\n")
+        return path
+
+
+def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> a dict, values read as YAML scalars (numbers, booleans, lists)."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {pair!r} is not key=value (e.g. --set learning_rate=1e-5)")
+        value = yaml.safe_load(raw) if raw.strip() else None
+        values[key.strip()] = raw if isinstance(value, (dict,)) else value
+    return values
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The mapping in a YAML or JSON config file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values, not {type(data).__name__}")
+    return data
+
+
+def load_config(path: Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
+    """A validated config from a file (optional) with ``key=value`` overrides on top."""
+    data = read_config_file(path) if path is not None else {}
+    extra = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides or {})
+    data.update(extra)
+    try:
+        return TrainConfig(**data)
+    except ValidationError as exc:
+        where = f"config {path}" if path else "config"
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
+            + (" (not a known key; see train/config.py)" if err["type"] == "extra_forbidden" else "")
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{where}: {problems}") from None

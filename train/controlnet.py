@@ -1,0 +1,786 @@
+"""Train a ControlNet on an export folder (diffusers + accelerate); runnable directly or launched.
+
+    python train/controlnet.py --config train.yaml [--set key=value ...]
+    accelerate launch --num_processes 2 train/controlnet.py --config train.yaml
+    python -m workbench train run --config train.yaml          (what a background job runs)
+
+The config (``train/config.py``) uses the key names of diffusers' example trainer. What this
+trainer does differently from that example, and why:
+
+- masks stay class-id label maps, resized nearest-neighbour only, turned into the control input
+  (palette colours or a K-channel one-hot map) in [0, 1] on the device; validation feeds the
+  pipeline exactly the same tensor, so training and inference agree;
+- prompt dropout is drawn per sample at every step; the flip is drawn per (epoch, sample) and
+  applied to photo and mask together;
+- resume restores model, optimizer, scheduler, scaler, RNG and the position in the data: the
+  sample order is a seeded permutation per epoch, so the order continues where it stopped;
+- optional caches of VAE latent distributions (mean and std; a fresh sample each step) and
+  text embeddings, computed once into ``output_dir/cache`` and shared by all processes;
+- losses stay on the device and are read back every ``logging_steps`` steps (one host sync),
+  then written as one ``metrics.jsonl`` line per optimisation step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script (python train/controlnet.py, accelerate launch)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from train.config import ConfigError, TrainConfig, load_config
+from train.data import (
+    DataError,
+    ExportDataset,
+    Record,
+    ResumableSampler,
+    control_input,
+    fit_mask,
+    load_mask,
+    palette_table,
+    read_records,
+    read_scheme,
+)
+
+METRICS_FILE = "metrics.jsonl"
+VALIDATION_DIR = "validation"
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+DetailsFn = Callable[[dict[str, Any]], None]
+
+
+class StopRequested(Exception):
+    """Training stopped on request after saving a checkpoint (the job runner's ``Cancelled``)."""
+
+
+@dataclass
+class TrainResult:
+    """Where a finished (or stopped) run left things."""
+
+    output_dir: Path
+    global_step: int
+    last_checkpoint: Path | None
+    metrics_path: Path
+    stopped: bool = False
+    validation_grids: list[Path] = field(default_factory=list)
+
+
+# -- checkpoints -------------------------------------------------------------------------------
+def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of every ``checkpoint-<step>`` in ``output_dir``, oldest first."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in output_dir.iterdir()
+             if p.is_dir() and (m := CHECKPOINT_RE.match(p.name)) and (p / "train_state.json").is_file()]
+    return sorted(found)
+
+
+def resolve_resume(config: TrainConfig) -> Path | None:
+    """The checkpoint folder ``resume_from_checkpoint`` names (``latest``: the newest), or None."""
+    value = config.resume_from_checkpoint
+    if not value:
+        return None
+    if value == "latest":
+        found = list_checkpoints(config.output_dir)
+        return found[-1][1] if found else None
+    path = Path(value)
+    if not path.is_absolute() and not path.exists():
+        path = Path(config.output_dir) / value
+    if not (path / "train_state.json").is_file():
+        raise ConfigError(f"resume_from_checkpoint={value}: {path} is not a checkpoint folder "
+                          "(no train_state.json); use 'latest' or a checkpoint-<step> folder")
+    return path
+
+
+def _truncate_jsonl(path: Path, after_step: int) -> None:
+    """Drop the lines of a per-step log beyond ``after_step`` (what the stopped run wrote later)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip() and json.loads(line).get("step", 0) <= after_step]
+    path.write_text("".join(kept), encoding="utf-8")
+
+
+# -- models --------------------------------------------------------------------------------------
+class ControlledUNet(torch.nn.Module):
+    """ControlNet and UNet as one module, so that accelerate/DDP wrap every trained parameter."""
+
+    def __init__(self, controlnet: torch.nn.Module, unet: torch.nn.Module):
+        super().__init__()
+        self.controlnet = controlnet
+        self.unet = unet
+
+    def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
+                control: torch.Tensor) -> torch.Tensor:
+        down, mid = self.controlnet(noisy, timesteps, encoder_hidden_states=text, controlnet_cond=control,
+                                    return_dict=False)
+        dtype = self.unet.dtype
+        return self.unet(noisy, timesteps, encoder_hidden_states=text,
+                         down_block_additional_residuals=[d.to(dtype) for d in down],
+                         mid_block_additional_residual=mid.to(dtype), return_dict=False)[0]
+
+
+DECODER_PREFIXES = ("up_blocks.", "conv_norm_out.", "conv_out.")
+
+
+def _is_decoder(name: str) -> bool:
+    return name.startswith(DECODER_PREFIXES)
+
+
+def load_models(config: TrainConfig, channels: int):
+    """Tokenizer, text encoder, VAE, UNet, noise scheduler and the ControlNet to train."""
+    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    base = config.pretrained_model_name_or_path
+    if Path(base).suffix in (".ckpt", ".safetensors"):
+        raise ConfigError(f"pretrained_model_name_or_path={base} is a single-file checkpoint; convert it once "
+                          "with `python train/add_control.py --save-base DIR` (a diffusers folder) and train on DIR")
+    kw = {"revision": config.revision}
+    try:
+        tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", **kw)
+        text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", variant=config.variant, **kw)
+        vae = AutoencoderKL.from_pretrained(base, subfolder="vae", variant=config.variant, **kw)
+        unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", variant=config.variant, **kw)
+        noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler", **kw)
+        # a tokenizer saved without model_max_length reports a huge one; the encoder's positions bound it
+        tokenizer.model_max_length = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"pretrained_model_name_or_path={base}: cannot load a Stable Diffusion from it "
+                          f"(a hub id or a diffusers folder with unet/, vae/, text_encoder/ ...): {exc}") from exc
+    if config.controlnet_model_name_or_path:
+        controlnet = ControlNetModel.from_pretrained(config.controlnet_model_name_or_path)
+        have = controlnet.config.conditioning_channels
+        if have != channels:
+            raise ConfigError(f"controlnet_model_name_or_path={config.controlnet_model_name_or_path} takes "
+                              f"{have} conditioning channels but conditioning={config.conditioning} needs {channels}; "
+                              f"make one with `python train/add_control.py --conditioning-channels {channels}`")
+    else:
+        controlnet = ControlNetModel.from_unet(unet, conditioning_channels=channels)
+    return tokenizer, text_encoder, vae, unet, noise_scheduler, controlnet
+
+
+def _attention(model: torch.nn.Module, sdpa: bool) -> None:
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    model.set_attn_processor(AttnProcessor2_0() if sdpa else AttnProcessor())
+
+
+def make_optimizer(config: TrainConfig, params: list[torch.nn.Parameter], lr: float, device: torch.device):
+    """AdamW: bitsandbytes 8-bit, torch fused where the device has it, or the plain one."""
+    kwargs = dict(lr=lr, betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.adam_weight_decay,
+                  eps=config.adam_epsilon)
+    if config.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise ConfigError("use_8bit_adam=true needs bitsandbytes: `pip install bitsandbytes` (CUDA GPUs), "
+                              "or set use_8bit_adam=false") from None
+        return bnb.optim.AdamW8bit(params, **kwargs)
+    fused = config.fused_adam and device.type in ("cuda", "cpu")
+    return torch.optim.AdamW(params, fused=fused or None, **kwargs)
+
+
+# -- caches --------------------------------------------------------------------------------------
+def _cache_key(config: TrainConfig, records: list[Record], what: str) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{what}|{config.pretrained_model_name_or_path}|{config.revision}|{config.variant}|"
+                  f"{config.resolution}|{config.random_flip}".encode())
+    for r in records:
+        stat = r.photo.stat() if what == "latents" else None
+        digest.update(f"{r.index}|{r.photo}|{stat.st_size if stat else ''}|{stat.st_mtime_ns if stat else ''}|"
+                      f"{r.prompt if what == 'text' else ''}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _write_cache(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray], None]) -> np.ndarray:
+    """Build ``path`` (an .npy memmap) once; written under a temporary name, then moved into place."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+        fill(array)
+        array.flush()
+        del array
+        os.replace(tmp, path)
+    return np.load(path, mmap_mode="r")
+
+
+@torch.no_grad()
+def cache_latents(config: TrainConfig, records: list[Record], vae, device, dtype) -> np.ndarray:
+    """(N, flips, 2, C, h, w) float16: the VAE's latent mean and std of every training photo."""
+    from PIL import Image
+
+    from train.data import prepare_pair
+
+    flips = (False, True) if config.random_flip else (False,)
+    h = config.resolution // 8
+    path = Path(config.output_dir) / "cache" / f"latents-{_cache_key(config, records, 'latents')}.npy"
+
+    def fill(array: np.ndarray) -> None:
+        for start in range(0, len(records), 8):
+            chunk = records[start:start + 8]
+            for f, flip in enumerate(flips):
+                pixels = []
+                for r in chunk:
+                    mask, _ = load_mask(r.mask)
+                    with Image.open(r.photo) as photo:
+                        arr, _m = prepare_pair(photo, mask, config.resolution, flip)
+                    pixels.append(torch.from_numpy(arr).permute(2, 0, 1).float().div(127.5).sub(1))
+                dist = vae.encode(torch.stack(pixels).to(device, dtype)).latent_dist
+                array[start:start + len(chunk), f, 0] = dist.mean.float().cpu().numpy()
+                array[start:start + len(chunk), f, 1] = dist.std.float().cpu().numpy()
+
+    return _write_cache(path, (len(records), len(flips), 2, vae.config.latent_channels, h, h), fill)
+
+
+def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
+    """Token ids padded to the tokenizer's length (77 for CLIP)."""
+    return tokenizer(prompts, max_length=tokenizer.model_max_length, padding="max_length", truncation=True,
+                     return_tensors="pt").input_ids
+
+
+@torch.no_grad()
+def encode_prompts(tokenizer, text_encoder, prompts: list[str], device) -> torch.Tensor:
+    """Text embeddings (B, 77, D) of ``prompts``."""
+    return text_encoder(tokenize(tokenizer, prompts).to(device), return_dict=False)[0]
+
+
+@torch.no_grad()
+def cache_text(config: TrainConfig, records: list[Record], tokenizer, text_encoder, device) -> np.ndarray:
+    """(N, 77, D) float16: the text embedding of every training prompt."""
+    path = Path(config.output_dir) / "cache" / f"text-{_cache_key(config, records, 'text')}.npy"
+
+    def fill(array: np.ndarray) -> None:
+        for start in range(0, len(records), 32):
+            prompts = [r.prompt for r in records[start:start + 32]]
+            array[start:start + len(prompts)] = encode_prompts(tokenizer, text_encoder, prompts, device).float().cpu().numpy()
+
+    return _write_cache(path, (len(records), tokenizer.model_max_length, text_encoder.config.hidden_size), fill)
+
+
+def prompt_dropout(seed: int, step: int, rank: int, batch: int, proportion: float) -> torch.Tensor:
+    """Which samples of this step's batch get the empty prompt: drawn anew per sample and step."""
+    if proportion <= 0:
+        return torch.zeros(batch, dtype=torch.bool)
+    generator = torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + rank)
+    return torch.rand(batch, generator=generator) < proportion
+
+
+# -- validation ---------------------------------------------------------------------------------
+@dataclass
+class ValidationSet:
+    """Fixed inputs of the validation loss and images (built once, identical every time)."""
+
+    masks: torch.Tensor  # (V, H, W) class ids for the images
+    prompts: list[str]
+    targets: list[Any]  # PIL photos or None
+    loss_latents: torch.Tensor | None = None
+    loss_text: torch.Tensor | None = None
+    loss_control: torch.Tensor | None = None
+    loss_noise: torch.Tensor | None = None
+    loss_timesteps: torch.Tensor | None = None
+
+
+def _grid(rows: list[list[Any]], size: int):
+    from PIL import Image
+
+    columns = max(len(r) for r in rows)
+    grid = Image.new("RGB", (columns * size, len(rows) * size), (255, 255, 255))
+    for y, row in enumerate(rows):
+        for x, image in enumerate(row):
+            if image is not None:
+                grid.paste(image.convert("RGB").resize((size, size)), (x * size, y * size))
+    return grid
+
+
+# -- the run -----------------------------------------------------------------------------------
+def train(config: TrainConfig, progress: Callable[[int, int | None], None] | None = None,
+          should_stop: Callable[[], bool] | None = None, on_details: DetailsFn | None = None) -> TrainResult:
+    """Train a ControlNet as ``config`` says; see the module docstring."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from diffusers.optimization import get_scheduler
+    from PIL import Image
+
+    output_dir = Path(config.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        log_with=None if config.report_to == "none" else config.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    main = accelerator.is_main_process
+    rank, world = accelerator.process_index, accelerator.num_processes
+    device = accelerator.device
+
+    def log(message: str) -> None:
+        if main:
+            print(message, flush=True)
+
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        config.to_file(output_dir / "train_config.json")
+    log("config: " + json.dumps(config.model_dump(mode="json"), sort_keys=True))
+    if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 is False:
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: free speed on Ampere and later
+    set_seed(config.seed + rank)  # distinct noise per process; restored from the checkpoint on resume
+
+    # data
+    records = read_records(config.train_data_dir, config.validation_split, config.seed)
+    scheme = read_scheme(config.train_data_dir)
+    train_records = [r for r in records if r.split == "train"]
+    held_out = [r for r in records if r.split != "train"]
+    if config.conditioning == "onehot":
+        channels = config.conditioning_channels or scheme.num_classes
+        if not channels:
+            raise ConfigError(f"conditioning=onehot needs the class count: {config.train_data_dir}/manifest.json "
+                              "names no legend; set conditioning_channels (background included)")
+    else:
+        channels = 3
+    colours = torch.from_numpy(palette_table(scheme, records).astype(np.int64))
+    log(f"data: {len(train_records)} training and {len(held_out)} held-out pairs from {config.train_data_dir} "
+        f"(scheme {scheme.name}, conditioning {config.conditioning}, {channels} channels)")
+
+    # models
+    tokenizer, text_encoder, vae, unet, noise_scheduler, controlnet = load_models(config, channels)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    vae.requires_grad_(False)
+    text_encoder.requires_grad_(False)
+    unet.requires_grad_(False)
+    controlnet.train()
+    if not config.sd_locked:
+        for name, param in unet.named_parameters():
+            param.requires_grad_(_is_decoder(name))
+        unet.train()
+    for model in (unet, controlnet):
+        _attention(model, config.enable_sdpa)
+        if config.gradient_checkpointing:
+            model.enable_gradient_checkpointing()
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    vae.to(device, memory_format=memory_format)
+    text_encoder.to(device)
+    if weight_dtype != torch.float32:
+        vae.to(dtype=weight_dtype)
+        text_encoder.to(dtype=weight_dtype)
+    unet.to(device, memory_format=memory_format)
+    for param in unet.parameters():  # frozen weights in the compute dtype; trained ones stay fp32
+        if not param.requires_grad:
+            param.data = param.data.to(weight_dtype)
+    controlnet.to(device, memory_format=memory_format)
+    if config.torch_compile:
+        controlnet.compile()
+        unet.compile()
+    model = ControlledUNet(controlnet, unet)
+
+    # caches (computed once by the main process; the others read its files)
+    latent_cache = text_cache = None
+    with accelerator.main_process_first():
+        if config.cache_latents:
+            latent_cache = cache_latents(config, train_records, vae, device, weight_dtype)
+        if config.cache_text_embeddings:
+            text_cache = cache_text(config, train_records, tokenizer, text_encoder, device)
+    empty_text = encode_prompts(tokenizer, text_encoder, [""], device)[0].to(weight_dtype)
+
+    # validation inputs, fixed once
+    validation = _validation_set(config, held_out or train_records[:1], tokenizer, text_encoder, vae,
+                                 device, weight_dtype, channels, colours, log) if main else None
+    if text_cache is not None:
+        text_encoder.to("cpu")  # embeddings are cached; keep the device memory for training
+    scaling = vae.config.scaling_factor
+
+    # optimisation
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr = config.learning_rate * (config.effective_batch * world if config.scale_lr else 1)
+    optimizer = make_optimizer(config, params, lr, device)
+    lr_scheduler = get_scheduler(config.lr_scheduler, optimizer=optimizer,
+                                 num_warmup_steps=config.lr_warmup_steps * world,
+                                 num_training_steps=config.max_train_steps * world,
+                                 num_cycles=config.lr_num_cycles, power=config.lr_power)
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+
+    def save_hook(models, weights, folder):
+        if main:
+            for m in models:
+                inner = accelerator.unwrap_model(m)
+                inner.controlnet.save_pretrained(Path(folder) / "controlnet")
+                if not config.sd_locked:
+                    from safetensors.torch import save_file
+
+                    save_file({k: v.contiguous() for k, v in inner.unet.state_dict().items() if _is_decoder(k)},
+                              str(Path(folder) / "unet_decoder.safetensors"))
+        weights.clear()  # the ControlNet is saved in diffusers' format above, not as a second copy
+
+    def load_hook(models, folder):
+        from diffusers import ControlNetModel
+
+        while models:
+            inner = accelerator.unwrap_model(models.pop())
+            saved = ControlNetModel.from_pretrained(Path(folder) / "controlnet")
+            inner.controlnet.load_state_dict(saved.state_dict())
+            decoder = Path(folder) / "unet_decoder.safetensors"
+            if not config.sd_locked and decoder.is_file():
+                from safetensors.torch import load_file
+
+                inner.unet.load_state_dict(load_file(str(decoder)), strict=False)
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+    dataset = ExportDataset(train_records, config.resolution, config.seed, config.random_flip,
+                            load_pixels=latent_cache is None,
+                            num_classes=channels if config.conditioning == "onehot" else None)
+    sampler = ResumableSampler(len(dataset), config.train_batch_size, config.seed, rank, world)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=config.train_batch_size, sampler=sampler,
+                                         num_workers=config.dataloader_num_workers, drop_last=True,
+                                         pin_memory=device.type == "cuda",
+                                         # its own generator: starting an epoch must not draw from the
+                                         # global RNG, or a resumed run's noise would differ
+                                         generator=torch.Generator().manual_seed(config.seed))
+
+    # resume
+    global_step = 0
+    metrics_path = output_dir / METRICS_FILE
+    ids_path = output_dir / "sample_ids" / f"rank-{rank}.jsonl"
+    resume = resolve_resume(config)
+    if config.resume_from_checkpoint and resume is None:
+        log(f"resume_from_checkpoint={config.resume_from_checkpoint}: no checkpoint in {output_dir}; starting fresh")
+    if resume is not None:
+        accelerator.load_state(str(resume))
+        global_step = json.loads((resume / "train_state.json").read_text())["global_step"]
+        log(f"resumed from {resume} at step {global_step}")
+    if main:
+        _truncate_jsonl(metrics_path, global_step)
+    if config.record_sample_ids:
+        ids_path.parent.mkdir(parents=True, exist_ok=True)
+        _truncate_jsonl(ids_path, global_step)
+    accelerator.wait_for_everyone()
+    if config.report_to != "none":
+        accelerator.init_trackers("controlnet", config={k: v for k, v in config.model_dump(mode="json").items()
+                                                        if isinstance(v, (int, float, str, bool))})
+
+    last_checkpoint = list_checkpoints(output_dir)[-1][1] if list_checkpoints(output_dir) else None
+    grids: list[Path] = []
+
+    def details() -> None:
+        if on_details is not None and main:
+            on_details({"output_dir": str(output_dir), "metrics_path": str(metrics_path),
+                        "last_checkpoint": str(last_checkpoint) if last_checkpoint else None,
+                        "global_step": global_step, "max_train_steps": config.max_train_steps,
+                        "validation_dir": str(output_dir / VALIDATION_DIR)})
+
+    def checkpoint() -> Path:
+        nonlocal last_checkpoint
+        folder = output_dir / f"checkpoint-{global_step}"
+        if main and config.checkpoints_total_limit is not None:
+            existing = [p for s, p in list_checkpoints(output_dir) if s != global_step]
+            for old in existing[: max(0, len(existing) - config.checkpoints_total_limit + 1)]:
+                shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(folder))
+        if main:
+            (folder / "train_state.json").write_text(json.dumps({
+                "global_step": global_step, "micro_batches": global_step * config.gradient_accumulation_steps,
+                "batches_per_epoch": sampler.batches_per_epoch, "config": config.model_dump(mode="json")}, indent=2))
+        accelerator.wait_for_everyone()
+        last_checkpoint = folder
+        log(f"step {global_step}: saved {folder}")
+        details()
+        return folder
+
+    pending: list[dict[str, Any]] = []
+    pending_loss: list[torch.Tensor] = []
+    window_start = time.perf_counter()
+
+    def flush() -> None:
+        nonlocal window_start
+        if not pending:
+            return
+        losses = accelerator.reduce(torch.stack(pending_loss), reduction="mean").float().tolist()  # the one sync
+        elapsed = time.perf_counter() - window_start
+        rate = len(pending) * config.effective_batch * world / max(elapsed, 1e-9)
+        memory = _memory_mib(device)
+        if main:
+            with metrics_path.open("a", encoding="utf-8") as out:
+                for record, loss in zip(pending, losses):
+                    record.update(loss=loss, samples_per_s=round(rate, 3), memory_mib=memory)
+                    out.write(json.dumps(record) + "\n")
+            for record in pending:
+                accelerator.log({k: v for k, v in record.items() if k not in ("step", "time")}, step=record["step"])
+        pending.clear()
+        pending_loss.clear()
+        window_start = time.perf_counter()
+
+    # the loop
+    micro = global_step * config.gradient_accumulation_steps
+    step_loss = torch.zeros((), device=device)
+    empty_count = 0
+    stopped = False
+    details()
+    log(f"training {config.max_train_steps} steps from step {global_step}: batch {config.train_batch_size} x "
+        f"{config.gradient_accumulation_steps} accumulation x {world} processes")
+    while global_step < config.max_train_steps and not stopped:
+        epoch, start = divmod(micro, sampler.batches_per_epoch)
+        sampler.set_position(epoch, start)
+        dataset.set_epoch(epoch)
+        for batch in loader:
+            indices = batch["index"].tolist()
+            with accelerator.accumulate(model):
+                bsz = len(indices)
+                if latent_cache is not None:
+                    flips = batch["flip"].long().tolist()
+                    stats = torch.from_numpy(np.stack([latent_cache[i, f] for i, f in zip(indices, flips)]))
+                    stats = stats.to(device, non_blocking=True).float()
+                    latents = stats[:, 0] + stats[:, 1] * torch.randn_like(stats[:, 0])
+                else:
+                    pixels = batch["pixel_values"].to(device, weight_dtype, non_blocking=True)
+                    with torch.no_grad():
+                        latents = vae.encode(pixels.contiguous(memory_format=memory_format)).latent_dist.sample()
+                latents = latents.float() * scaling
+                if text_cache is not None:
+                    text = torch.from_numpy(np.stack([text_cache[i] for i in indices])).to(device, non_blocking=True)
+                else:
+                    prompts = [train_records[i].prompt for i in indices]
+                    with torch.no_grad():
+                        text = encode_prompts(tokenizer, text_encoder, prompts, device)
+                text = text.to(weight_dtype)
+                drop = prompt_dropout(config.seed, micro, rank, bsz, config.proportion_empty_prompts)
+                empty_count += int(drop.sum())
+                text = torch.where(drop.to(device)[:, None, None], empty_text.expand_as(text), text)
+                control = control_input(batch["mask"].to(device, non_blocking=True).long(), config.conditioning,
+                                        channels, colours).contiguous(memory_format=memory_format)
+                noise = torch.randn_like(latents)
+                timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), device=device)
+                noisy = noise_scheduler.add_noise(latents, noise, timesteps).contiguous(memory_format=memory_format)
+                prediction = model(noisy, timesteps, text, control.to(controlnet.dtype))
+                target = noise if noise_scheduler.config.prediction_type == "epsilon" else \
+                    noise_scheduler.get_velocity(latents, noise, timesteps)
+                loss = F.mse_loss(prediction.float(), target.float())
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            step_loss += loss.detach() / config.gradient_accumulation_steps
+            if config.record_sample_ids:
+                with ids_path.open("a") as out:
+                    out.write(json.dumps({"step": global_step + 1, "micro": micro,
+                                          "ids": [train_records[i].index for i in indices]}) + "\n")
+            micro += 1
+            if not accelerator.sync_gradients:
+                continue
+
+            global_step += 1
+            pending.append({"step": global_step, "lr": lr_scheduler.get_last_lr()[0], "epoch": epoch,
+                            "empty_prompts": empty_count, "time": round(time.time(), 3)})
+            pending_loss.append(step_loss)
+            step_loss = torch.zeros((), device=device)
+            empty_count = 0
+            if progress is not None and main:
+                progress(global_step, config.max_train_steps)
+            stop = bool(should_stop and should_stop())
+            last = global_step >= config.max_train_steps
+            if global_step % config.validation_steps == 0 or last:
+                val = _validate(config, accelerator, model, validation, vae, tokenizer, text_encoder, noise_scheduler,
+                                empty_text, colours, weight_dtype, global_step, scaling)
+                if val is not None:
+                    pending[-1]["val_loss"], grid = val
+                    if grid is not None:
+                        grids.append(grid)
+            if global_step % config.logging_steps == 0 or last or stop or global_step % config.checkpointing_steps == 0:
+                flush()
+            if global_step % config.checkpointing_steps == 0 or last or stop:
+                checkpoint()
+            if last or stop:
+                stopped = stop and not last
+                break
+
+    flush()
+    if main:
+        final = accelerator.unwrap_model(model)
+        final.controlnet.save_pretrained(output_dir)
+        if not config.sd_locked:
+            final.unet.save_pretrained(output_dir / "unet")
+        log(f"{'stopped' if stopped else 'finished'} at step {global_step}; ControlNet saved in {output_dir}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    result = TrainResult(output_dir, global_step, last_checkpoint, metrics_path, stopped, grids)
+    if stopped:
+        raise StopRequested(f"stopped at step {global_step} on request; resume from {last_checkpoint}")
+    return result
+
+
+def _memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        value = torch.cuda.max_memory_allocated(device) / 2**20
+        torch.cuda.reset_peak_memory_stats(device)
+        return round(value, 1)
+    import psutil
+
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
+
+
+def _validation_set(config, records, tokenizer, text_encoder, vae, device, dtype, channels, colours, log) -> ValidationSet | None:
+    from PIL import Image
+
+    if config.validation_image:
+        masks = [fit_mask(load_mask(Path(p))[0], config.resolution, False) for p in config.validation_image]
+        prompts = list(config.validation_prompt or [""])
+        prompts = prompts * len(masks) if len(prompts) == 1 else prompts
+        targets = [None] * len(masks)
+    else:
+        chosen = records[: config.num_validation_images]
+        masks, targets = [], []
+        for r in chosen:
+            from train.data import prepare_pair
+
+            with Image.open(r.photo) as photo:
+                pixels, mask = prepare_pair(photo, load_mask(r.mask)[0], config.resolution, False)
+            masks.append(mask)
+            targets.append(Image.fromarray(pixels))
+        prompts = [r.prompt for r in chosen]
+    val = ValidationSet(torch.from_numpy(np.stack(masks).astype(np.int64)) if masks else torch.zeros(0), prompts, targets)
+
+    # the loss: fixed samples, noise and timesteps
+    chosen = records[: config.validation_loss_samples]
+    if chosen:
+        from train.data import prepare_pair
+
+        pixels, masks_l = [], []
+        for r in chosen:
+            with Image.open(r.photo) as photo:
+                p, m = prepare_pair(photo, load_mask(r.mask)[0], config.resolution, False)
+            pixels.append(torch.from_numpy(p).permute(2, 0, 1).float().div(127.5).sub(1))
+            masks_l.append(torch.from_numpy(m.astype(np.int64)))
+        with torch.no_grad():
+            latents = vae.encode(torch.stack(pixels).to(device, dtype)).latent_dist.mean.float()
+        generator = torch.Generator().manual_seed(config.seed + 12345)
+        val.loss_latents = latents * vae.config.scaling_factor
+        val.loss_text = encode_prompts(tokenizer, text_encoder, [r.prompt for r in chosen], device).to(dtype)
+        val.loss_control = control_input(torch.stack(masks_l).to(device), config.conditioning, channels, colours)
+        val.loss_noise = torch.randn(latents.shape, generator=generator).to(device)
+        n = len(chosen)
+        val.loss_timesteps = torch.linspace(0, 999, n).round().long().to(device) if n > 1 else torch.tensor([500], device=device)
+    if records and records[0].split == "train":
+        log("warning: the export holds no held-out images; validation uses a training image")
+    return val
+
+
+@torch.no_grad()
+def _validate(config, accelerator, model, val: ValidationSet | None, vae, tokenizer, text_encoder, noise_scheduler,
+              empty_text, colours, dtype, step, scaling) -> tuple[float | None, Path | None] | None:
+    """Validation loss and image grid at ``step`` (main process; the others wait)."""
+    result = None
+    if accelerator.is_main_process and val is not None:
+        inner = accelerator.unwrap_model(model)
+        was_training = inner.controlnet.training
+        inner.eval()
+        loss_value = None
+        with accelerator.autocast():
+            if val.loss_latents is not None:
+                timesteps = (val.loss_timesteps.float() / 999 * (noise_scheduler.config.num_train_timesteps - 1)).long()
+                noisy = noise_scheduler.add_noise(val.loss_latents, val.loss_noise, timesteps)
+                prediction = inner(noisy, timesteps, val.loss_text, val.loss_control.to(inner.controlnet.dtype))
+                target = val.loss_noise if noise_scheduler.config.prediction_type == "epsilon" else \
+                    noise_scheduler.get_velocity(val.loss_latents, val.loss_noise, timesteps)
+                loss_value = F.mse_loss(prediction.float(), target.float()).item()
+        grid_path = None
+        if len(val.prompts) and config.num_validation_images + len(config.validation_image or []) > 0:
+            grid_path = _validation_images(config, accelerator, inner, val, vae, tokenizer, text_encoder,
+                                           noise_scheduler, empty_text, colours, dtype, step, loss_value)
+        inner.train(was_training)
+        if config.sd_locked:
+            inner.unet.eval()
+        result = (loss_value, grid_path)
+    accelerator.wait_for_everyone()
+    return result
+
+
+def _validation_images(config, accelerator, inner, val, vae, tokenizer, text_encoder, noise_scheduler,
+                       empty_text, colours, dtype, step, loss_value) -> Path:
+    from diffusers import StableDiffusionControlNetPipeline, UniPCMultistepScheduler
+    from PIL import Image
+
+    device = accelerator.device
+    pipe = StableDiffusionControlNetPipeline(
+        vae=vae, text_encoder=None, tokenizer=tokenizer, unet=inner.unet, controlnet=inner.controlnet,
+        scheduler=UniPCMultistepScheduler.from_config(noise_scheduler.config), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    channels = inner.controlnet.config.conditioning_channels
+    rows = []
+    for i, prompt in enumerate(val.prompts):
+        mask = val.masks[i:i + 1].to(device)
+        control = control_input(mask, config.conditioning, channels, colours)
+        if text_encoder.device != device:
+            text_encoder.to(device)
+            text = encode_prompts(tokenizer, text_encoder, [prompt], device).to(dtype)
+            text_encoder.to("cpu")
+        else:
+            text = encode_prompts(tokenizer, text_encoder, [prompt], device).to(dtype)
+        generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        with accelerator.autocast():
+            image = pipe(prompt_embeds=text, negative_prompt_embeds=empty_text[None], image=control,
+                         height=config.resolution, width=config.resolution,
+                         num_inference_steps=config.validation_inference_steps, generator=generator).images[0]
+        shown = Image.fromarray(colours[val.masks[i]].numpy().astype(np.uint8))
+        rows.append([shown, image, val.targets[i]])
+    folder = Path(config.output_dir) / VALIDATION_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{step:07d}.png"
+    _grid(rows, max(config.resolution, 64)).save(path)
+    (folder / f"step-{step:07d}.json").write_text(json.dumps(
+        {"step": step, "prompts": val.prompts, "val_loss": loss_value,
+         "columns": ["mask", "generated", "target"]}, indent=2))
+    return path
+
+
+# -- entry point ---------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options: a config file and ``--set key=value`` overrides."""
+    parser = argparse.ArgumentParser(description="Train a ControlNet on a workbench export.")
+    parser.add_argument("--config", type=Path, help="YAML or JSON config (keys: train/config.py).")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="Override a config key (repeatable), e.g. --set max_train_steps=100.")
+    parser.add_argument("--resume_from_checkpoint", "--resume-from-checkpoint", default=None,
+                        help="'latest' or a checkpoint folder (same as --set resume_from_checkpoint=...).")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the trainer from the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    overrides = list(args.overrides)
+    if args.resume_from_checkpoint:
+        overrides.append(f"resume_from_checkpoint={args.resume_from_checkpoint}")
+    try:
+        config = load_config(args.config, overrides)
+        train(config)
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except StopRequested as exc:
+        print(str(exc), file=sys.stderr)
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
