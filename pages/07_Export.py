@@ -1,0 +1,182 @@
+"""Export: choose a dataset, format, scheme, resolution and filters; export as a background job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+from pydantic import ValidationError
+
+from db.engine import session_scope
+from ui.common import open_store
+from workbench.settings import get_settings
+
+st.set_page_config(page_title="Export · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
+st.title("Export for training")
+st.caption("The export runs as a background job; the CLI twin is `python -m workbench export ...`.")
+
+# -- load -------------------------------------------------------------------------------------
+try:
+    settings = get_settings()
+    engine = open_store(settings)
+    from sqlalchemy import select
+
+    from db.models import Category, Dataset
+    from workbench.datasets import list_datasets
+    from workbench.schemes import list_schemes
+
+    with session_scope(engine) as session:
+        names = list_datasets(session)
+        schemes = [s.name for s in list_schemes(session)]
+except Exception as exc:  # shown, not raised: a page must never end in a traceback
+    st.error(f"Cannot open the database: {type(exc).__name__}: {exc}. Check `WORKBENCH_DB_URL`; "
+             "`python -m workbench config` prints the settings.")
+    st.stop()
+
+if not names:
+    st.info("No datasets yet: import one on the Import page, or run `python -m workbench demo`.")
+    st.stop()
+
+from workbench.export import ExportRecipe, export_argv, list_exports, read_manifest  # noqa: E402
+from workbench.jobs import get_job, job_summary, read_log_tail, refresh_jobs, start_job  # noqa: E402
+
+# -- the form ---------------------------------------------------------------------------------
+dataset = st.selectbox("Dataset", names, key="export_dataset")
+with session_scope(engine) as session:
+    categories = list(session.scalars(select(Category.name).join(Dataset)
+                                      .where(Dataset.name == dataset).order_by(Category.name)))
+
+left, middle, right = st.columns(3)
+fmt = left.radio("Format", ["imagefolder", "controlnet"], key="export_format",
+                 help="imagefolder: metadata.jsonl for `datasets.load_dataset` and diffusers' "
+                      "ControlNet trainer; controlnet: prompt.json, source/, target/ as in the "
+                      "ControlNet tutorial.")
+scheme = middle.selectbox("Mask scheme", schemes, key="export_scheme",
+                          index=schemes.index("body-parts") if "body-parts" in schemes else 0)
+resolution = right.number_input("Resolution (short side, px)", min_value=64, max_value=2048,
+                                value=512, step=64, key="export_resolution")
+crop = left.radio("Crop", ["center", "person"], key="export_crop", horizontal=True,
+                  help="person: centred on the union box of the garment masks.")
+target_format = middle.radio("Photos as", ["jpeg", "png"], key="export_target", horizontal=True)
+buckets = right.checkbox("Aspect buckets instead of squares", key="export_buckets")
+
+with st.expander("Filters", expanded=False):
+    a, b = st.columns(2)
+    split = a.radio("Split", ["all", "train", "validation"], key="export_split", horizontal=True)
+    validation_fraction = a.slider("Validation share", 0.0, 0.5, 0.1, 0.01, key="export_fraction")
+    seed = a.number_input("Seed", min_value=0, value=0, step=1, key="export_seed")
+    people = b.radio("People decisions", ["exclude", "crop", "ignore"], key="export_people",
+                     horizontal=True, help="exclude: leave out every flagged image; crop: crop the "
+                     "flagged regions away where possible; ignore: keep every image.")
+    min_size = b.number_input("Minimum short side (px)", min_value=0, value=0, step=64,
+                              key="export_min_size")
+    require = b.multiselect("Require one of these categories", categories, key="export_require")
+    exclude = b.multiselect("Exclude images with these categories", categories, key="export_exclude")
+    reviewed = b.checkbox("Only images with a reviewed caption", key="export_reviewed")
+
+default_out = Path(settings.data_dir) / "exports" / f"{dataset}-{fmt}-{int(resolution)}"
+out_dir = st.text_input("Destination folder (on the server)", value=str(default_out), key="export_out")
+overwrite = st.checkbox("Replace the folder if it holds an earlier export", key="export_overwrite")
+
+# -- act --------------------------------------------------------------------------------------
+if st.button("Export", type="primary"):
+    try:
+        recipe = ExportRecipe(
+            dataset=dataset, format=fmt, scheme=scheme, resolution=int(resolution), crop=crop,
+            buckets=buckets, target_format=target_format, split=split,
+            validation_fraction=validation_fraction, seed=int(seed), people=people,
+            min_size=int(min_size), require_categories=require, exclude_categories=exclude,
+            reviewed_captions_only=reviewed)
+    except ValidationError as exc:
+        st.error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+    else:
+        destination = Path(out_dir.strip()).expanduser()
+        if not out_dir.strip():
+            st.error("Fill in the destination folder.")
+        elif destination.exists() and not overwrite:
+            st.error(f"{destination} already exists: choose another folder, or tick “Replace”.")
+        else:
+            try:
+                job_id = start_job(engine, settings, kind="export", dataset=dataset,
+                                   argv=export_argv(recipe, destination, overwrite=overwrite),
+                                   details={"out_dir": str(destination.resolve())})
+            except Exception as exc:
+                st.error(f"The export could not be started: {type(exc).__name__}: {exc}")
+            else:
+                st.session_state["export_job"] = job_id
+
+
+# -- watch the job ----------------------------------------------------------------------------
+def job_now(job_id: int) -> dict:
+    """The job's row as plain data, dead processes found first."""
+    refresh_jobs(engine)
+    with session_scope(engine) as session:
+        return job_summary(get_job(session, job_id))
+
+
+def show_job(job_id: int, was_active: bool) -> None:
+    """Progress of the export job; a full rerun once it ends so the list below includes it."""
+    job = job_now(job_id)
+    active = job["status"] in ("queued", "running", "cancelling")
+    total, done = job["total"] or 0, job["done"] or 0
+    label = f"Export job {job_id}: {job['status']}" + (f" — {done}/{total} images" if total else "")
+    st.progress(min(done / total, 1.0) if total else 0.0, text=label)
+    if job["status"] == "finished":
+        st.success(f"Exported to {job['details'].get('out_dir', '?')}")
+    elif job["status"] in ("failed", "cancelled"):
+        st.error(f"Export job {job_id} {job['status']}: {job['error'] or ''}")
+        st.code(read_job_log(job_id) or "(empty log)")
+    if was_active and not active:
+        st.rerun()
+
+
+def read_job_log(job_id: int) -> str:
+    """The end of the job's log."""
+    with session_scope(engine) as session:
+        return read_log_tail(get_job(session, job_id), lines=40)
+
+
+job_id = st.session_state.get("export_job")
+if job_id is not None:
+    st.subheader("Running export")
+    try:
+        active = job_now(job_id)["status"] in ("queued", "running", "cancelling")
+        st.fragment(run_every=1.0 if active else None)(show_job)(job_id, active)
+    except Exception as exc:
+        st.error(f"Cannot read export job {job_id}: {type(exc).__name__}: {exc}")
+
+# -- past exports -----------------------------------------------------------------------------
+st.subheader(f"Past exports of {dataset}")
+with session_scope(engine) as session:
+    past = list_exports(session, dataset)
+if not past:
+    st.info("No export of this dataset yet.")
+else:
+    st.dataframe(pd.DataFrame([{
+        "id": e.id, "status": e.status, "format": e.format, "images": e.images,
+        "scheme": f"{e.recipe.get('scheme')} v{e.recipe.get('scheme_version')}",
+        "resolution": e.recipe.get("resolution"), "folder": e.out_dir,
+        "created": e.created_at, "manifest sha256": (e.manifest_sha256 or "")[:12],
+    } for e in past]), hide_index=True)
+    finished = [e for e in past if e.status == "finished"]
+    if finished:
+        chosen = st.selectbox("Manifest of", [e.id for e in finished], key="export_manifest",
+                              format_func=lambda i: f"export {i}: "
+                              + next(e.out_dir for e in finished if e.id == i))
+        try:
+            manifest = read_manifest(next(e.out_dir for e in finished if e.id == chosen))
+        except Exception as exc:
+            st.warning(f"{exc}")
+        else:
+            counts = manifest["counts"]
+            cols = st.columns(3)
+            cols[0].metric("Images", counts["images"])
+            cols[1].metric("Left out", counts["excluded_total"])
+            cols[2].metric("Files", len(manifest["files"]))
+            st.json({k: manifest[k] for k in ("recipe", "scheme", "sources", "counts", "dataset",
+                                              "workbench_version")}, expanded=False)
+            if manifest["excluded"]:
+                st.dataframe(pd.DataFrame([{"reason": r, "image": n} for r, names_ in
+                                           manifest["excluded"].items() for n in names_]),
+                             hide_index=True)
