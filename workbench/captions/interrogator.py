@@ -1,0 +1,518 @@
+"""CLIP Interrogator captions (modes fast, classic, best, negative), a whole batch at a time.
+
+The ``clip-interrogator`` package does the label work: its ``Config`` and ``Interrogator`` build
+the label tables (``LabelTable``: the art-site flavours, mediums, artists, movements, trending
+terms, negatives) and cache their text embeddings under the workbench's data folder; its
+prompt helpers truncate to CLIP's 77 tokens. Its own loop, though, takes one image at a time and
+re-stacks every label embedding for every ranking. Here the image features of a batch are
+computed once (one ``encode_image`` call) and shared by every requested mode, the caption model
+runs once per batch, rankings are one matrix product against embeddings stacked once, and the
+flavour chain of best/negative encodes the candidates of every image in the batch together.
+The chain follows the package's ``Interrogator.chain`` step for step.
+
+Models come from :func:`load_clip` (open_clip: ``ARCH/TAG``, ``hf-hub:org/repo`` or a local folder
+with ``open_clip_config.json``) and :func:`workbench.captions.blip.load_caption_model`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from PIL import Image as PILImage
+
+from workbench.captions.base import Captioner, CaptionerError, CaptionResult, is_local, load_model, resolve_device
+from workbench.captions.vocabulary import FashionVocabulary, rank_labels
+
+Mode = Literal["fast", "classic", "best", "negative"]
+MODES: tuple[Mode, ...] = ("fast", "classic", "best", "negative")
+# Flavours per mode when ``max_flavors`` is not set (the package's defaults).
+DEFAULT_MAX_FLAVORS = {"fast": 32, "classic": 3, "best": 32, "negative": 32}
+
+
+class InterrogatorSettings(BaseModel):
+    """The CLIP Interrogator's models and knobs (``caption_model=None``: blip-large, or blip-base
+    with ``low_vram``)."""
+
+    clip_model: str = Field("ViT-L-14/openai", description="open_clip ARCH/TAG, hf-hub:org/repo, or a local folder.")
+    caption_model: str | None = Field(None, description="blip-base, blip-large, blip2, git, a hub id or a folder.")
+    modes: list[Mode] = Field(default_factory=lambda: ["fast"])
+    vocabulary: Literal["art", "fashion", "both"] = Field(
+        "art", description="art: the package's flavours; fashion: the dataset's garments and attributes; both.")
+    low_vram: bool = Field(False, description="Offload models between steps, smaller chunks (the package's low-VRAM defaults).")
+    device: str = "auto"
+    data_path: str | None = Field(None, description="Folder of label lists (artists/flavors/mediums/movements/negative.txt); default: the package's.")
+    max_flavors: int | None = Field(None, ge=1, description="Flavours per prompt; default per mode (fast 32, classic 3, best 32, negative 32).")
+    min_flavors: int = Field(8, ge=0, description="best: flavours always added before the chain may stop.")
+    flavor_intermediate_count: int | None = Field(None, ge=1, description="Candidates the chain considers (2048; 1024 low-VRAM).")
+    chunk_size: int | None = Field(None, ge=1, description="Texts per CLIP text batch (2048; 1024 low-VRAM).")
+    caption_max_length: int = Field(32, ge=1)
+    download_label_cache: bool = Field(False, description="Fetch the package's precomputed label embeddings (needs internet).")
+
+    def resolved(self) -> InterrogatorSettings:
+        """The settings with the low-VRAM defaults filled in."""
+        low = self.low_vram
+        return self.model_copy(update={
+            "caption_model": self.caption_model or ("blip-base" if low else "blip-large"),
+            "flavor_intermediate_count": self.flavor_intermediate_count or (1024 if low else 2048),
+            "chunk_size": self.chunk_size or (1024 if low else 2048),
+        })
+
+
+class ClipModel:
+    """A loaded open_clip model with its preprocessing, tokenizer and the name the package uses."""
+
+    def __init__(self, model: Any, preprocess: Any, tokenize: Any, package_name: str, device: str):
+        self.model, self.preprocess, self.tokenize = model, preprocess, tokenize
+        self.package_name, self.device = package_name, device
+
+
+def register_clip_config(name: str, model_cfg: dict[str, Any]) -> None:
+    """Make an open_clip architecture known under ``name`` from a config dict
+    (``embed_dim``, ``vision_cfg``, ``text_cfg``)."""
+    from open_clip import factory
+
+    # open_clip only registers configs from files; its registry is this dict.
+    factory._MODEL_CONFIGS[name] = dict(model_cfg)
+
+
+def _clip_source(name: str) -> tuple[str, str | None, str, dict[str, Any]]:
+    """``(open_clip model name, pretrained tag, package name ALIAS/TAG, model config)``."""
+    from open_clip import factory
+
+    local = name[len("local-dir:"):] if name.startswith("local-dir:") else (name if is_local(name) else None)
+    if local is not None:
+        path = Path(local).expanduser().resolve()
+        config_file = path / "open_clip_config.json"
+        if not config_file.is_file():
+            raise CaptionerError(f"{path}: no open_clip_config.json; a local CLIP folder needs it and its weights "
+                                 "(open_clip_model.safetensors or open_clip_pytorch_model.bin)")
+        cfg = json.loads(config_file.read_text())["model_cfg"]
+        alias = f"local-{path.name}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+        return f"local-dir:{path}", None, f"{alias}/local", cfg
+    if name.startswith("hf-hub:"):
+        repo = name[len("hf-hub:"):]
+        cfg = factory._get_hf_config(repo)["model_cfg"]
+        return name, None, f"hf-{repo.replace('/', '-')}/hub", cfg
+    arch, _, tag = name.partition("/")
+    cfg = factory.get_model_config(arch)
+    if cfg is None:
+        raise CaptionerError(f"unknown CLIP model {name!r}: use ARCH/TAG (e.g. ViT-L-14/openai, ARCH/none for "
+                             "random weights), hf-hub:org/repo, or a folder with open_clip_config.json")
+    return arch, (None if tag in ("", "none") else tag), f"{arch}/{tag or 'none'}", cfg
+
+
+def load_clip(name: str, device: str = "auto") -> ClipModel:
+    """An open_clip model from ``ARCH/TAG``, ``hf-hub:org/repo`` or a local folder (cached per process)."""
+    device = resolve_device(device)
+    create_name, pretrained, package_name, cfg = _clip_source(name)
+
+    def loader() -> ClipModel:
+        import open_clip
+
+        alias = package_name.split("/")[0]
+        register_clip_config(alias, cfg)  # so that the package finds its tokenizer by name
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            create_name, pretrained=pretrained, device=device,
+            precision="fp16" if device.startswith("cuda") else "fp32")
+        model.eval()
+        return ClipModel(model, preprocess, open_clip.get_tokenizer(alias), package_name, device)
+
+    return load_model("clip", f"{name}@{device}", loader)
+
+
+class _CandidateTokens:
+    """Token rows of chain candidates ``"<prompt>, <phrase>"`` put together from cached pieces.
+
+    Every chain step tokenizes the current prompt joined with each remaining phrase; with
+    open_clip's BPE tokenizer the tokens of such a join are the prompt's tokens followed by
+    those of ``", <phrase>"`` whenever the prompt ends in a letter or digit, so each piece is
+    tokenized once. Each composition is checked against the tokenizer on its first candidate;
+    anything else is tokenized the ordinary way (``candidates`` returns ``None``).
+    """
+
+    def __init__(self, tokenize: Any):
+        from open_clip.tokenizer import SimpleTokenizer
+
+        self.tokenize = tokenize
+        self.usable = isinstance(tokenize, SimpleTokenizer) and tokenize.reduction_fn is None
+        self._pieces: dict[str, list[int]] = {}
+
+    def _encode(self, text: str) -> list[int]:
+        ids = self._pieces.get(text)
+        if ids is None:
+            ids = self._pieces[text] = self.tokenize.encode(text)
+        return ids
+
+    def candidates(self, prompt: str, phrases: list[str]):
+        """``(len(phrases), context)`` token rows, or ``None`` when composing would not be exact."""
+        import torch
+
+        if not self.usable or not phrases or not prompt or not prompt[-1].isalnum():
+            return None
+        tok = self.tokenize
+        context = tok.context_length
+        head = [tok.sot_token_id, *tok.encode(prompt)]
+        out = torch.zeros((len(phrases), context), dtype=torch.long)
+        for row, phrase in enumerate(phrases):
+            ids = head + self._encode(", " + phrase) + [tok.eot_token_id]
+            if len(ids) > context:
+                ids = ids[:context]
+                ids[-1] = tok.eot_token_id
+            out[row, :len(ids)] = torch.tensor(ids)
+        if not torch.equal(out[0], tok([f"{prompt}, {phrases[0]}"])[0]):
+            return None
+        return out
+
+
+def _token_lengths(tokens):
+    """Tokens up to and including the end token, per row (padding is 0)."""
+    return (tokens != 0).sum(dim=-1)
+
+
+def encode_text_trimmed(model: Any, tokens, length: int):
+    """``model.encode_text(tokens)``, computed on the first ``length`` positions only.
+
+    CLIP's text tower is causal and pools at the end token, so the padding after the longest
+    text of a batch cannot change any result; skipping it saves most of the work for the short
+    prompts the Interrogator ranks. Models of another shape go through ``encode_text`` unchanged.
+    """
+    from open_clip.model import CLIP
+    from open_clip.transformer import text_global_pool
+
+    pool = getattr(model, "text_pool_type", None)
+    if not isinstance(model, CLIP) or model.attn_mask is None or pool not in ("argmax", "eos") \
+            or length >= tokens.shape[1]:
+        return model.encode_text(tokens)
+    tokens = tokens[:, :length]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = text_global_pool(model.ln_final(x), tokens, pool, eos_token_id=getattr(model, "text_eos_id", None))
+    if model.text_projection is not None:
+        x = model.text_projection(x) if isinstance(model.text_projection, torch_linear()) else x @ model.text_projection
+    return x
+
+
+def torch_linear():
+    """``torch.nn.Linear`` (imported late: this module is imported by the CLI)."""
+    import torch
+
+    return torch.nn.Linear
+
+
+class ClipInterrogatorCaptioner(Captioner):
+    """The CLIP Interrogator in one or several modes; sources ``clip-fast``, ``clip-classic`` ..."""
+
+    def __init__(self, settings: InterrogatorSettings | None = None, batch_size: int = 8,
+                 cache_dir: str | Path = "cache", fashion: FashionVocabulary | None = None):
+        self.settings = (settings or InterrogatorSettings()).resolved()
+        if not self.settings.modes:
+            raise CaptionerError("no interrogator mode chosen: pick from fast, classic, best, negative")
+        if self.settings.vocabulary != "art" and fashion is None:
+            raise CaptionerError(f"vocabulary {self.settings.vocabulary!r} needs the fashion vocabulary of a dataset")
+        self.fashion = fashion if self.settings.vocabulary != "art" else None
+        self.sources = [f"clip-{mode}" for mode in self.settings.modes]
+        self.model = self.settings.clip_model
+        self.batch_size = batch_size
+        self.cache_dir = Path(cache_dir)
+        self._ready = False
+
+    # -- identity -------------------------------------------------------------------------------
+    def settings_for(self, source: str) -> dict[str, Any]:
+        """What shapes this mode's text: models, vocabulary, flavour counts."""
+        mode = source.removeprefix("clip-")
+        values = self.settings.model_dump(exclude={"device", "modes", "download_label_cache", "chunk_size"})
+        values["mode"] = mode
+        values["max_flavors"] = self.max_flavors(mode)
+        if self.fashion is not None:
+            values["fashion_vocabulary"] = hashlib.sha256("\n".join(self.fashion.all_labels).encode()).hexdigest()[:16]
+        return values
+
+    def max_flavors(self, mode: str) -> int:
+        """Flavours per prompt in ``mode``."""
+        return self.settings.max_flavors or DEFAULT_MAX_FLAVORS[mode]
+
+    # -- setup ------------------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load CLIP, the caption model and the label tables (embeddings cached on disk)."""
+        if self._ready:
+            return
+        import numpy as np
+        import torch
+        from clip_interrogator import Config, Interrogator, LabelTable
+
+        s = self.settings
+        self.clip = load_clip(s.clip_model, s.device)
+        self.device = self.clip.device
+        needs_caption = any(mode != "negative" for mode in s.modes)
+        self.captioner = None
+        if needs_caption:
+            from workbench.captions.blip import load_caption_model
+
+            self.captioner = load_caption_model(s.caption_model, s.device)
+        config = Config(
+            clip_model_name=self.clip.package_name, caption_model_name=None,
+            cache_path=str(self.cache_dir), download_cache=s.download_label_cache, chunk_size=s.chunk_size,
+            flavor_intermediate_count=s.flavor_intermediate_count, device=self.device, quiet=True,
+            **({"data_path": s.data_path} if s.data_path else {}))
+        # Config's model fields are class attributes: set them on the instance so that the
+        # Interrogator uses the models loaded here instead of downloading its own.
+        config.clip_model, config.clip_preprocess = self.clip.model, self.clip.preprocess
+        self.ci = Interrogator(config)
+        self.ci.tokenize = self.clip.tokenize
+
+        def stacked(table: LabelTable) -> torch.Tensor:
+            embeds = np.stack(table.embeds) if len(table.embeds) else np.zeros((0, 1), np.float32)
+            return torch.from_numpy(np.asarray(embeds, dtype=np.float32)).to(self.device)
+
+        self.tables: dict[str, tuple[list[str], torch.Tensor]] = {}
+        if s.vocabulary in ("art", "both"):
+            for name in ("artists", "flavors", "mediums", "movements", "trendings"):
+                table = getattr(self.ci, name)
+                self.tables[name] = (list(table.labels), stacked(table))
+        if self.fashion is not None:
+            for name, labels in self.fashion.tables().items():
+                digest = hashlib.sha256("\n".join(labels).encode()).hexdigest()[:8]
+                table = LabelTable(list(labels), f"fashion-{name}-{digest}", self.ci)
+                self.tables[f"fashion-{name}"] = (list(table.labels), stacked(table))
+        merged_labels: list[str] = []
+        merged_embeds = []
+        for labels, embeds in self.tables.values():
+            merged_labels.extend(labels)
+            merged_embeds.append(embeds)
+        self.merged = (merged_labels, torch.cat(merged_embeds) if merged_embeds else None)
+        self.negative_labels = list(self.ci.negative.labels)
+        self._composer = _CandidateTokens(self.clip.tokenize)
+        self._ready = True
+
+    # -- batched pieces ----------------------------------------------------------------------------
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if str(self.device).startswith("cuda"):
+            return torch.autocast("cuda")
+        return contextlib.nullcontext()
+
+    def image_features(self, images: list[PILImage.Image]):
+        """Normalised CLIP image features of the batch, ``(len(images), dim)``, in one pass."""
+        import torch
+
+        self.load()
+        self._offload(clip_on_device=True)
+        pixels = torch.stack([self.clip.preprocess(image) for image in images]).to(self.device)
+        with torch.no_grad(), self._autocast():
+            features = self.clip.model.encode_image(pixels).float()
+        return features / features.norm(dim=-1, keepdim=True)
+
+    def text_features(self, texts: list[str], tokens=None):
+        """Normalised CLIP text features (of ``texts``, or of their ``tokens`` when given),
+        ``chunk_size`` texts at a time, shortest first."""
+        import torch
+
+        if tokens is None:
+            if not texts:
+                return torch.zeros((0, 1), device=self.device)
+            tokens = self.clip.tokenize(texts)
+        if len(tokens) == 0:
+            return torch.zeros((0, 1), device=self.device)
+        # Encoding texts of similar length together lets each chunk stop at its longest text.
+        lengths = _token_lengths(tokens)
+        order = torch.argsort(lengths)
+        parts = []
+        for start in range(0, len(texts), self.settings.chunk_size):
+            index = order[start:start + self.settings.chunk_size]
+            chunk = tokens[index].to(self.device)
+            with torch.no_grad(), self._autocast():
+                features = encode_text_trimmed(self.clip.model, chunk, int(lengths[index].max())).float()
+            parts.append(features / features.norm(dim=-1, keepdim=True))
+        out = torch.empty((len(tokens), parts[0].shape[1]), device=self.device)
+        out[order.to(self.device)] = torch.cat(parts)
+        return out
+
+    def captions(self, images: list[PILImage.Image]) -> list[str]:
+        """The caption model's captions of the batch, one ``generate`` call."""
+        self.load()
+        if self.captioner is None:
+            raise CaptionerError("no caption model loaded (only negative mode was asked for)")
+        self._offload(clip_on_device=False)
+        try:
+            return self.captioner.generate(images, max_new_tokens=self.settings.caption_max_length)
+        finally:
+            self._offload(clip_on_device=True)
+
+    def _offload(self, clip_on_device: bool) -> None:
+        """Low-VRAM: keep only the model in use on the accelerator."""
+        if not self.settings.low_vram or not str(self.device).startswith("cuda"):
+            return
+        if clip_on_device:
+            if self.captioner is not None:
+                self.captioner.to("cpu")
+            self.clip.model.to(self.device)
+        else:
+            self.clip.model.to("cpu")
+            if self.captioner is not None:
+                self.captioner.to(self.device)
+
+    def _rank(self, features, table: str, top: int, reverse: bool = False) -> list[list[str]]:
+        labels, embeds = self.tables[table] if table != "merged" else self.merged
+        return rank_labels(features, embeds, labels, top, reverse)
+
+    def _truncate(self, text: str) -> str:
+        from clip_interrogator.clip_interrogator import _truncate_to_fit
+
+        return _truncate_to_fit(text, self.clip.tokenize)
+
+    # -- modes ---------------------------------------------------------------------------------------
+    def fast(self, features, captions: list[str], max_flavors: int) -> list[str]:
+        """Caption plus the top-ranked terms of every table (truncated to 77 tokens)."""
+        tops = self._rank(features, "merged", max_flavors)
+        return [self._truncate(caption + ", " + ", ".join(top)) for caption, top in zip(captions, tops)]
+
+    def classic(self, features, captions: list[str], max_flavors: int) -> list[str]:
+        """Caption, medium, artist, trending, movement and flavours (fashion: garment,
+        attributes, extra term)."""
+        n = len(captions)
+        prompts = list(captions)
+        if self.settings.vocabulary in ("art", "both"):
+            medium = [r[0] for r in self._rank(features, "mediums", 1)]
+            artist = [r[0] for r in self._rank(features, "artists", 1)]
+            trending = [r[0] for r in self._rank(features, "trendings", 1)]
+            movement = [r[0] for r in self._rank(features, "movements", 1)]
+            flaves = [", ".join(r) for r in self._rank(features, "flavors", max_flavors)]
+            for i in range(n):
+                if prompts[i].startswith(medium[i]):
+                    prompts[i] = f"{prompts[i]} {artist[i]}, {trending[i]}, {movement[i]}, {flaves[i]}"
+                else:
+                    prompts[i] = f"{prompts[i]}, {medium[i]} {artist[i]}, {trending[i]}, {movement[i]}, {flaves[i]}"
+        if self.fashion is not None:
+            parts: list[list[str]] = [[] for _ in range(n)]
+            for table, top in (("fashion-garments", 1), ("fashion-attributes", max_flavors), ("fashion-extras", 1)):
+                if table in self.tables:
+                    for i, labels in enumerate(self._rank(features, table, top)):
+                        parts[i].extend(labels)
+            prompts = [", ".join([p, *extra]) for p, extra in zip(prompts, parts)]
+        return [self._truncate(p) for p in prompts]
+
+    def chain(self, features, phrases: list[list[str]], best_prompts: list[str] | None = None,
+              min_count: int = 8, max_count: int = 32, reverse: bool = False) -> list[str]:
+        """The package's flavour chain for every image of the batch at once: keep adding the
+        phrase that most raises (``reverse``: lowers) the prompt's similarity to the image."""
+        from clip_interrogator.clip_interrogator import _prompt_at_max_len
+
+        n = len(phrases)
+        pools = [dict.fromkeys(p) for p in phrases]  # ordered sets
+        best, best_sim = [""] * n, [0.0] * n
+        if best_prompts is None:
+            unique = list(dict.fromkeys(x for pool in pools for x in pool))
+            index = {text: i for i, text in enumerate(unique)}
+            sims = (self.text_features(unique) @ features.T).cpu() if unique else None
+            for i, pool in enumerate(pools):
+                column = [float(sims[index[x], i]) for x in pool]
+                pick = max(range(len(column)), key=lambda j: -column[j] if reverse else column[j])
+                best[i] = list(pool)[pick]
+                # The package keeps this first similarity un-negated even in reverse; so do we.
+                best_sim[i] = column[pick]
+                del pool[best[i]]
+        else:
+            best = list(best_prompts)
+            own = self.text_features(best)
+            best_sim = (own * features).sum(-1).cpu().tolist()
+        curr, curr_sim = list(best), list(best_sim)
+        active = [i for i in range(n) if pools[i]]
+        for step in range(max_count):
+            if not active:
+                break
+            texts, owners, tokens = [], [], []
+            for i in active:
+                candidates = [f"{curr[i]}, {flavour}" for flavour in pools[i]]
+                composed = self._composer.candidates(curr[i], list(pools[i]))
+                tokens.append(composed if composed is not None else self.clip.tokenize(candidates))
+                texts.extend(candidates)
+                owners.extend([i] * len(candidates))
+            import torch
+
+            encoded = self.text_features(texts, torch.cat(tokens))
+            owner_index = torch.tensor(owners, device=encoded.device)
+            sims = (encoded * features[owner_index]).sum(-1).cpu().tolist()
+            still = []
+            offset = 0
+            for i in active:
+                count = len(pools[i])
+                row = sims[offset:offset + count]
+                candidates = texts[offset:offset + count]
+                offset += count
+                pick = max(range(count), key=lambda j: -row[j] if reverse else row[j])
+                prompt, sim = candidates[pick], row[pick]
+                flavour = prompt[len(curr[i]) + 2:]
+                if reverse:
+                    sim = -sim
+                if sim > best_sim[i]:
+                    best[i], best_sim[i] = prompt, sim
+                if not (sim > curr_sim[i] or step < min_count):
+                    continue
+                curr[i], curr_sim[i] = prompt, sim
+                if _prompt_at_max_len(curr[i], self.clip.tokenize):
+                    continue
+                del pools[i][flavour]
+                if pools[i]:
+                    still.append(i)
+            active = still
+        return best
+
+    def best(self, features, captions: list[str], max_flavors: int) -> tuple[list[str], list[str]]:
+        """The best of caption, classic, fast and a flavour chain started from the caption;
+        returns the prompts and which kind won."""
+        s = self.settings
+        flaves = self._rank(features, "merged", s.flavor_intermediate_count)
+        chained = self.chain(features, flaves, best_prompts=captions, min_count=s.min_flavors, max_count=max_flavors)
+        fast = self.fast(features, captions, max_flavors)
+        classic = self.classic(features, captions, max_flavors)
+        kinds = ["caption", "classic", "fast", "chain"]
+        picks, won = [], []
+        for i, options in enumerate(zip(captions, classic, fast, chained)):
+            sims = (self.text_features(list(options)) @ features[i]).cpu().tolist()
+            choice = max(range(4), key=lambda j: sims[j])
+            picks.append(options[choice])
+            won.append(kinds[choice])
+        return picks, won
+
+    def negative(self, features, max_flavors: int) -> list[str]:
+        """A negative prompt: the chain of the terms least like the image."""
+        s = self.settings
+        table = "flavors" if "flavors" in self.tables else "merged"
+        least = self._rank(features, table, s.flavor_intermediate_count, reverse=True)
+        if self.fashion is not None and table == "flavors":
+            extra = self._rank(features, "merged", s.flavor_intermediate_count, reverse=True)
+            least = [list(dict.fromkeys(a + b)) for a, b in zip(least, extra)]
+        pools = [row + self.negative_labels for row in least]
+        return self.chain(features, pools, max_count=max_flavors, reverse=True)
+
+    # -- the interface ----------------------------------------------------------------------------------
+    def caption_batch(self, images: list[PILImage.Image]) -> dict[str, list[CaptionResult]]:
+        """Every requested mode for the batch, from one pass of image features and captions."""
+        self.load()
+        features = self.image_features(images)
+        needs_caption = any(mode != "negative" for mode in self.settings.modes)
+        captions = self.captions(images) if needs_caption else [""] * len(images)
+        out: dict[str, list[CaptionResult]] = {}
+        for mode in self.settings.modes:
+            k = self.max_flavors(mode)
+            if mode == "fast":
+                texts, extras = self.fast(features, captions, k), [{}] * len(images)
+            elif mode == "classic":
+                texts, extras = self.classic(features, captions, k), [{}] * len(images)
+            elif mode == "best":
+                texts, won = self.best(features, captions, k)
+                extras = [{"picked": w} for w in won]
+            else:
+                texts, extras = self.negative(features, k), [{}] * len(images)
+            out[f"clip-{mode}"] = [
+                CaptionResult(text, extra={**extra, **({"caption": c} if mode != "negative" else {})})
+                for text, c, extra in zip(texts, captions, extras)]
+        return out
