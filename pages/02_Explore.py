@@ -165,12 +165,15 @@ if result.images:
     with right:
         chart(charts.simple_bars(result.splits, "split", "images", "Split sizes", "split"),
               "split", "chart_splits")
-    for facet_name, table in result.facets.items():
-        kind = None if frames.facet_info[facet_name].numeric else f"facet:{facet_name}"
-        chart(charts.simple_bars(table, "value", "images", frames.facet_info[facet_name].label,
-                                 "value"), kind, f"chart_facet_{facet_name}")
-else:
-    st.caption("People per image and caption status charts appear once those steps have data.")
+    facet_cols = st.columns(max(len(result.facets), 1))
+    for col, (facet_name, table) in zip(facet_cols, result.facets.items()):
+        with col:
+            label = frames.facet_info[facet_name].label
+            if table.empty:
+                st.caption(f"{label}: no data yet for these images.")
+            else:
+                chart(charts.simple_bars(table, "value", "images", label, "value"),
+                      f"facet:{facet_name}", f"chart_facet_{facet_name}")
 
 with st.expander("Tables (sortable: click a column header; downloadable as CSV)"):
     table_name = st.selectbox("Table", list(result.TABLES), key="explore_table",

@@ -158,7 +158,7 @@ with session_scope(engine) as session:
                   .order_by(Category.source_id)]
 
 # -- navigation: previous / next through the current set, with keyboard shortcuts --------
-nav = st.columns([1, 1, 6])
+nav = st.columns([1.5, 1.2, 6], vertical_alignment="center")
 where = f"{position + 1} of {len(ids)} in {set_label}" if position is not None else \
     f"not in the current set ({set_label})"
 if neighbours:

@@ -225,3 +225,42 @@ def test_result_serialises_to_json(frames) -> None:
     assert {"categories", "attributes", "cooccurrence", "masks_per_image", "image_sizes",
             "aspect_ratios", "area_fraction", "splits", "supercategories"} <= set(data)
 
+
+
+def test_people_and_caption_tables_become_facets(demo_engine) -> None:
+    from db.captions import Caption
+    from db.people import PeopleFlag, PeopleScan, PersonProposal
+
+    with session_scope(demo_engine) as session:
+        images = session.scalars(select(Image).order_by(Image.file_name)).all()
+        a, b, c = images[0], images[1], images[2]
+        ds = a.dataset_id
+        session.add_all([
+            PeopleFlag(dataset_id=ds, image_id=a.id, status="pending"),
+            PeopleFlag(dataset_id=ds, image_id=b.id, status="decided", decision="exclude"),
+            Caption(dataset_id=ds, image_id=a.id, source="blip", settings_key="k", status="accepted"),
+            Caption(dataset_id=ds, image_id=a.id, source="clip", settings_key="k", status="rejected"),
+            Caption(dataset_id=ds, image_id=c.id, source="blip", settings_key="k", status="pending"),
+        ])
+        labelled = PeopleScan(dataset_id=ds, image_id=a.id, detector="annotations",
+                              settings_key="k", score=0.0, labelled_people=2)
+        seen = PeopleScan(dataset_id=ds, image_id=a.id, detector="opencv", settings_key="k",
+                          score=0.9, proposals=3)
+        session.add_all([labelled, seen])
+        session.flush()
+        for score in (0.9, 0.8, 0.1):  # two people the masks miss, one they cover
+            session.add(PersonProposal(scan_id=seen.id, image_id=a.id, detector="opencv",
+                                       settings_key="k", kind="person", box_x=0, box_y=0,
+                                       box_w=5, box_h=5, score=0.9, unlabelled_score=score))
+    with session_scope(demo_engine) as session:
+        frames = load_frames(session, "demo")
+    result = compute_eda(frames)
+    review = dict(zip(result.facets["people_review"].value, result.facets["people_review"].images))
+    assert review == {"pending": 1, "decided: exclude": 1, "not flagged": len(images) - 2}
+    captions = dict(zip(result.facets["caption"].value, result.facets["caption"].images))
+    assert captions == {"accepted": 1, "pending": 1, "no caption": len(images) - 2}
+    assert result.facets["people"].to_dict("records") == [{"value": 4, "images": 1}]
+    kept = compute_eda(frames, EdaFilter().with_facet("people_review", ["decided: exclude"]))
+    assert kept.images == 1
+    shown = drill_images(frames, EdaFilter(), Drill(facet="people", facet_value=4))
+    assert list(shown.file_name) == [a.file_name]

@@ -138,3 +138,17 @@ def test_tables_are_downloadable(page_store, table: str) -> None:
     assert list(app.dataframe[0].value.columns)[0] == "category"
     download = app.get("download_button")[0]
     assert download.proto.label == f"Download {table}.csv"
+
+
+def test_people_review_status_filters_the_page(page_store) -> None:
+    from db.people import PeopleFlag
+
+    with session_scope(page_store) as session:
+        image = session.scalars(select(Image).order_by(Image.file_name)).first()
+        session.add(PeopleFlag(dataset_id=image.dataset_id, image_id=image.id, status="pending"))
+    app = run(AppTest.from_file(str(EXPLORE), default_timeout=60))
+    review = next(m for m in app.sidebar.multiselect if m.label == "People review")
+    assert set(review.options) == {"pending", "not flagged"}
+    review.set_value(["pending"])
+    run(app)
+    assert metrics(app)["Images"] == 1

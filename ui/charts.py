@@ -11,16 +11,17 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
+from plotly.colors import qualitative
+
 from workbench.eda import Drill, EdaResult
-from workbench.palette import FINE_PALETTE
 
 BAR_HEIGHT = 18
 MARGIN = {"l": 10, "r": 10, "t": 30, "b": 10}
 
 
 def _hex(i: int) -> str:
-    r, g, b = FINE_PALETTE[1 + i % 40]
-    return f"#{r:02x}{g:02x}{b:02x}"
+    # Plotly's Dark24: distinct and dark enough to read on white (supercategory colours).
+    return qualitative.Dark24[i % len(qualitative.Dark24)]
 
 
 def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:

@@ -15,7 +15,8 @@ a given status in each image facet (people flags, captions). The statistics then
 those images, all of their masks included ("among images with a dress, what else is worn").
 
 Image facets are per-image values that other parts of the workbench own (people-flag review
-status, estimated people per image, caption status). A module listed in
+status, estimated people per image, caption status; ``workbench/eda_facets.py`` reads them
+from the people and caption tables). A module listed in
 :data:`FACET_PROVIDERS` that defines ``eda_facets() -> list[ImageFacet]`` plugs its facets in:
 they become filters and charts without a change here. :func:`register_facet` does the same
 from anywhere.
@@ -69,7 +70,7 @@ class ImageFacet:
 
 _registered: dict[str, ImageFacet] = {}
 # Modules that may define ``eda_facets()``; each is optional (imported only if it exists).
-FACET_PROVIDERS: tuple[str, ...] = ("workbench.people", "workbench.captions")
+FACET_PROVIDERS: tuple[str, ...] = ("workbench.eda_facets", "workbench.people", "workbench.captions")
 
 
 def register_facet(facet: ImageFacet) -> None:
