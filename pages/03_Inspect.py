@@ -227,7 +227,10 @@ with left:
     highlight = masks.get(highlight_id) if highlight_id is not None else None
     st.image(overlay_masks(photo, drawn, opacity=opacity, mode=mode,
                            highlight=highlight),
-             caption=f"{len(drawn)} of {len(annotations)} masks shown", width="stretch")
+             caption=f"{len(drawn)} of {len(annotations)} masks shown" + (
+                 f" · highlighted: {table.iloc[rows[0]]['category']} (annotation {highlight_id})"
+                 if highlight_id is not None else ""),
+             width="stretch")
 
 # -- side by side: the conditioning masks at the export resolution --------------------------
 st.subheader(f"Conditioning masks at {out_size[0]}×{out_size[1]}")

@@ -154,3 +154,18 @@ def test_a_broken_edit_is_an_error_not_a_traceback(page_store) -> None:
     assert not app.exception
     assert any("#rrggbb" in e.value for e in app.error)
     assert "editor_save" not in {b.key for b in app.button}  # nothing broken can be saved
+
+
+def test_selecting_an_annotation_row_highlights_it(page_store) -> None:
+    from tests.apptest_events import send_widget_string
+
+    name, n_masks, _ = image_with_most_categories(page_store)
+    app = open_image(name)
+    table = app.dataframe[0].value
+    with session_scope(page_store) as session:
+        image_id = session.scalar(select(Image.id).where(Image.file_name == name))
+    send_widget_string(app, f"inspect_rows_{image_id}", {"selection": {"rows": [2], "columns": [], "cells": []}})
+    assert not app.exception, [e.value for e in app.exception]
+    row = table.iloc[2]
+    assert images_captions(app)[0] == (f"{n_masks} of {n_masks} masks shown · highlighted: "
+                                       f"{row['category']} (annotation {row['id']})")
