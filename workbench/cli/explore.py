@@ -57,6 +57,9 @@ def eda(
         return
     typer.echo(f"{result.dataset}: {result.images} of {result.total_images} images, "
                f"{result.masks} masks, {result.images_with_masks} images with masks")
+    if result.masks == 0:
+        typer.echo("note: no masks among these images (a folder of photos, or filters that "
+                   "keep nothing); --json still lists sizes and splits", err=True)
     top = result.categories.sort_values("masks", ascending=False).head(15)
     for row in top.itertuples():
         if row.masks:
