@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -219,9 +220,15 @@ def _load_cached(folder: Path, dataset: Dataset, fingerprint: str) -> EdaFrames 
         if json.loads((folder / "meta.json").read_text())["fingerprint"] != fingerprint:
             return None
         parts = {p: pd.read_parquet(folder / f"{p}.parquet") for p in _FRAME_PARTS}
+        derived = {}
+        for path in sorted(folder.glob("derived-*.npy")):
+            name, _, index = path.stem.removeprefix("derived-").rpartition("-")
+            derived.setdefault(name, []).append((int(index), np.load(path, allow_pickle=False)))
     except (OSError, ValueError, KeyError):
         return None  # no cache yet, or a broken one: read from the store instead
-    return EdaFrames(dataset.name, dataset.id, fingerprint, **parts)
+    frames = EdaFrames(dataset.name, dataset.id, fingerprint, **parts)
+    frames._derived.update({k: tuple(a for _, a in sorted(v)) for k, v in derived.items()})
+    return frames
 
 
 def _save_cached(folder: Path, frames: EdaFrames) -> None:
@@ -229,14 +236,18 @@ def _save_cached(folder: Path, frames: EdaFrames) -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     for part in _FRAME_PARTS:
         getattr(frames, part).to_parquet(tmp / f"{part}.parquet", index=False)
+    # The sort orders and distinct pairs every aggregate starts from are saved too, so that a
+    # new process's first page is as quick as a filter change.
+    compute_eda(frames)
+    for name, arrays in frames._derived.items():
+        for i, array in enumerate(arrays):
+            np.save(tmp / f"derived-{name}-{i}.npy", np.asarray(array), allow_pickle=False)
     (tmp / "meta.json").write_text(json.dumps({"fingerprint": frames.fingerprint,
                                                "dataset": frames.dataset}))
     try:
         os.replace(tmp, folder)
     except OSError:  # another process cached the same version first; theirs is as good
-        for p in tmp.iterdir():
-            p.unlink()
-        tmp.rmdir()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_frames(
