@@ -83,8 +83,9 @@ LAYOUTS: dict[str, tuple[str, str, str]] = {
     "controlnet": ("prompt.json", "source", "target"),
     "imagefolder": ("metadata.jsonl", "conditioning_images", "images"),
 }
-# Exports smaller than this run in the calling process: starting spawned workers costs more.
-MIN_ITEMS_FOR_WORKERS = 16
+# Exports smaller than this run in the calling process: spawning a worker costs most of a
+# second, the time to export about 50 images at 512 px (bench/export.py).
+MIN_ITEMS_FOR_WORKERS = 200
 
 
 class ExportError(ValueError):
@@ -705,17 +706,22 @@ def _run_items(items: Iterator[WorkItem], total: int, config: WorkerConfig, work
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
                                initargs=(config,))
+    _init_worker(config)  # the parent works too (below)
     pending: set[Future] = set()
     try:
         for item in items:
-            # A bounded queue: masks of a big dataset are read batch by batch, not all at once.
-            while len(pending) >= 4 * workers:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    results.append(future.result())
-                report(progress, len(results), total)
-                check_stop(should_stop)
-            pending.add(pool.submit(export_item, item))
+            done, pending = wait(pending, timeout=0)
+            for future in done:
+                results.append(future.result())
+            if len(pending) < 2 * workers:
+                pending.add(pool.submit(export_item, item))
+            else:
+                # Workers are busy or still starting (a spawned interpreter takes most of a
+                # second): the parent does this item itself instead of waiting. The queue stays
+                # bounded, so a big dataset's masks are read batch by batch, not all at once.
+                results.append(export_item(item))
+            report(progress, len(results), total)
+            check_stop(should_stop)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
