@@ -238,3 +238,93 @@ def test_parsing_in_worker_processes_gives_the_same_store_and_report(tmp_path, s
         results.append((report.to_dict(), stored))
     assert results[0] == results[1]
     assert results[0][0]["annotations"] == 12 and results[0][0]["rejected"][0]["line"] == 6
+
+
+def _store_and_report(engine, report) -> tuple[dict, list]:
+    with session_scope(engine) as s:
+        stored = s.execute(
+            select(
+                ImageRow.file_name, Annotation.source_key, Annotation.rle, Annotation.area,
+                Annotation.bbox_x, Annotation.bbox_y, Annotation.bbox_w, Annotation.bbox_h,
+            ).join(ImageRow).order_by(Annotation.source_key)
+        ).all()
+        links = s.execute(
+            select(Annotation.source_key, Attribute.source_id)
+            .join(AnnotationAttribute, AnnotationAttribute.annotation_id == Annotation.id)
+            .join(Attribute, AnnotationAttribute.attribute_id == Attribute.id)
+            .order_by(Annotation.source_key, Attribute.source_id)
+        ).all()
+    return report.to_dict(), [tuple(r) for r in stored] + [tuple(r) for r in links]
+
+
+def _mixed_rows(src: Source) -> list[str]:
+    """Good rows with and without attributes, and bad rows of every parsing kind."""
+    src.image("a.jpg", 40, 30)
+    src.image("b.jpg", 30, 20)
+    rows = []
+    for i in range(14):
+        name, h, w = ("a.jpg", 30, 40) if i % 2 else ("b.jpg", 20, 30)
+        text = mask_to_text(_mask(h, w, i % 7, i % 9, i % 7 + 6, i % 9 + 9))
+        rows.append(f"{name},{text},{h},{w},{[1, 10, 23][i % 3]}{'_3_77' if i % 3 == 1 else ''}")
+    rows[3] = f'"a.jpg","{mask_to_text(_mask(30, 40, 1, 1, 4, 4))}",30,40,6'  # quoted fields
+    rows[5] = ""  # a blank line is skipped
+    rows[8] = "b.jpg,1 2 3,20,30,1"
+    rows[9] = "a.jpg,3 2 1 2,30,40,1"
+    rows[11] = "b.jpg,1 2,20,30,1,extra"
+    rows[12] = "a.jpg,1 x,30,40,1"
+    return rows
+
+
+def test_parsing_in_small_chunks_gives_the_same_store_and_report(tmp_path, src):
+    from db.engine import make_engine
+
+    src.write(*_mixed_rows(src))
+    results = []
+    for chunk_bytes, workers in ((None, 0), (1, 0), (40, 0), (333, 0), (150, 1)):
+        engine = make_engine(f"sqlite:///{tmp_path / f'c{chunk_bytes}-{workers}.db'}")
+        report = src.run(engine, chunk_bytes=chunk_bytes, workers=workers)
+        results.append(_store_and_report(engine, report))
+    assert all(result == results[0] for result in results[1:])
+    report, stored = results[0]
+    assert report["annotations"] == 9 and len(stored) > 9  # annotations, then attribute links
+    assert [(r["line"], r["reason"].split(" (")[0]) for r in report["rejected"]] == [
+        (10, "odd number of tokens"),
+        (11, "run 1 2 starts before the previous run ends: runs must be in ascending order and must not overlap"),
+        (13, "6 fields, expected 5"),
+        (14, "non-numeric token 'x' in EncodedPixels"),
+    ]
+
+
+def test_windows_line_ends_import_like_unix_ones(tmp_path, src):
+    from db.engine import make_engine
+
+    rows = _mixed_rows(src)
+    results = []
+    for name, newline in (("lf", "\n"), ("crlf", "\r\n")):
+        src.csv.write_bytes(newline.join([HEADER, *rows, ""]).encode())
+        engine = make_engine(f"sqlite:///{tmp_path / f'{name}.db'}")
+        results.append(_store_and_report(engine, src.run(engine)))
+    assert results[0] == results[1]
+
+
+def test_a_line_csv_cannot_read_is_refused_with_its_line(engine, src):
+    src.image("a.jpg", 40, 30)
+    good = mask_to_text(_mask(30, 40, 0, 0, 10, 10))
+    src.write(f"a.jpg,{good},30,40,1", "a.jpg,1 4\r,30,40,1", f"a.jpg,{good},30,40,6")
+    report = src.run(engine)
+    assert report.annotations == 2
+    assert [(r.line, r.reason.split(" (")[0]) for r in report.rejected] == [(3, "not a CSV line")]
+
+
+def test_stores_whose_driver_takes_named_parameters_get_the_same_rows(tmp_path, src):
+    from sqlalchemy import create_engine
+
+    from db.engine import make_engine, upgrade_schema
+
+    src.write(*_mixed_rows(src))
+    positional = make_engine(f"sqlite:///{tmp_path / 'positional.db'}")
+    named = create_engine(f"sqlite:///{tmp_path / 'named.db'}", paramstyle="named")
+    upgrade_schema(named)
+    results = [_store_and_report(e, src.run(e)) for e in (positional, named)]
+    named.dispose()
+    assert results[0] == results[1]

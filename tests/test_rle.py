@@ -17,6 +17,7 @@ from workbench.rle import (
     encode_mask,
     mask_to_text,
     measure_runs,
+    measure_runs_many,
     parse_runs,
     runs_area,
     runs_bbox,
@@ -101,3 +102,86 @@ def test_bad_runs_are_refused_with_a_message_naming_the_problem(text, message):
 def test_bad_coco_strings_are_refused(encoded, message):
     with pytest.raises(RLEError, match=message):
         coco_string_to_counts(encoded)
+
+
+def _measured_one_by_one(text: str, h: int, w: int):
+    try:
+        return measure_runs(text, h, w)
+    except RLEError as exc:
+        return str(exc)
+
+
+def _as_comparable(result):
+    return str(result) if isinstance(result, RLEError) else result
+
+
+# Rows as an importer meets them: valid masks, and masks with one thing wrong.
+_token = st.one_of(st.integers(0, 40).map(str), st.sampled_from(["x", "-3", "+4", "２", "99999999999999999999"]))
+_broken_texts = st.one_of(
+    st.lists(_token, max_size=8).map(" ".join),
+    st.lists(st.integers(0, 40).map(str), max_size=8).map("  ".join),
+    st.sampled_from(["", " ", "1\t2", " 3 4 ", "9223372036854775807 9223372036854775807", "1 2\n3 4"]),
+)
+
+
+@st.composite
+def _rows(draw):
+    mask = draw(masks)
+    h, w = mask.shape
+    if draw(st.booleans()) and mask.any():
+        return mask_to_text(mask), h, w
+    return draw(_broken_texts), h, w
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_rows(), min_size=1, max_size=12))
+def test_measuring_many_rows_at_once_gives_each_rows_own_result_or_message(rows):
+    texts, heights, widths = (list(column) for column in zip(*rows))
+    results = measure_runs_many(texts, heights, widths)
+    assert [_as_comparable(r) for r in results] == [_measured_one_by_one(*row) for row in rows]
+
+
+def test_measuring_many_rows_keeps_good_rows_next_to_bad_ones():
+    texts = ["1 2 7 1", "1 2 3", "0 3", "5 3 6 1", "11 3", "1 x", "3 5", "", "1  2"]
+    results = measure_runs_many(texts, [3] * len(texts), [4] * len(texts))
+    assert results[0] == (3, (0, 0, 3, 2))
+    assert results[6] == (5, (0, 0, 3, 3))  # 3..7 wraps into the next column: full height
+    assert results[8] == (2, (0, 0, 1, 2))  # a double space is still read, as one by one
+    messages = [str(r) for r in results if isinstance(r, RLEError)]
+    assert [m.split(":")[0].split(" (")[0] for m in messages] == [
+        "odd number of tokens", "start 0", "run 6 1 starts before the previous run ends",
+        "run 11 3 goes past the image", "non-numeric token 'x' in EncodedPixels", "empty mask",
+    ]
+
+
+def test_a_token_past_the_int64_range_is_refused_not_wrapped():
+    for text in ("9223372036854775807 9223372036854775807", "4611686018427387904 4611686018427387904 1 1"):
+        with pytest.raises(RLEError, match="goes past the image"):
+            measure_runs(text, 3, 4)
+        assert isinstance(measure_runs_many([text], [3], [4])[0], RLEError)
+
+
+def test_plain_valid_rows_are_measured_together_not_one_by_one(monkeypatch):
+    import workbench.rle as rle
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for _ in range(30):
+        h, w = (int(v) for v in rng.integers(1, 24, 2))
+        mask = rng.random((h, w)) < 0.4
+        mask[0, 0] = True
+        rows.append((mask_to_text(mask), h, w, mask))
+    # Later rows start before earlier rows end: only runs within a row must ascend.
+    rows.sort(key=lambda row: -len(row[0]))
+    expected = [measure_runs(text, h, w) for text, h, w, _ in rows]
+
+    def one_by_one(*args):
+        raise AssertionError("a valid row left the batched path")
+
+    monkeypatch.setattr(rle, "measure_runs", one_by_one)
+    results = rle.measure_runs_many([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+    assert results == expected
+    for (area, (x, y, bw, bh)), (_, _, _, mask) in zip(results, rows):
+        ys, xs = np.nonzero(mask)
+        assert area == mask.sum()
+        assert (x, y, bw, bh) == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)

@@ -4,11 +4,13 @@
 ``"6_28_77"`` (category, then attribute ids). 2020: ``ImageId`` without ``.jpg``, an integer
 ``ClassId`` and a comma-separated ``AttributesIds`` column.
 
-The CSV is streamed in chunks of lines (never loaded whole). Parsing and checking a chunk's
-run-length masks is CPU work, so on a large file it runs in worker processes (spawned, so
-the same on Linux, macOS and Windows) while this process checks image files and writes to
-the store; at most a few chunks are in flight, which bounds memory. Every bad row is reported
-with its 1-based line number (header = line 1). A record never spans lines in this format.
+The CSV is streamed in chunks of whole lines (never loaded whole). Parsing and checking a
+chunk's run-length masks is CPU work, so on a large file it runs in worker processes
+(spawned, so the same on Linux, macOS and Windows), each reading its own byte range of the
+file, while this process checks image files and writes to the store; at most a few chunks are
+in flight, which bounds memory. Every bad row is reported with its 1-based line number
+(header = line 1). A record never spans lines in this format (a quoted field ends with its
+line).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from sqlalchemy import Engine
 
@@ -34,7 +36,7 @@ from workbench.formats.store import (
     source_key,
 )
 from workbench.progress import ProgressFn, report
-from workbench.rle import RLEError, measure_runs
+from workbench.rle import RLEError, measure_runs_many
 from workbench.settings import get_settings
 from workbench.taxonomy import TaxonomyError, load_taxonomy
 
@@ -42,10 +44,38 @@ REQUIRED_COLUMNS = ("ImageId", "EncodedPixels", "Height", "Width", "ClassId")
 FORMAT = "imat2019"
 # Below this size worker processes cost more to start than they save.
 PARALLEL_MIN_BYTES = 32 * 1024 * 1024
+# About the size of an iMaterialist row (a few kB of runs): sizes a parsing chunk.
+TYPICAL_ROW_BYTES = 4096
 
 
 class _RowError(ValueError):
     pass
+
+
+class _Row(NamedTuple):
+    """A row whose fields passed their checks; its runs are measured with the chunk's."""
+
+    line: int
+    image_id: str
+    height: int
+    width: int
+    classes: _Classes
+    text: str
+
+
+class _Classes(NamedTuple):
+    """What a row's ``ClassId`` (and ``AttributesIds``) say, checked against the label file."""
+
+    category: int
+    attributes: list[int]
+    key: str  # part of the row's source key
+
+
+def _csv_fields(line: str) -> list[str]:
+    """The fields of one CSV line (without its ``\\n``), as :mod:`csv` reads them."""
+    if line.endswith("\r"):
+        line = line[:-1]
+    return next(csv.reader([line]), [])
 
 
 @dataclass(frozen=True)
@@ -57,60 +87,125 @@ class _RowParser:
     categories: frozenset[int]
     attributes: frozenset[int]
 
-    def parse_chunk(
-        self, first_line: int, lines: list[bytes]
+    def parse_range(self, csv_path: Path, start: int, end: int) -> tuple[int, list[tuple], list[Rejection]]:
+        """Read and parse bytes ``start:end`` of the CSV (whole lines).
+
+        Returns ``(lines read, rows, rejected)`` with line numbers counted from the range's
+        first line as 0; ``rows`` are :class:`PendingAnnotation` fields as plain tuples, which
+        cross between processes several times faster than named tuples.
+        """
+        with csv_path.open("rb") as handle:
+            handle.seek(start)
+            data = handle.read(end - start)
+        text = data.decode("utf-8", errors="replace")
+        lines = text.split("\n")
+        if lines[-1] == "":  # the range ends with a line end, not a line
+            lines.pop()
+        pending, rejected = self.parse_lines(0, lines, quoted='"' in text or "\r" in text)
+        return len(lines), [tuple(p) for p in pending], rejected
+
+    def parse_lines(
+        self, first_line: int, lines: list[str], quoted: bool = True
     ) -> tuple[list[PendingAnnotation], list[Rejection]]:
-        """Parse and check the rows of one chunk of lines."""
-        pending: list[PendingAnnotation] = []
+        """Parse and check lines (without their line end); rejections in line order.
+
+        Every row's fields are checked one by one, then the run-length masks of all the rows
+        at once (:func:`~workbench.rle.measure_runs_many`), which is where the time goes.
+        ``quoted=False`` says no line holds a quote or a carriage return, so a plain split
+        gives csv's fields.
+        """
         rejected: list[Rejection] = []
-        text_lines = (raw.decode("utf-8", errors="replace") for raw in lines)
-        for offset, fields in enumerate(csv.reader(text_lines)):
-            line = first_line + offset
+        rows: list[_Row] = []
+        # ClassId values repeat all through a file: each distinct one is checked once.
+        classes_seen: dict[tuple[str, str], _Classes | str] = {}
+        for line, text in enumerate(lines, start=first_line):
+            try:
+                fields = _csv_fields(text) if quoted else self._split(text)
+            except csv.Error as exc:
+                rejected.append(Rejection(line, "", f"not a CSV line ({exc})"))
+                continue
             if not fields:
                 continue
             try:
-                pending.append(self._parse_fields(fields, line))
-            except (_RowError, RLEError) as exc:
+                rows.append(self._parse_fields(line, fields, classes_seen))
+            except _RowError as exc:
                 image_id = fields[self.columns["ImageId"]].strip() if len(fields) > self.columns["ImageId"] else ""
                 rejected.append(Rejection(line, image_id, str(exc)))
+        measured = measure_runs_many(
+            [row.text for row in rows], [row.height for row in rows], [row.width for row in rows]
+        )
+        pending: list[PendingAnnotation] = []
+        for row, result in zip(rows, measured):
+            if isinstance(result, RLEError):
+                rejected.append(Rejection(row.line, row.image_id, str(result)))
+                continue
+            area, bbox = result
+            pending.append(
+                PendingAnnotation(
+                    line=row.line,
+                    file_name=_file_name(row.image_id, self.variant_2020),
+                    height=row.height,
+                    width=row.width,
+                    category_source_id=row.classes.category,
+                    attribute_source_ids=row.classes.attributes,
+                    rle=row.text,
+                    area=area,
+                    bbox=bbox,
+                    source_key=source_key(row.image_id, row.classes.key, row.text),
+                )
+            )
+        rejected.sort(key=lambda r: r.line or 0)
         return pending, rejected
 
-    def _parse_fields(self, fields: list[str], line: int) -> PendingAnnotation:
-        if len(fields) != len(self.columns):
-            raise _RowError(f"{len(fields)} fields, expected {len(self.columns)}")
+    def _split(self, text: str) -> list[str]:
+        """The fields of a line without quotes: ``text.split(",")``, scanning only the short
+        fields around the long EncodedPixels one (a plain split walks all of it)."""
+        if not text:
+            return []
+        before = self.columns["EncodedPixels"]
+        after = len(self.columns) - before - 1
+        head = text.split(",", before)
+        if len(head) <= before:
+            return head
+        tail = head.pop().rsplit(",", after)
+        if len(tail) <= after or "," in tail[0]:
+            return text.split(",")  # not the expected number of fields
+        return head + tail
+
+    def _parse_fields(self, line: int, fields: list[str], classes_seen: dict[tuple[str, str], _Classes | str]) -> _Row:
+        """Check a row's fields, all but its runs (measured with the whole chunk's)."""
         col = self.columns
+        if len(fields) != len(col):
+            raise _RowError(f"{len(fields)} fields, expected {len(col)}")
         image_id = fields[col["ImageId"]].strip()
         if not image_id:
             raise _RowError("empty ImageId")
         height = _positive_int(fields[col["Height"]], "Height")
         width = _positive_int(fields[col["Width"]], "Width")
-        category, attributes = self._class_ids(fields)
+        raw = (fields[col["ClassId"]], fields[col["AttributesIds"]] if self.variant_2020 else "")
+        classes = classes_seen.get(raw)
+        if classes is None:
+            try:
+                classes = self._classes(*raw)
+            except _RowError as exc:
+                classes = str(exc)
+            classes_seen[raw] = classes
+        if isinstance(classes, str):
+            raise _RowError(classes)
+        return _Row(line, image_id, height, width, classes, fields[col["EncodedPixels"]].strip())
+
+    def _classes(self, class_id: str, attribute_ids: str) -> _Classes:
+        category, attributes = self._class_ids(class_id.strip(), attribute_ids.strip())
         if category not in self.categories:
             raise _RowError(f"unknown category id {category} (not in the label file)")
         unknown = [a for a in attributes if a not in self.attributes]
         if unknown:
             raise _RowError(f"unknown attribute id(s) {unknown} (not in the label file)")
-        text = fields[col["EncodedPixels"]].strip()
-        area, bbox = measure_runs(text, height, width)
-        class_key = f"{category}:{','.join(map(str, attributes))}"
-        return PendingAnnotation(
-            line=line,
-            file_name=_file_name(image_id, self.variant_2020),
-            height=height,
-            width=width,
-            category_source_id=category,
-            attribute_source_ids=attributes,
-            rle=text,
-            area=area,
-            bbox=bbox,
-            source_key=source_key(image_id, class_key, text),
-        )
+        return _Classes(category, attributes, f"{category}:{','.join(map(str, attributes))}")
 
-    def _class_ids(self, fields: list[str]) -> tuple[int, list[int]]:
-        raw = fields[self.columns["ClassId"]].strip()
+    def _class_ids(self, raw: str, attrs_raw: str) -> tuple[int, list[int]]:
         try:
             if self.variant_2020:
-                attrs_raw = fields[self.columns["AttributesIds"]].strip()
                 attrs = [] if attrs_raw.lower() in ("", "nan") else [int(a) for a in attrs_raw.split(",") if a.strip()]
                 return int(raw), attrs
             parts = [int(p) for p in raw.split("_")]
@@ -137,35 +232,54 @@ def _file_name(image_id: str, variant_2020: bool) -> str:
     return image_id
 
 
-def _read_chunks(handle: BinaryIO, rows: int) -> Iterator[tuple[int, list[bytes], int]]:
-    """``(first line number, lines, bytes read so far)`` after the header (line 1)."""
-    line_no = 2
-    consumed = handle.tell()
-    chunk: list[bytes] = []
-    for raw in handle:
-        consumed += len(raw)
-        chunk.append(raw)
-        if len(chunk) >= rows:
-            yield line_no, chunk, consumed
-            line_no += len(chunk)
-            chunk = []
-    if chunk:
-        yield line_no, chunk, consumed
+def _byte_ranges(handle: BinaryIO, start: int, size: int, chunk_bytes: int) -> Iterator[tuple[int, int]]:
+    """Consecutive ``(start, end)`` byte ranges of about ``chunk_bytes``, each ending at a line end."""
+    while start < size:
+        end = size
+        if start + chunk_bytes < size:
+            handle.seek(start + chunk_bytes)
+            handle.readline()  # on to the end of the line the range would cut
+            end = min(handle.tell(), size)
+        yield start, end
+        start = end
+
+
+class _ParsedChunk(NamedTuple):
+    pending: list[PendingAnnotation]
+    rejected: list[Rejection]
+    end: int  # bytes of the CSV read once this chunk is written
 
 
 def _parsed_chunks(
-    parser: _RowParser, chunks: Iterator[tuple[int, list[bytes], int]], workers: int
-) -> Iterator[tuple[list[PendingAnnotation], list[Rejection], int]]:
-    """Parse chunks in order, in ``workers`` spawned processes (0: in this process)."""
+    parser: _RowParser, csv_path: Path, ranges: Iterator[tuple[int, int]], workers: int
+) -> Iterator[_ParsedChunk]:
+    """Parse the ranges in order, in ``workers`` spawned processes (0: in this process).
+
+    A worker reads its range itself, so only parsed rows cross between processes; it counts
+    lines from its range's start, and line numbers become the file's here, in order.
+    """
+    base = 2  # the header is line 1
+    for lines, rows, rejected, end in _parse_ranges(parser, csv_path, ranges, workers):
+        yield _ParsedChunk(
+            [PendingAnnotation(base + line, *fields) for line, *fields in rows],
+            [Rejection(base + r.line, r.image_id, r.reason) for r in rejected],
+            end,
+        )
+        base += lines
+
+
+def _parse_ranges(
+    parser: _RowParser, csv_path: Path, ranges: Iterator[tuple[int, int]], workers: int
+) -> Iterator[tuple[int, list[tuple], list[Rejection], int]]:
     if workers == 0:
-        for first, lines, consumed in chunks:
-            yield (*parser.parse_chunk(first, lines), consumed)
+        for start, end in ranges:
+            yield (*parser.parse_range(csv_path, start, end), end)
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         in_flight: deque[tuple[Future, int]] = deque()
-        for first, lines, consumed in chunks:
-            in_flight.append((pool.submit(parser.parse_chunk, first, lines), consumed))
+        for start, end in ranges:
+            in_flight.append((pool.submit(parser.parse_range, csv_path, start, end), end))
             if len(in_flight) > 2 * workers:
                 future, done = in_flight.popleft()
                 yield (*future.result(), done)
@@ -197,6 +311,7 @@ def import_imat2019(
     strict: bool = False,
     image_check: str | None = None,
     workers: int | None = None,
+    chunk_bytes: int | None = None,
     progress: ProgressFn | None = None,
 ) -> ImportReport:
     """Import an iMaterialist ``train.csv`` (2019 or 2020 layout) with its label file.
@@ -204,7 +319,9 @@ def import_imat2019(
     Idempotent: rows already stored are recognised and skipped. Bad rows are rejected with
     their line number and the import goes on, unless ``strict``, which stops at the first one
     having written nothing (:class:`~workbench.formats.store.StrictImportError`).
-    ``workers`` parsing processes (default: one per core but one, for files over 32 MB).
+    ``workers`` parsing processes (default: one per core but one, for files over 32 MB), each
+    parsing ``chunk_bytes`` of the CSV at a time (default: ``import_batch_rows`` rows of a
+    typical size); rows are written in batches of ``import_batch_rows``.
     """
     settings = get_settings()
     csv_path, images_dir = Path(csv_path), Path(images_dir)
@@ -217,6 +334,8 @@ def import_imat2019(
     except TaxonomyError as exc:
         raise ImportSourceError(str(exc)) from exc
     total_bytes = csv_path.stat().st_size
+    batch_rows = max(1, settings.import_batch_rows)
+    chunk_bytes = max(1, chunk_bytes or batch_rows * TYPICAL_ROW_BYTES)
     if workers is None:
         cores = os.cpu_count() or 1
         workers = max(1, cores - 1) if total_bytes >= PARALLEL_MIN_BYTES and cores > 1 else 0
@@ -241,8 +360,8 @@ def import_imat2019(
             attributes=frozenset(a.id for a in taxonomy.attributes),
         )
         try:
-            chunks = _read_chunks(handle, settings.import_batch_rows)
-            for pending, rejected, consumed in _parsed_chunks(parser, chunks, workers):
+            ranges = _byte_ranges(handle, handle.tell(), total_bytes, chunk_bytes)
+            for pending, rejected, end in _parsed_chunks(parser, csv_path, ranges, workers):
                 if rejected and strict:
                     # Rows before the first bad one still get their image checks first, so
                     # strict mode reports the earliest problem of the file.
@@ -250,8 +369,9 @@ def import_imat2019(
                     writer.write_batch([p for p in pending if (p.line or 0) < first_bad])
                 for rejection in rejected:
                     writer.reject(rejection.line, rejection.image_id, rejection.reason)
-                writer.write_batch(pending)
-                report(progress, consumed, total_bytes)
+                for i in range(0, len(pending), batch_rows):
+                    writer.write_batch(pending[i : i + batch_rows])
+                report(progress, end, total_bytes)
             report(progress, total_bytes, total_bytes)
             return writer.finish()
         except BaseException:
