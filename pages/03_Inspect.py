@@ -145,6 +145,10 @@ with session_scope(engine) as session:
             st.warning(f"Dataset **{name}** has no image {file_name!r}; showing the first of the set.")
     if image is None:
         image = session.get(Image, ids[0])
+    if image is None:
+        st.info("The images of this set are no longer in the store; pick another set on Explore.")
+        st.session_state.pop("inspect_set", None)
+        st.stop()
     session.expunge(image)
     position = ids.index(image.id) if image.id in ids else None
     neighbours = {}
