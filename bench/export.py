@@ -4,16 +4,18 @@ Data: the demo dataset generated at its usual size, then every photo and mask up
 integer factor (5: about 3000x3200 px, the size of full iMaterialist photos) and imported as
 ``bench``. Masks are upscaled by pixel repetition, so they stay exact.
 
-Figures (images per second, both cores, worker pools started before the clock runs for the
-floor; the export's own pool start-up is inside its time):
+Figures (images per second, best of ``--repeat`` runs since the machine may be shared):
 
-- floor:        full JPEG decode of each source photo + PNG encode of its 512x512 mask, in
-                two processes: the work no export can avoid without draft decoding;
+- floor:        full JPEG decode of each source photo + PNG encode of its 512 px mask, over
+                ``--workers`` processes started before the clock runs: the work an export cannot
+                avoid without draft decoding (also shown with draft decoding, for reference);
 - export, cold: ``export_dataset`` at 512 px, JPEG targets, empty photo cache (draft decode,
-                resize, mask compose at full size + nearest resize, encodes, checksums, manifest);
-- export, warm: the same photos again with another scheme (cache hits: no photo decoded).
+                resize, mask composed at full size + nearest resize, encodes, checksums,
+                manifest), with one process and with ``--workers`` (pool start-up included);
+- export, warm: the same photos again with another scheme and format (cache hits: no photo
+                decoded).
 
-Target: the cold export within 1.5x of the floor (ratio = floor rate / export rate <= 1.5).
+Target: the cold export within 1.5x of the floor (floor rate / export rate <= 1.5).
 
 Run: ``python bench/export.py [--images 48] [--factor 5] [--workers 2]``.
 """

@@ -303,7 +303,8 @@ def training_prompts_for(session: Session, dataset: Dataset, recipe: ExportRecip
     mixed = training_prompts(session, dataset.name, **kwargs)
     prompts = {int(k): str(v) for k, v in mixed.items()}
     source: dict[str, Any] = {"source": "workbench.captions.mixing",
-                              "caption_recipe": recipe.caption_recipe}
+                              "caption_recipe": recipe.caption_recipe,
+                              "caption_recipe_version": getattr(mixed, "recipe_version", None)}
     if not recipe.reviewed_captions_only:
         missing = [i for i in defaults if i not in prompts]
         for image_id in missing:
