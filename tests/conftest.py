@@ -48,3 +48,7 @@ def demo_engine(tmp_path, demo_template):
 def demo_files(demo_template):
     """Paths of the demo dataset's files (``DemoFiles``: images_dir, csv, labels, truth)."""
     return demo_template[1]
+
+
+# Tiny Stable Diffusion and export folders for the training tests (session-built, read-only).
+from tests.tiny_models import single_thread, tiny_export, tiny_sd  # noqa: E402,F401

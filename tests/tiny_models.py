@@ -99,13 +99,13 @@ def write_export(root: Path, fmt: str = "controlnet", n: int = 8, size: int = 64
                  validation: int = 2) -> Path:
     """A tiny export folder in ``fmt`` (``controlnet`` or ``imagefolder``) with a manifest.
 
-    The last ``validation`` images are marked ``"split": "validation"``; photos are drawn from
+    The manifest marks the last ``validation`` images as the validation split; photos are drawn from
     their masks (a colour per class plus noise) so that there is something to learn.
     """
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     garment = {1: "a red top", 2: "blue trousers", 3: "a green dress"}
-    lines = []
+    lines, items = [], []
     for i in range(n):
         mask = _figure(rng, size)
         photo = np.full((size, size, 3), 200, np.uint8)
@@ -119,21 +119,23 @@ def write_export(root: Path, fmt: str = "controlnet", n: int = 8, size: int = 64
             (root / "target").mkdir(exist_ok=True)
             palette_png(mask).save(root / "source" / f"{i}.png")
             Image.fromarray(photo).save(root / "target" / f"{i}.png")
-            lines.append({"source": f"source/{i}.png", "target": f"target/{i}.png", "prompt": prompt,
-                          "split": split})
+            lines.append({"source": f"source/{i}.png", "target": f"target/{i}.png", "prompt": prompt})
         elif fmt == "imagefolder":
             (root / "images").mkdir(exist_ok=True)
             (root / "conditioning").mkdir(exist_ok=True)
             palette_png(mask).save(root / "conditioning" / f"{i}.png")
             Image.fromarray(photo).save(root / "images" / f"{i}.png")
             lines.append({"file_name": f"images/{i}.png", "conditioning_image_file_name": f"conditioning/{i}.png",
-                          "text": prompt, "split": split})
+                          "text": prompt})
         else:
             raise ValueError(fmt)
+        items.append({"index": i, "file_name": f"{i}.png", "split": split})
     name = "prompt.json" if fmt == "controlnet" else "metadata.jsonl"
     (root / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
-    manifest = {"format": fmt, "recipe": {"scheme": {"name": "cloth-seg", "version": 1, "legend": TINY_CLASSES}},
-                "counts": {"images": n}}
+    # the layout workbench/export.py writes: the scheme (with its legend) and the split per line index
+    manifest = {"format": fmt, "recipe": {"scheme": "cloth-seg", "resolution": size},
+                "scheme": {"name": "cloth-seg", "version": 1, "legend": TINY_CLASSES},
+                "counts": {"images": n}, "items": items}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return root
 
@@ -148,3 +150,16 @@ def tiny_sd(tmp_path_factory) -> Path:
 def tiny_export(tmp_path_factory) -> Path:
     """A tiny ControlNet-layout export: 8 images of 64 px, 2 of them held out (read-only)."""
     return write_export(tmp_path_factory.mktemp("export") / "controlnet", "controlnet")
+
+
+@pytest.fixture
+def single_thread(monkeypatch):
+    """One torch thread here and in child processes: with models this small, threads only wait on
+    each other, and on a busy two-core machine that made the training tests ten times slower."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

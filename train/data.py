@@ -86,6 +86,9 @@ def read_records(folder: Path, validation_split: float = 0.05, seed: int = 0) ->
         records.append(Record(i, photo, mask, str(row[keys[2]] or ""), split))
     if not records:
         raise DataError(f"{index_file} lists no images")
+    splits = _manifest_splits(folder)
+    if splits and not any(r.split for r in records):
+        records = [Record(r.index, r.photo, r.mask, r.prompt, splits.get(r.index, "train")) for r in records]
     if not any(r.split for r in records) and validation_split > 0 and len(records) > 1:
         held = max(1, round(len(records) * validation_split))
         order = np.random.default_rng(seed).permutation(len(records))[:held]
@@ -93,6 +96,26 @@ def read_records(folder: Path, validation_split: float = 0.05, seed: int = 0) ->
         records = [Record(r.index, r.photo, r.mask, r.prompt, "validation" if r.index in chosen else "train")
                    for r in records]
     return [r if r.split else Record(r.index, r.photo, r.mask, r.prompt, "train") for r in records]
+
+
+def _manifest(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not JSON ({exc.msg}); re-export the folder") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _manifest_splits(folder: Path) -> dict[int, str]:
+    """Split per line index, from the manifest's ``items`` (the workbench export writes them)."""
+    items = _manifest(folder).get("items")
+    if not isinstance(items, list):
+        return {}
+    return {int(item["index"]): str(item["split"]) for item in items
+            if isinstance(item, dict) and "index" in item and item.get("split")}
 
 
 def _legend(node: Any) -> dict | list | None:
@@ -110,14 +133,14 @@ def _legend(node: Any) -> dict | list | None:
 
 def read_scheme(folder: Path) -> Scheme:
     """The mask scheme the export's ``manifest.json`` names (name, class count, colours)."""
-    path = Path(folder) / "manifest.json"
-    if not path.is_file():
+    manifest = _manifest(folder)
+    if not manifest:
         return Scheme("unknown", None, None)
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    recipe = manifest.get("recipe", {}) if isinstance(manifest, dict) else {}
-    scheme = recipe.get("scheme") if isinstance(recipe, dict) else None
+    recipe = manifest.get("recipe", {}) if isinstance(manifest.get("recipe"), dict) else {}
+    scheme = manifest.get("scheme") if isinstance(manifest.get("scheme"), dict) else recipe.get("scheme")
     name = scheme.get("name", "unknown") if isinstance(scheme, dict) else str(scheme or "unknown")
-    legend = _legend(manifest)
+    legend = _legend(scheme) if isinstance(scheme, dict) else None
+    legend = legend if legend is not None else _legend(manifest)
     values: list[int] = []
     palette = None
     if isinstance(legend, dict):

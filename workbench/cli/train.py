@@ -2,6 +2,185 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
+from workbench.cli.common import engine_of, fail, print_json, settings_of
+
 app = typer.Typer()
+train_app = typer.Typer(help="Train a ControlNet on an export: in the foreground or as a background job.",
+                        no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+KIND = "train"
+ConfigOpt = Annotated[Path, typer.Option("--config", help="YAML or JSON training config (keys: train/config.py).")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: key=value (repeatable).")]
+ResumeOpt = Annotated[Optional[str], typer.Option("--resume-from-checkpoint",
+                                                  help="'latest' or a checkpoint folder.")]
+
+
+def _overrides(values: Optional[list[str]], resume: Optional[str]) -> list[str]:
+    items = list(values or [])
+    if resume:
+        items.append(f"resume_from_checkpoint={resume}")
+    return items
+
+
+@train_app.command("run")
+def run(config: ConfigOpt, set_: SetOpt = None, resume_from_checkpoint: ResumeOpt = None) -> None:
+    """Train in this process (what a background job runs); Ctrl+C or a job cancel stops it."""
+    from train.config import ConfigError, load_config
+    from train.data import DataError
+    from workbench.jobs import current_job
+    from workbench.progress import Cancelled
+
+    try:
+        cfg = load_config(config, _overrides(set_, resume_from_checkpoint))
+    except ConfigError as exc:
+        fail(str(exc))
+    from train.controlnet import StopRequested, train
+
+    job = current_job()
+    try:
+        if job is not None:
+            result = train(cfg, progress=lambda done, total: job.progress(done, total, f"step {done}/{total}"),
+                           should_stop=job.should_stop, on_details=lambda d: job.update_details(**d))
+        else:
+            result = train(cfg)
+    except (ConfigError, DataError) as exc:
+        fail(str(exc))
+    except StopRequested as exc:
+        typer.echo(str(exc))
+        raise Cancelled(str(exc)) from None
+    typer.echo(f"trained {result.global_step} steps; ControlNet in {result.output_dir}; "
+               f"last checkpoint {result.last_checkpoint}")
+
+
+@train_app.command("start")
+def start(ctx: typer.Context, config: ConfigOpt, set_: SetOpt = None, resume_from_checkpoint: ResumeOpt = None) -> None:
+    """Start training as a background job; prints the job id."""
+    from train.config import ConfigError, load_config
+    from workbench.jobs import start_job
+    from workbench.training import METRICS_FILE, train_argv
+
+    overrides = _overrides(set_, resume_from_checkpoint)
+    try:
+        cfg = load_config(config, overrides)  # fail here, not in the job's log
+    except ConfigError as exc:
+        fail(str(exc))
+    job_id = start_job(engine_of(ctx), settings_of(ctx), kind=KIND, argv=train_argv(config, overrides),
+                       details={"config": str(Path(config).resolve()), "output_dir": str(cfg.output_dir),
+                                "metrics_path": str(Path(cfg.output_dir) / METRICS_FILE),
+                                "max_train_steps": cfg.max_train_steps})
+    typer.echo(job_id)
+
+
+def _summary(job) -> dict:
+    from workbench.jobs import job_summary
+    from workbench.training import run_summary
+
+    data = job_summary(job)
+    output_dir = (job.details or {}).get("output_dir")
+    if output_dir:
+        data["run"] = run_summary(Path(output_dir), (job.details or {}).get("max_train_steps"))
+    return data
+
+
+@train_app.command("list")
+def list_(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Training jobs, newest first."""
+    from db.engine import session_scope
+    from workbench.jobs import list_jobs, refresh_jobs
+
+    engine = engine_of(ctx)
+    refresh_jobs(engine)
+    with session_scope(engine) as session:
+        rows = [_summary(job) for job in list_jobs(session, kind=KIND)]
+    if json_:
+        print_json(rows)
+        return
+    if not rows:
+        typer.echo("no training jobs")
+    for row in rows:
+        run_info = row.get("run") or {}
+        typer.echo(f"{row['id']:>5}  {row['status']:<10}  step {run_info.get('step', 0)}/"
+                   f"{run_info.get('max_train_steps') or '?'}  {(row['details'] or {}).get('output_dir', '')}")
+
+
+@train_app.command("status")
+def status(ctx: typer.Context, job_id: int,
+           json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """One training job: status, step, loss, ETA, checkpoints."""
+    from db.engine import session_scope
+    from workbench.jobs import JobError, get_job, refresh_jobs
+    from workbench.training import format_duration
+
+    engine = engine_of(ctx)
+    refresh_jobs(engine)
+    try:
+        with session_scope(engine) as session:
+            job = get_job(session, job_id)
+            if job.kind != KIND:
+                fail(f"job {job_id} is a {job.kind} job, not a training job; see `python -m workbench jobs status {job_id}`")
+            data = _summary(job)
+    except JobError as exc:
+        fail(str(exc))
+    if json_:
+        print_json(data)
+        return
+    run_info = data.get("run") or {}
+    typer.echo(f"job {job_id}: {data['status']}" + (f" ({data['error']})" if data["error"] else ""))
+    typer.echo(f"step {run_info.get('step', 0)}/{run_info.get('max_train_steps') or '?'}  loss {run_info.get('loss')}  "
+               f"val_loss {run_info.get('val_loss')}  {run_info.get('samples_per_s')} samples/s  "
+               f"ETA {format_duration(run_info.get('eta_s'))}")
+    for path in run_info.get("checkpoints", []):
+        typer.echo(f"checkpoint: {path}")
+
+
+@train_app.command("cancel")
+def cancel(ctx: typer.Context, job_id: int,
+           grace: Annotated[float, typer.Option(help="Seconds to wait for a checkpoint before killing.")] = 60) -> None:
+    """Stop a training job: it saves a checkpoint and exits (killed after the grace period)."""
+    from workbench.jobs import JobError, cancel_job
+
+    try:
+        cancel_job(engine_of(ctx), job_id, grace_seconds=grace)
+    except JobError as exc:
+        fail(str(exc))
+    typer.echo(f"job {job_id} cancelled")
+
+
+@train_app.command("resume")
+def resume(ctx: typer.Context, job_id: int) -> None:
+    """Start a stopped or failed training job again from its latest checkpoint; prints the new id."""
+    from workbench.jobs import JobError, resume_job
+
+    try:
+        new_id = resume_job(engine_of(ctx), settings_of(ctx), job_id,
+                            extra_argv=["--resume-from-checkpoint=latest"])
+    except JobError as exc:
+        fail(str(exc))
+    typer.echo(new_id)
+
+
+@train_app.command("suggest")
+def suggest(gpu_memory: Annotated[Optional[float], typer.Option(help="GiB per GPU (default: this machine's).")] = None,
+            target_batch: Annotated[int, typer.Option(help="Target effective batch (up to 256).")] = 64,
+            resolution: Annotated[int, typer.Option(help="Training resolution.")] = 512,
+            processes: Annotated[int, typer.Option(help="GPUs.")] = 1,
+            json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Suggested batch size, accumulation and steps for a GPU (see train/suggest.py for why)."""
+    from dataclasses import asdict
+
+    from train.suggest import detect_gpu_memory_gib, suggest_settings
+
+    memory = detect_gpu_memory_gib() if gpu_memory is None else gpu_memory
+    suggestion = suggest_settings(memory, target_batch, resolution, processes)
+    if json_:
+        print_json(asdict(suggestion))
+        return
+    for key, value in suggestion.as_overrides().items():
+        typer.echo(f"{key}: {value}")
+    typer.echo(suggestion.note)
