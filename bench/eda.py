@@ -220,9 +220,11 @@ def main() -> None:
     print(f"ratio (baseline / workbench): first render {naive['first'] / cold['first']:.1f}x "
           f"(cache empty), {naive['first'] / warm['first']:.1f}x (cache on disk); "
           f"filter change {naive['filter'] / warm['filter']:.1f}x")
-    print(f"targets: first render < 2 s: {'met' if warm['first'] < 2 else 'MISSED'} "
-          f"(cold {cold['first']:.2f} s, warm {warm['first']:.2f} s); filter change < 0.5 s: "
-          f"{'met' if max(warm['filter'], cold['filter']) < 0.5 else 'MISSED'}")
+    print(f"targets: first render < 2 s: {'met' if warm['first'] < 2 else 'MISSED'} with the frame "
+          f"cache on disk ({warm['first']:.2f} s); {'met' if cold['first'] < 2 else 'MISSED'} on the "
+          f"first visit after an import, which builds the cache ({cold['first']:.2f} s). Filter "
+          f"change < 0.5 s: {'met' if max(warm['filter'], cold['filter']) < 0.5 else 'MISSED'} "
+          f"({max(warm['filter'], cold['filter']):.3f} s at most)")
 
 
 if __name__ == "__main__":
