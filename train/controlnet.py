@@ -320,7 +320,11 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     from PIL import Image
 
     output_dir = Path(config.output_dir)
+    # Several processes and no CUDA: DDP over gloo on the CPU. (accelerate's own `--cpu` flag
+    # spawns several processes only through mpirun; its torchrun launcher with this works anywhere.)
+    on_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(
+        cpu=on_cpu,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
         log_with=None if config.report_to == "none" else config.report_to,
