@@ -122,10 +122,11 @@ def detect_people(
                 result.proposals += _store(session, dataset_id, detector.name, key, settings, sample,
                                            proposals, coverage)
                 result.processed += 1
-            result.flagged += flag_scanned(session, dataset_id, detector.name, key, threshold)
+            result.flagged += flag_scanned(session, dataset_id, detector.name, key, threshold,
+                                           image_ids=[sample.image_id for sample, _ in found])
         report(progress, min(start + len(batch_ids), total), total)
         check_stop(should_stop)
-    if total == 0:  # nothing new to detect: the threshold may still flag stored scans
+    if done:  # images scanned by an earlier run: this run's threshold may flag more of them
         with session_scope(engine) as session:
             result.flagged += flag_scanned(session, dataset_id, detector.name, key, threshold)
     return result
@@ -176,8 +177,10 @@ def _store(session: Session, dataset_id: int, detector: str, key: str, settings:
     return len(rows)
 
 
-def flag_scanned(session: Session, dataset_id: int, detector: str, key: str, threshold: float) -> int:
-    """Put scanned images whose score reaches ``threshold`` into the queue; returns how many are new.
+def flag_scanned(session: Session, dataset_id: int, detector: str, key: str, threshold: float,
+                 image_ids: list[int] | None = None) -> int:
+    """Put scanned images (all, or ``image_ids``) whose score reaches ``threshold`` into the
+    queue; returns how many are new.
 
     An image already in the queue gets this detector's score added; a pending one is re-ranked
     by its highest score. Decided images keep their decision.
@@ -185,7 +188,8 @@ def flag_scanned(session: Session, dataset_id: int, detector: str, key: str, thr
     scans = session.execute(
         select(PeopleScan.image_id, PeopleScan.score).where(
             PeopleScan.dataset_id == dataset_id, PeopleScan.detector == detector,
-            PeopleScan.settings_key == key, PeopleScan.score >= threshold)
+            PeopleScan.settings_key == key, PeopleScan.score >= threshold,
+            *([PeopleScan.image_id.in_(image_ids)] if image_ids is not None else []))
     ).all()
     if not scans:
         return 0

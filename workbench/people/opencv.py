@@ -43,6 +43,8 @@ class OpenCVSettings(BaseModel):
     face_scale: float = Field(1.1, gt=1, description="Haar pyramid step.")
     face_neighbours: int = Field(4, ge=1, description="Haar minNeighbors: higher = fewer, surer faces.")
     face_min_px: int = Field(16, ge=8, description="Smallest face searched, in pixels.")
+    face_max_side: int = Field(1200, ge=64, description="Downscale so the longer side is at most this for "
+                               "the Haar cascades (their cost grows with the pixel count).")
     face_full_weight: float = Field(6.0, gt=0, description="Haar face level weight counted as certain.")
     upper_body: bool = Field(True, description="Use the Haar upper-body cascade to confirm bodies.")
     upper_body_boost: float = Field(0.2, ge=0, le=1, description="Confidence an upper-body hit adds to a body.")
@@ -126,19 +128,25 @@ class OpenCVDetector(Detector):
             found.append((((x - pad) / scale, (y - pad) / scale, w / scale, h / scale), float(weight)))
         return found
 
+    def _for_cascades(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
+        cv2 = self._cv2
+        scale = min(1.0, self.settings.face_max_side / max(gray.shape))
+        small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+        return cv2.equalizeHist(small), scale
+
     def _faces(self, gray: np.ndarray) -> list[tuple[Box, float]]:
-        cv2, s = self._cv2, self.settings
-        equalised = cv2.equalizeHist(gray)
+        s = self.settings
+        equalised, scale = self._for_cascades(gray)
         rects, _levels, weights = self._face.detectMultiScale3(
             equalised, s.face_scale, s.face_neighbours, minSize=(s.face_min_px, s.face_min_px),
             outputRejectLevels=True)
-        return [(tuple(float(v) for v in r), float(w))
+        return [(tuple(float(v) / scale for v in r), float(w))
                 for r, w in zip(np.asarray(rects).reshape(-1, 4), np.ravel(weights))]
 
     def _upper_bodies(self, gray: np.ndarray) -> list[Box]:
-        cv2 = self._cv2
-        rects = self._upper.detectMultiScale(cv2.equalizeHist(gray), 1.1, 3, minSize=(30, 30))
-        return [tuple(float(v) for v in r) for r in np.asarray(rects).reshape(-1, 4)]
+        equalised, scale = self._for_cascades(gray)
+        rects = self._upper.detectMultiScale(equalised, 1.1, 3, minSize=(30, 30))
+        return [tuple(float(v) / scale for v in r) for r in np.asarray(rects).reshape(-1, 4)]
 
 
 def _either(a: float, b: float) -> float:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
-from PIL import ImageDraw
+from PIL import ImageDraw, ImageFont
 from sqlalchemy.orm import Session
 
 from db.models import Dataset, Image
@@ -74,6 +74,7 @@ def review_image(session: Session, image_id: int, proposals: list[ShownProposal]
     picture = PILImage.fromarray(photo.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(picture)
     width = max(2, round(max(picture.size) / 250))
+    font = ImageFont.load_default(size=max(12, round(max(picture.size) / 45)))
     for region in regions:
         x, y, w, h = region
         draw.rectangle([x, y, x + w, y + h], outline=(255, 255, 255), width=width)
@@ -87,9 +88,9 @@ def review_image(session: Session, image_id: int, proposals: list[ShownProposal]
         draw.rectangle([x, y, x + w, y + h], outline=colour, width=width)
         covered = f" {100 * p.coverage:.0f}%" if p.coverage is not None and p.kind != "labelled" else ""
         text = f"#{p.id} {p.kind}{covered}"
-        box = draw.textbbox((x + 3, y + 3), text)
+        box = draw.textbbox((x + 3, y + 3), text, font=font)
         draw.rectangle(box, fill=colour)
-        draw.text((x + 3, y + 3), text, fill=(255, 255, 255))
+        draw.text((x + 3, y + 3), text, fill=(255, 255, 255), font=font)
     scale = min(1.0, max_side / max(picture.size))
     if scale < 1.0:
         picture = picture.resize((round(picture.width * scale), round(picture.height * scale)))
