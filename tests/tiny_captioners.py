@@ -151,3 +151,13 @@ def build_tiny_models(root: Path) -> TinyModels:
         labels=write_label_lists(root / "labels"),
         tokenizer=save_tiny_clip_tokenizer(root / "clip-tokenizer"),
     )
+
+
+_built: dict[str, TinyModels] = {}
+
+
+def shared_tiny_models(tmp_path_factory) -> TinyModels:
+    """The tiny models, built once per test session (several test modules share them)."""
+    if "models" not in _built:
+        _built["models"] = build_tiny_models(tmp_path_factory.mktemp("tiny-captioners"))
+    return _built["models"]
