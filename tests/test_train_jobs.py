@@ -1,0 +1,115 @@
+"""Training as background jobs: launched, watched, cancelled with a checkpoint, resumed, found dead."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from db.engine import dispose_engines, make_engine, session_scope
+from train.config import load_config
+from workbench.cli import app
+from workbench.jobs import get_job, job_summary, refresh_jobs
+from workbench.settings import get_settings
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("WORKBENCH_DB_URL", f"sqlite:///{(tmp_path / 'jobs.db').as_posix()}")
+    engine = make_engine(get_settings().database_url)
+    yield engine
+    dispose_engines()
+
+
+def _job(engine, job_id: int) -> dict:
+    refresh_jobs(engine)
+    with session_scope(engine) as session:
+        return job_summary(get_job(session, job_id))
+
+
+def _wait(engine, job_id, until, timeout=120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = _job(engine, job_id)
+        if until(job):
+            return job
+        time.sleep(0.3)
+    pytest.fail(f"job {job_id} did not get there in {timeout} s: {job}")
+
+
+def _config_file(tiny_sd, tiny_export, tmp_path, steps: int):
+    return load_config(None, dict(
+        pretrained_model_name_or_path=str(tiny_sd), train_data_dir=str(tiny_export),
+        output_dir=str(tmp_path / "run"), resolution=64, train_batch_size=2, max_train_steps=steps,
+        checkpointing_steps=1000, validation_steps=1000, num_validation_images=0, validation_loss_samples=1,
+        logging_steps=1, report_to="none")).to_file(tmp_path / "train.yaml")
+
+
+def _steps(tmp_path) -> list[int]:
+    return [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.timeout(240)
+def test_a_training_job_is_watched_cancelled_with_a_checkpoint_and_resumed(store, tiny_sd, tiny_export, tmp_path):
+    runner = CliRunner()
+    path = _config_file(tiny_sd, tiny_export, tmp_path, steps=60)
+    started = runner.invoke(app, ["train", "start", "--config", str(path)])
+    assert started.exit_code == 0, started.output
+    job_id = int(started.output.strip())
+    job = _wait(store, job_id, lambda j: (j["done"] or 0) >= 2)
+    assert job["status"] == "running" and job["total"] == 60
+    assert job["details"]["metrics_path"].endswith("metrics.jsonl")
+
+    cancelled = runner.invoke(app, ["train", "cancel", str(job_id), "--grace", "60"])
+    assert cancelled.exit_code == 0, cancelled.output
+    job = _job(store, job_id)
+    assert job["status"] == "cancelled", job
+    stopped_at = job["details"]["global_step"]
+    assert 2 <= stopped_at < 60
+    assert job["details"]["last_checkpoint"].endswith(f"checkpoint-{stopped_at}")
+    assert _steps(tmp_path) == list(range(1, stopped_at + 1))
+
+    status = json.loads(runner.invoke(app, ["train", "status", str(job_id), "--json"]).output)
+    assert status["status"] == "cancelled" and status["run"]["step"] == stopped_at
+
+    resumed = runner.invoke(app, ["train", "resume", str(job_id)])
+    assert resumed.exit_code == 0, resumed.output
+    again = int(resumed.output.strip())
+    job = _wait(store, again, lambda j: j["status"] in ("finished", "failed", "cancelled"))
+    assert job["status"] == "finished", job
+    assert job["resumed_from"] == job_id
+    log = (tmp_path / "data" / "jobs" / f"{again}.log").read_text()
+    assert f"resumed from {tmp_path / 'run' / f'checkpoint-{stopped_at}'} at step {stopped_at}" in log
+    assert _steps(tmp_path) == list(range(1, 61))  # appended from the step after the checkpoint
+    listed = json.loads(runner.invoke(app, ["train", "list", "--json"]).output)
+    assert [j["id"] for j in listed] == [again, job_id]
+
+
+@pytest.mark.timeout(240)
+def test_a_killed_training_job_is_detected_as_dead(store, tiny_sd, tiny_export, tmp_path):
+    runner = CliRunner()
+    path = _config_file(tiny_sd, tiny_export, tmp_path, steps=500)
+    job_id = int(runner.invoke(app, ["train", "start", "--config", str(path)]).output.strip())
+    job = _wait(store, job_id, lambda j: (j["done"] or 0) >= 1)
+    psutil.Process(job["pid"]).kill()
+    job = _wait(store, job_id, lambda j: j["status"] != "running")
+    assert job["status"] == "failed" and "ended without reporting" in job["error"]
+    shown = runner.invoke(app, ["train", "status", str(job_id)])
+    assert "failed" in shown.output
+
+
+def test_bad_configs_fail_before_a_job_starts(store, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pretrained_model_name_or_path: x\ntrain_data_dir: d\noutput_dir: o\nlerning_rate: 1\n")
+    result = CliRunner().invoke(app, ["train", "start", "--config", str(bad)])
+    assert result.exit_code == 2 and "lerning_rate" in result.output
+    with session_scope(store) as session:
+        from workbench.jobs import list_jobs
+
+        assert list_jobs(session, kind="train") == []
