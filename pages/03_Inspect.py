@@ -22,6 +22,7 @@ from workbench.overlay import (
     preview_mask,
     used_categories,
 )
+from workbench.people.queue import QueueError, flag_image
 from workbench.schemes import (
     SchemeConflict,
     SchemeError,
@@ -216,8 +217,20 @@ with right:
                           key=f"inspect_rows_{image.id}")
     rows = picked.selection.rows if picked is not None else []
     highlight_id = int(table.iloc[rows[0]]["id"]) if rows else None
-    # A place for the people-flagging step: "someone is unlabelled here" (issue 4).
-    people_slot = st.container(key="inspect_people_flag")
+    with st.popover("Someone is unlabelled here"):
+        st.caption("Adds this image to the People review queue.")
+        flag_curator = st.text_input("Your name", key="inspect_flag_curator",
+                                     value=st.session_state.get("people_curator") or "")
+        flag_note = st.text_input("Note (optional)", key="inspect_flag_note",
+                                  placeholder="e.g. a person on the left has no masks")
+        if st.button("Flag for review", key="inspect_flag", disabled=not flag_curator.strip()):
+            try:
+                with session_scope(engine) as session:
+                    flag_image(session, image.id, flag_curator.strip(), flag_note)
+            except QueueError as exc:
+                st.error(str(exc))
+            else:
+                st.success(f"{image.file_name} is in the People review queue.")
 
 with left:
     try:

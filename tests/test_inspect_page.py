@@ -169,3 +169,20 @@ def test_selecting_an_annotation_row_highlights_it(page_store) -> None:
     row = table.iloc[2]
     assert images_captions(app)[0] == (f"{n_masks} of {n_masks} masks shown · highlighted: "
                                        f"{row['category']} (annotation {row['id']})")
+
+
+def test_someone_is_unlabelled_here_puts_the_image_in_the_people_queue(page_store) -> None:
+    from workbench.people.queue import people_decisions, queue_counts
+
+    name, _, _ = image_with_most_categories(page_store)
+    app = open_image(name)
+    app.text_input(key="inspect_flag_curator").set_value("ana")
+    app.text_input(key="inspect_flag_note").set_value("a man on the left has no masks")
+    run(app)
+    app.button(key="inspect_flag").click()
+    run(app)
+    assert any("People review queue" in s.value for s in app.success)
+    with session_scope(page_store) as session:
+        image_id = session.scalar(select(Image.id).where(Image.file_name == name))
+        assert queue_counts(session, "demo")["pending"] == 1
+        assert people_decisions(session, "demo")[image_id].kind is None  # flagged, not yet decided
