@@ -1,0 +1,119 @@
+"""Mixing: edit a recipe that turns dataset prompts and reviewed captions into training prompts,
+preview it on a sample with the token-length histogram, and save it as a new version."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+from pydantic import ValidationError
+
+from db.engine import session_scope
+from ui.common import open_store
+from workbench.captions.dataset_prompts import DatasetPromptSettings
+from workbench.captions.mixing import (MixRecipe, get_recipe, list_recipe_names, preview_mix, recipe_versions,
+                                       save_recipe)
+from workbench.captions.store import caption_sources
+from workbench.datasets import list_datasets
+from workbench.settings import get_settings
+
+STYLES = {"plain": "dress", "angle": "<dress>", "square": "[dress]", "weight": "(dress:1.2)"}
+
+st.set_page_config(page_title="Mixing · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
+settings = get_settings()
+engine = open_store(settings)
+st.title("Mixing recipes")
+
+with session_scope(engine) as session:
+    names = list_datasets(session)
+    recipes = list_recipe_names(session)
+if not names:
+    st.info("No datasets yet. Import one on the **Import** page, or run `python -m workbench demo`.")
+    st.stop()
+
+# -- load: dataset and a saved recipe to start from ----------------------------------------------------
+sb = st.sidebar
+name = sb.selectbox("Dataset", names, key="mix_dataset")
+start = sb.selectbox("Start from", ["(new recipe)", *recipes], key="mix_start")
+base = MixRecipe()
+if start != "(new recipe)":
+    with session_scope(engine) as session:
+        versions = recipe_versions(session, start)
+        version = sb.selectbox("Version", versions[::-1], key=f"mix_version_{start}")
+        base = get_recipe(session, start, version).recipe
+with session_scope(engine) as session:
+    sources = [s for s in caption_sources(session, name) if s != "dataset"]
+suffix = f"{start}_{base.model_dump_json().__hash__()}"  # fresh widgets when another recipe is loaded
+
+# -- the editor -----------------------------------------------------------------------------------------
+left, right = st.columns(2)
+part_choices = list(dict.fromkeys(["trigger", "dataset", "caption", *sources, *base.parts]))
+parts = left.multiselect("Parts, in order", part_choices, base.parts, key=f"mix_parts_{suffix}",
+                         help="trigger, dataset (garments), caption (weighted choice below) or one source by name.")
+weights = {}
+with left.container(border=True):
+    st.markdown("**Caption part: weights per source** (0 leaves a source out)")
+    for source in dict.fromkeys([*sources, *base.weights]):
+        weights[source] = st.number_input(source, min_value=0.0, value=float(base.weights.get(source, 0.0)), step=0.5,
+                                          key=f"mix_weight_{source}_{suffix}")
+statuses = left.multiselect("Caption statuses used", ["accepted", "edited", "pending"], base.statuses,
+                            key=f"mix_statuses_{suffix}")
+style = right.selectbox("Garment symbols", list(STYLES), list(STYLES).index(base.symbol_style),
+                        format_func=lambda s: f"{s}: {STYLES[s]}", key=f"mix_style_{suffix}")
+weight = right.number_input("Symbol weight", min_value=0.1, value=base.symbol_weight, step=0.1, key=f"mix_sw_{suffix}")
+trigger = right.text_input("Trigger word", base.trigger_word, key=f"mix_trigger_{suffix}")
+attributes = right.checkbox("Garment attributes", base.garments.include_attributes, key=f"mix_attrs_{suffix}")
+parts_too = right.checkbox("Garment parts and decorations", base.garments.include_parts, key=f"mix_gparts_{suffix}")
+shuffle = right.checkbox("Shuffle garment tags", base.shuffle_garments, key=f"mix_shuffle_{suffix}")
+keep_first = right.number_input("Keep the first k in place", min_value=0, value=base.keep_first, key=f"mix_keep_{suffix}")
+dropout = right.slider("Caption dropout (share of empty prompts)", 0.0, 1.0, base.caption_dropout, 0.05,
+                       key=f"mix_dropout_{suffix}")
+max_tokens = right.number_input("Length cap in CLIP tokens (start and end included; 0: none)", min_value=0,
+                                value=base.max_tokens or 0, key=f"mix_max_{suffix}")
+tokenizer = right.text_input("CLIP tokenizer folder or hub id (empty: CLIP's BPE from open_clip)",
+                             base.tokenizer or "", key=f"mix_tok_{suffix}")
+
+try:
+    recipe = MixRecipe(
+        parts=parts, weights={k: v for k, v in weights.items() if v > 0}, statuses=statuses or ["accepted", "edited"],
+        symbol_style=style, symbol_weight=weight, trigger_word=trigger, shuffle_garments=shuffle,
+        keep_first=int(keep_first), caption_dropout=dropout, max_tokens=int(max_tokens) or None,
+        tokenizer=tokenizer.strip() or None,
+        garments=base.garments.model_copy(update={"include_attributes": attributes, "include_parts": parts_too}))
+except ValidationError as exc:
+    st.error("; ".join(e["msg"] for e in exc.errors()))
+    st.stop()
+
+# -- preview -----------------------------------------------------------------------------------------------
+a, b = st.columns(2)
+sample = a.number_input("Preview images", min_value=1, value=8, key="mix_sample")
+seed = b.number_input("Seed", min_value=0, value=0, key="mix_seed")
+try:
+    with session_scope(engine) as session:
+        shown = preview_mix(session, name, recipe, int(sample), int(seed))
+except (ValueError, LookupError) as exc:
+    st.error(str(exc))
+    st.stop()
+st.dataframe(pd.DataFrame([{"image": p.file_name, "prompt": p.prompt, "tokens": p.tokens, "cut": p.truncated,
+                            "dropped": p.dropped, "sources": ", ".join(p.sources)} for p in shown.samples]),
+             hide_index=True, key="mix_preview_table")
+st.caption(f"{len(shown.lengths_after)} images: {shown.truncated} cut to the cap, {shown.dropped} dropped to an empty prompt.")
+lengths = pd.DataFrame({"tokens": shown.lengths_before + shown.lengths_after,
+                        "when": ["before the cap"] * len(shown.lengths_before) + ["after the cap"] * len(shown.lengths_after)})
+fig = px.histogram(lengths, x="tokens", color="when", barmode="overlay", nbins=40,
+                   title="Prompt length in CLIP tokens (all images)")
+if recipe.max_tokens:
+    fig.add_vline(x=recipe.max_tokens, line_dash="dash")
+st.plotly_chart(fig, key="mix_histogram")
+
+# -- save ----------------------------------------------------------------------------------------------------
+c1, c2, c3 = st.columns([2, 2, 1])
+save_name = c1.text_input("Recipe name", "" if start == "(new recipe)" else start, key="mix_save_name")
+curator = c2.text_input("Curator", key="curator")
+if c3.button("Save version", key="mix_save", type="primary"):
+    if not save_name.strip():
+        st.error("Name the recipe before saving.")
+    else:
+        with session_scope(engine) as session:
+            stored = save_recipe(session, save_name.strip(), recipe, curator.strip() or None)
+        st.success(f"Saved {stored.name!r} version {stored.version}. Exports record this version.")
