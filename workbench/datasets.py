@@ -105,6 +105,12 @@ class PipelineStep:
 
 def pipeline_status(session: Session, name: str) -> list[PipelineStep]:
     """The state of each pipeline step for a dataset, so a curator sees what is next."""
+    # Imported here: these modules import this one (get_dataset) at their top.
+    from db.jobs import Job
+    from workbench.captions.review import review_progress as captions_progress
+    from workbench.export import list_exports
+    from workbench.people.queue import review_progress as people_progress
+
     stats = dataset_stats(session, name)
     images = stats["images"]
     annotated = session.scalar(
@@ -113,16 +119,24 @@ def pipeline_status(session: Session, name: str) -> list[PipelineStep]:
         )
     ) or 0
     schemes = session.scalar(select(func.count(func.distinct(MaskScheme.name)))) or 0
-    not_yet = "not available in this version yet"
+    people_decided, people_flagged = people_progress(session, name)
+    captions_reviewed, _ = captions_progress(session, name)
+    exports = list_exports(session, name)
+    exports_done = sum(1 for e in exports if e.status == "finished")
+    train_jobs = session.scalars(select(Job.status).where(Job.kind == "train")).all()
     return [
         PipelineStep("imported", images, images, f"{stats['annotations']} masks, "
                      f"{stats['last_import_rejected']} rows rejected in the last import"),
         PipelineStep("images with masks", annotated, images, "images that have at least one garment mask"),
         PipelineStep("mask schemes", schemes, schemes, "saved mask schemes (built-ins appear on first use)"),
-        PipelineStep("people flags reviewed", 0, images, not_yet),
-        PipelineStep("captions reviewed", 0, images, not_yet),
-        PipelineStep("exports", 0, 0, not_yet),
-        PipelineStep("training jobs", 0, 0, not_yet),
+        PipelineStep("people flags reviewed", people_decided, people_flagged,
+                     "flagged images decided on the People page" if people_flagged
+                     else "no image flagged yet: run a detector on the People page"),
+        PipelineStep("captions reviewed", captions_reviewed, images,
+                     "images with an accepted or edited caption (Captions page)"),
+        PipelineStep("exports", exports_done, len(exports), "finished exports of this dataset (Export page)"),
+        PipelineStep("training jobs", sum(1 for st in train_jobs if st == "finished"), len(train_jobs),
+                     "finished training jobs, all datasets (Train page)"),
     ]
 
 

@@ -1,0 +1,37 @@
+"""Dataset look-ups and the pipeline status Home shows."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from db.engine import session_scope
+from db.models import Image
+from workbench.datasets import DatasetNotFound, get_dataset, pipeline_status
+
+
+def _steps(engine) -> dict[str, tuple[int, int]]:
+    with session_scope(engine) as session:
+        return {s.step: (s.done, s.total) for s in pipeline_status(session, "demo")}
+
+
+def test_pipeline_status_follows_each_step_of_the_road(demo_engine):
+    from workbench.people.queue import decide, flag_image
+
+    steps = _steps(demo_engine)
+    assert steps["imported"] == (12, 12)
+    assert steps["people flags reviewed"] == (0, 0)
+    assert steps["captions reviewed"] == (0, 12)
+    assert steps["exports"] == steps["training jobs"] == (0, 0)
+    with session_scope(demo_engine) as session:
+        first, second = session.scalars(select(Image.id).order_by(Image.id).limit(2)).all()
+        flag_image(session, first, "ana")
+        flag_id = flag_image(session, second, "ana")
+    with session_scope(demo_engine) as session:
+        decide(session, flag_id, "ana", "exclude")
+    assert _steps(demo_engine)["people flags reviewed"] == (1, 2)
+
+
+def test_unknown_dataset_names_the_ones_there_are(demo_engine):
+    with session_scope(demo_engine) as session, pytest.raises(DatasetNotFound, match=r"datasets: demo\)"):
+        get_dataset(session, "nope")
