@@ -10,7 +10,6 @@ from pydantic import ValidationError
 
 from db.engine import session_scope
 from ui.common import open_store
-from workbench.captions.dataset_prompts import DatasetPromptSettings
 from workbench.captions.mixing import (MixRecipe, get_recipe, list_recipe_names, preview_mix, recipe_versions,
                                        save_recipe)
 from workbench.captions.store import caption_sources
