@@ -69,7 +69,7 @@ class TrainConfig(BaseModel):
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
     use_8bit_adam: bool = Field(False, description="bitsandbytes' 8-bit AdamW (needs bitsandbytes and a GPU).")
-    fused_adam: bool = Field(True, description="torch's fused AdamW where the device supports it.")
+    fused_adam: bool = Field(True, description="torch's fused AdamW on CUDA devices.")
     sd_locked: bool = Field(True, description="False also trains the UNet's decoder (up blocks and output).")
     seed: int = 0
 
@@ -77,7 +77,7 @@ class TrainConfig(BaseModel):
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_checkpointing: bool = False
     enable_sdpa: bool = Field(True, description="PyTorch scaled-dot-product attention (else the classic one).")
-    channels_last: bool = True
+    channels_last: bool = Field(True, description="channels_last memory format on CUDA devices.")
     torch_compile: bool = False
     cache_latents: bool = Field(False, description="Encode every photo once; sample from the cached mean/std.")
     cache_text_embeddings: bool = Field(False, description="Encode every prompt once (and the empty prompt).")
