@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 import pytest
@@ -17,10 +16,8 @@ from workbench.jobs import get_job, job_summary, refresh_jobs
 
 @pytest.fixture
 def cli(demo_engine, tmp_path, monkeypatch):
-    """Run the CLI against the demo store, with caches under tmp_path and no people/captions modules."""
+    """Run the CLI against the demo store, with caches under tmp_path."""
     monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setitem(sys.modules, "workbench.people.queue", None)
-    monkeypatch.setitem(sys.modules, "workbench.captions.mixing", None)
     url = str(demo_engine.url)
 
     def invoke(*args: str):

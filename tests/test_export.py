@@ -9,8 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import types
-from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -37,19 +35,11 @@ from workbench.rle import mask_to_text
 from workbench.settings import PROJECT_ROOT, get_settings
 from workbench.taxonomy import BUNDLED_IMAT2019_LABELS
 
-Decision = namedtuple("Decision", "kind regions")
 
 
 @pytest.fixture
 def settings(tmp_path):
     return get_settings(data_dir=tmp_path / "data")
-
-
-@pytest.fixture
-def no_other_areas(monkeypatch):
-    """The people and captions modules absent, whether or not they exist in this tree."""
-    monkeypatch.setitem(sys.modules, "workbench.people.queue", None)
-    monkeypatch.setitem(sys.modules, "workbench.captions.mixing", None)
 
 
 def recipe(**values) -> ExportRecipe:
@@ -66,7 +56,7 @@ def stored_image_ids(engine) -> dict[str, int]:
 
 
 # -- formats ----------------------------------------------------------------------------------
-def test_controlnet_layout_of_the_demo(demo_engine, settings, tmp_path, no_other_areas):
+def test_controlnet_layout_of_the_demo(demo_engine, settings, tmp_path):
     result = export_dataset(demo_engine, settings, recipe(format="controlnet"), tmp_path / "cn")
     root = tmp_path / "cn"
     lines = [json.loads(line) for line in (root / "prompt.json").read_text().splitlines()]
@@ -87,7 +77,7 @@ def test_controlnet_layout_of_the_demo(demo_engine, settings, tmp_path, no_other
     assert set(manifest["files"]) == {p for p in tree_bytes(root) if p != "manifest.json"}
 
 
-def test_imagefolder_loads_with_datasets(demo_engine, settings, tmp_path, no_other_areas):
+def test_imagefolder_loads_with_datasets(demo_engine, settings, tmp_path):
     import datasets
 
     result = export_dataset(demo_engine, settings, recipe(format="imagefolder", target_format="png"),
@@ -105,7 +95,7 @@ def test_imagefolder_loads_with_datasets(demo_engine, settings, tmp_path, no_oth
 
 # -- masks and geometry -----------------------------------------------------------------------
 def test_mask_values_after_resize_are_legend_values_and_nearest_samples(demo_engine, settings,
-                                                                      tmp_path, no_other_areas):
+                                                                      tmp_path):
     export_dataset(demo_engine, settings, recipe(scheme="fine", crop="person", buckets=True),
                    tmp_path / "fine")
     manifest = read_manifest(tmp_path / "fine")
@@ -163,7 +153,7 @@ def _box(condition: np.ndarray) -> tuple[int, int, int, int]:
 
 
 @pytest.mark.parametrize("crop, buckets", [("center", False), ("person", False), ("person", True)])
-def test_photo_and_mask_have_the_same_geometry(garment_store, settings, tmp_path, no_other_areas, crop, buckets):
+def test_photo_and_mask_have_the_same_geometry(garment_store, settings, tmp_path, crop, buckets):
     out = tmp_path / f"g-{crop}-{buckets}"
     export_dataset(garment_store, settings, ExportRecipe(dataset="garments", resolution=64, crop=crop,
                                                          buckets=buckets, target_format="png",
@@ -205,7 +195,7 @@ def test_aspect_buckets():
 
 
 # -- determinism, interruption, cache --------------------------------------------------------
-def test_same_recipe_on_same_data_gives_byte_identical_output(demo_engine, settings, tmp_path, no_other_areas):
+def test_same_recipe_on_same_data_gives_byte_identical_output(demo_engine, settings, tmp_path):
     r = recipe(format="controlnet", crop="person", validation_fraction=0.3, split="train")
     first = export_dataset(demo_engine, settings, r, tmp_path / "a", workers=1, use_cache=False)
     second = export_dataset(demo_engine, settings, r, tmp_path / "b", workers=2, use_cache=False)
@@ -215,7 +205,7 @@ def test_same_recipe_on_same_data_gives_byte_identical_output(demo_engine, setti
     assert read_manifest(tmp_path / "a")["counts"]["excluded"]["split: validation"] > 0
 
 
-def test_a_stopped_export_leaves_nothing(demo_engine, settings, tmp_path, no_other_areas):
+def test_a_stopped_export_leaves_nothing(demo_engine, settings, tmp_path):
     from workbench.progress import Cancelled
 
     seen = []
@@ -240,7 +230,6 @@ KILLED_EXPORT = textwrap.dedent("""
         time.sleep(0.3)
 
     if __name__ == "__main__":
-        sys.modules["workbench.people.queue"] = sys.modules["workbench.captions.mixing"] = None
         export_dataset(make_engine(sys.argv[1]), get_settings(), ExportRecipe(dataset="demo", resolution=64),
                        sys.argv[2], workers=1, progress=slow)
 """)
@@ -266,14 +255,11 @@ def test_an_export_killed_midway_leaves_no_half_dataset(demo_engine, settings, t
     with session_scope(demo_engine) as session:
         assert [(e.status, e.error is not None) for e in list_exports(session)] == [("failed", True)]
     # The next export into the same folder sweeps what the killed process could not remove.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(sys.modules, "workbench.people.queue", None)
-        mp.setitem(sys.modules, "workbench.captions.mixing", None)
-        export_dataset(demo_engine, settings, recipe(), parent / "next", workers=1)
+    export_dataset(demo_engine, settings, recipe(), parent / "next", workers=1)
     assert [p.name for p in parent.iterdir()] == ["next"]
 
 
-def test_reexport_with_another_scheme_decodes_no_photo(demo_engine, settings, tmp_path, no_other_areas):
+def test_reexport_with_another_scheme_decodes_no_photo(demo_engine, settings, tmp_path):
     first = export_dataset(demo_engine, settings, recipe(scheme="body-parts"), tmp_path / "parts", workers=1)
     again = export_dataset(demo_engine, settings, recipe(scheme="fine", format="controlnet"),
                            tmp_path / "fine", workers=1)
@@ -286,7 +272,7 @@ def test_reexport_with_another_scheme_decodes_no_photo(demo_engine, settings, tm
     assert other_size.decoded == other_size.images  # the key holds the resolution
 
 
-def test_existing_destination_is_refused_unless_overwritten(demo_engine, settings, tmp_path, no_other_areas):
+def test_existing_destination_is_refused_unless_overwritten(demo_engine, settings, tmp_path):
     export_dataset(demo_engine, settings, recipe(), tmp_path / "out", workers=1)
     with pytest.raises(ExportError, match="already exists"):
         export_dataset(demo_engine, settings, recipe(), tmp_path / "out", workers=1)
@@ -299,64 +285,65 @@ def test_existing_destination_is_refused_unless_overwritten(demo_engine, setting
 
 
 # -- selection and the other areas ------------------------------------------------------------
-def test_without_people_and_captions_modules_the_defaults_are_used_and_said(demo_engine, settings, tmp_path,
-                                                                         no_other_areas):
+def test_with_no_decisions_and_no_recipe_every_image_gets_its_dataset_prompt(demo_engine, settings, tmp_path):
+    from workbench.captions.mixing import training_prompts
+
     result = export_dataset(demo_engine, settings, recipe(format="controlnet"), tmp_path / "out", workers=1)
     manifest = read_manifest(tmp_path / "out")
-    assert manifest["sources"]["people"]["source"] == "none"
-    assert manifest["sources"]["prompts"]["source"] == "dataset"
+    assert manifest["sources"]["people"]["source"] == "workbench.people.queue"
+    assert manifest["sources"]["prompts"]["caption_recipe"] is None
     assert result.images == len(stored_image_ids(demo_engine))  # every image, no people filter
-    first = manifest["items"][0]
     with session_scope(demo_engine) as session:
-        areas = session.execute(
-            select(Category.name, func.sum(Annotation.area)).join(Annotation, Annotation.category_id == Category.id)
-            .where(Annotation.image_id == first["image_id"]).group_by(Category.id)).all()
-    expected = ", ".join(name.split(",")[0] for name, _ in sorted(areas, key=lambda r: (-r[1], r[0])))
-    assert json.loads((tmp_path / "out/prompt.json").read_text().splitlines()[0])["prompt"] == expected
-    with pytest.raises(ExportError, match="captions module"):
-        export_dataset(demo_engine, settings, recipe(reviewed_captions_only=True), tmp_path / "x", workers=1)
+        expected = training_prompts(session, "demo")
+    first = manifest["items"][0]
+    assert json.loads((tmp_path / "out/prompt.json").read_text().splitlines()[0])["prompt"] == \
+        expected[first["image_id"]]
+
+
+def test_reviewed_captions_only_keeps_the_images_with_an_accepted_caption(demo_engine, settings, tmp_path):
+    from db.captions import Caption
+    from workbench.captions.review import accept
+    from workbench.captions.run import store_dataset_prompts
+
+    store_dataset_prompts(demo_engine, "demo")
+    with session_scope(demo_engine) as session:
+        caption = session.scalars(select(Caption).order_by(Caption.image_id)).first()
+        accept(session, caption.id, caption.version, "ana")
+        accepted_image = caption.image_id
+    export_dataset(demo_engine, settings, recipe(reviewed_captions_only=True), tmp_path / "out", workers=1)
+    manifest = read_manifest(tmp_path / "out")
+    assert [i["image_id"] for i in manifest["items"]] == [accepted_image]
+    assert len(manifest["excluded"]["no reviewed caption"]) == len(stored_image_ids(demo_engine)) - 1
 
 
 @pytest.fixture
-def other_areas(monkeypatch, demo_engine):
-    """Stand-ins for workbench.people.queue and workbench.captions.mixing with known answers."""
+def decided(demo_engine):
+    """Curator decisions on four demo images: exclude, a band over the top, a full-height strip, ok."""
+    from workbench.people.queue import decide, flag_image
+
     ids = stored_image_ids(demo_engine)
     names = sorted(ids)
     with session_scope(demo_engine) as session:
         second = session.get(Image, ids[names[1]])
         assert second.height > second.width  # a square crop can slide down past a band at the top
         band = (second.height - second.width) // 2
-    decisions = {
-        ids[names[0]]: Decision("exclude", []),
-        ids[names[1]]: Decision("mask-region", [(0, 0, 10_000, band)]),  # a band over the top
-        ids[names[2]]: Decision("mask-region", [(0, 0, 10, 10_000)]),  # the full height: no crop avoids it
-        ids[names[3]]: Decision("ok", []),
-    }
-    people = types.ModuleType("workbench.people.queue")
-    people.people_decisions = lambda session, dataset: decisions
-    captions = types.ModuleType("workbench.captions.mixing")
-    captions.training_prompts = lambda session, dataset, recipe=None, seed=0: {
-        i: f"caption {i} {recipe} {seed}" for i in ids.values()}
-    for name, module in [("workbench.people", types.ModuleType("workbench.people")),
-                         ("workbench.people.queue", people),
-                         ("workbench.captions", types.ModuleType("workbench.captions")),
-                         ("workbench.captions.mixing", captions)]:
-        monkeypatch.setitem(sys.modules, name, module)
+    choices = [("exclude", None), ("mask-region", [[0, 0, 10_000, band]]),
+               ("mask-region", [[0, 0, 10, 10_000]]), ("ok", None)]
+    for name, (decision, regions) in zip(names, choices):
+        with session_scope(demo_engine) as session:
+            flag_id = flag_image(session, ids[name], "ana")
+        with session_scope(demo_engine) as session:
+            decide(session, flag_id, "ana", decision, regions=regions)
     return names, ids, band
 
 
-def test_people_decisions_exclude_or_crop_and_prompts_come_from_captions(demo_engine, settings, tmp_path,
-                                                                        other_areas):
-    names, ids, band = other_areas
-    excluded = export_dataset(demo_engine, settings, recipe(people="exclude", caption_recipe="mix", seed=3),
-                              tmp_path / "ex", workers=1)
+def test_people_decisions_exclude_or_crop(demo_engine, settings, tmp_path, decided):
+    names, ids, band = decided
+    excluded = export_dataset(demo_engine, settings, recipe(people="exclude"), tmp_path / "ex", workers=1)
     manifest = read_manifest(tmp_path / "ex")
     assert manifest["excluded"]["people: excluded by a curator"] == [names[0]]
     assert manifest["excluded"]["people: has unlabelled-person regions"] == names[1:3]
     assert excluded.images == len(names) - 3
-    assert manifest["sources"]["prompts"]["source"] == "workbench.captions.mixing"
-    prompts = [json.loads(line)["text"] for line in (tmp_path / "ex/metadata.jsonl").read_text().splitlines()]
-    assert prompts[0] == f"caption {manifest['items'][0]['image_id']} mix 3"
 
     export_dataset(demo_engine, settings, recipe(people="crop"), tmp_path / "crop", workers=1)
     manifest = read_manifest(tmp_path / "crop")
@@ -369,7 +356,7 @@ def test_people_decisions_exclude_or_crop_and_prompts_come_from_captions(demo_en
     assert read_manifest(tmp_path / "all")["counts"]["images"] == len(names)
 
 
-def test_category_filters_and_minimum_size(demo_engine, settings, tmp_path, no_other_areas):
+def test_category_filters_and_minimum_size(demo_engine, settings, tmp_path):
     result = export_dataset(demo_engine, settings, recipe(require_categories=["dress"]), tmp_path / "d", workers=1)
     with session_scope(demo_engine) as session:
         with_dress = set(session.scalars(select(Annotation.image_id).join(Category)
@@ -387,7 +374,7 @@ def test_category_filters_and_minimum_size(demo_engine, settings, tmp_path, no_o
         export_dataset(demo_engine, settings, recipe(require_categories=["gown"]), tmp_path / "x", workers=1)
 
 
-def test_a_finished_export_is_recorded(demo_engine, settings, tmp_path, no_other_areas):
+def test_a_finished_export_is_recorded(demo_engine, settings, tmp_path):
     result = export_dataset(demo_engine, settings, recipe(), tmp_path / "out", workers=1)
     with session_scope(demo_engine) as session:
         row = session.get(Export, result.export_id)

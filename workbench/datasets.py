@@ -133,7 +133,7 @@ def pipeline_status(session: Session, name: str) -> list[PipelineStep]:
                      "flagged images decided on the People page" if people_flagged
                      else "no image flagged yet: run a detector on the People page"),
         PipelineStep("captions reviewed", captions_reviewed, images,
-                     "images with an accepted or edited caption (Captions page)"),
+                     "images with a reviewed caption: accepted, edited or rejected (Captions page)"),
         PipelineStep("exports", exports_done, len(exports), "finished exports of this dataset (Export page)"),
         PipelineStep("training jobs", sum(1 for st in train_jobs if st == "finished"), len(train_jobs),
                      "finished training jobs, all datasets (Train page)"),

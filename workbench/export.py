@@ -38,9 +38,8 @@ SHA-256, the output size, the crop box and the encoding, so a re-export with ano
 prompt recipe decodes no photo at all.
 
 Other areas: people decisions come from ``workbench.people.queue.people_decisions`` and
-prompts from ``workbench.captions.mixing.training_prompts`` when those modules exist. Without
-them the export says so in its manifest and uses the defaults: every image, and a prompt made
-of the image's category names by area (:func:`dataset_prompts`).
+prompts from ``workbench.captions.mixing.training_prompts``; with no decisions and no recipe
+that is every image with its dataset prompt.
 """
 
 from __future__ import annotations
@@ -242,75 +241,28 @@ def plan_geometry(
 
 
 # ---------------------------------------------------------------------------------------------
-# Prompts and people decisions: the other areas' modules when they exist, explicit defaults
-# when they do not.
-
-
-def _module_missing(exc: ModuleNotFoundError, package: str) -> bool:
-    """Whether ``exc`` says that ``package`` (or a module in it) is absent, not a bug inside it."""
-    return exc.name is not None and (exc.name == package or exc.name.startswith(package + "."))
-
-
-def dataset_prompts(session: Session, dataset_id: int) -> dict[int, str]:
-    """The default prompt of every image: its category names, largest total area first."""
-    rows = session.execute(
-        select(Annotation.image_id, Category.name, func.sum(Annotation.area).label("area"))
-        .join(Category, Annotation.category_id == Category.id)
-        .where(Annotation.dataset_id == dataset_id)
-        .group_by(Annotation.image_id, Category.id)
-    ).all()
-    per_image: dict[int, list[tuple[int, str]]] = defaultdict(list)
-    for image_id, name, area in rows:
-        per_image[image_id].append((-int(area), name))
-    return {image_id: ", ".join(_short(name) for _, name in sorted(names))
-            for image_id, names in per_image.items()}
-
-
-def _short(name: str) -> str:
-    # "top, t-shirt, sweatshirt" would read as three garments in a comma-separated prompt.
-    return name.split(",")[0].strip()
+# Prompts and people decisions, from the captions and people areas.
 
 
 def training_prompts_for(session: Session, dataset: Dataset, recipe: ExportRecipe
                          ) -> tuple[dict[int, str], dict[str, Any]]:
     """The prompt of every image and where they come from (recorded in the manifest).
 
-    With ``workbench.captions.mixing`` absent, the prompts are :func:`dataset_prompts`, and a
-    recipe asking for reviewed captions or a mixing recipe is refused rather than ignored.
+    The prompts are the captions area's mixing recipe (``caption_recipe``; none: each image's
+    dataset prompt); with ``reviewed_captions_only`` only images with an accepted or edited
+    caption get one, so the others are left out of the export.
     """
-    defaults = dataset_prompts(session, dataset.id)
-    try:
-        from workbench.captions.mixing import training_prompts
-    except ModuleNotFoundError as exc:
-        if not _module_missing(exc, "workbench.captions"):
-            raise
-        if recipe.reviewed_captions_only or recipe.caption_recipe:
-            raise ExportError(
-                "reviewed captions and mixing recipes need the captions module "
-                "(workbench.captions.mixing), which this workbench does not have yet; export "
-                "without --reviewed-captions-only / --caption-recipe to use the dataset prompts"
-            ) from None
-        return defaults, {"source": "dataset", "note": "category names by area "
-                          "(workbench.captions.mixing is not installed)"}
-    kwargs: dict[str, Any] = {"recipe": recipe.caption_recipe, "seed": recipe.seed}
-    if recipe.reviewed_captions_only:
-        import inspect
+    from workbench.captions.mixing import training_prompts
+    from workbench.captions.review import reviewed_image_ids
 
-        if "reviewed_only" not in inspect.signature(training_prompts).parameters:
-            raise ExportError("the captions module's training_prompts() has no reviewed_only "
-                              "option; export without --reviewed-captions-only")
-        kwargs["reviewed_only"] = True
-    mixed = training_prompts(session, dataset.name, **kwargs)
+    mixed = training_prompts(session, dataset.name, recipe=recipe.caption_recipe, seed=recipe.seed)
     prompts = {int(k): str(v) for k, v in mixed.items()}
-    source: dict[str, Any] = {"source": "workbench.captions.mixing",
-                              "caption_recipe": recipe.caption_recipe,
-                              "caption_recipe_version": getattr(mixed, "recipe_version", None)}
-    if not recipe.reviewed_captions_only:
-        missing = [i for i in defaults if i not in prompts]
-        for image_id in missing:
-            prompts[image_id] = defaults[image_id]
-        source["dataset_prompt_fallbacks"] = len(missing)
-    return prompts, source
+    if recipe.reviewed_captions_only:
+        reviewed = reviewed_image_ids(session, dataset.name)
+        prompts = {k: v for k, v in prompts.items() if k in reviewed}
+    return prompts, {"source": "workbench.captions.mixing", "caption_recipe": recipe.caption_recipe,
+                     "caption_recipe_version": mixed.recipe_version,
+                     "reviewed_captions_only": recipe.reviewed_captions_only}
 
 
 @dataclass(frozen=True)
@@ -324,17 +276,13 @@ class PeopleDecision:
 def people_decisions_for(session: Session, dataset: Dataset
                          ) -> tuple[dict[int, PeopleDecision], dict[str, Any]]:
     """People decisions per image id and where they come from (recorded in the manifest)."""
-    try:
-        from workbench.people.queue import people_decisions
-    except ModuleNotFoundError as exc:
-        if not _module_missing(exc, "workbench.people"):
-            raise
-        return {}, {"source": "none", "note": "workbench.people.queue is not installed: every "
-                                              "image is kept"}
-    decisions = {}
-    for image_id, decision in people_decisions(session, dataset.name).items():
-        regions = tuple(tuple(float(v) for v in box) for box in (getattr(decision, "regions", None) or ()))
-        decisions[int(image_id)] = PeopleDecision(getattr(decision, "kind", None), regions)
+    from workbench.people.queue import people_decisions
+
+    decisions = {
+        int(image_id): PeopleDecision(decision.kind, tuple(tuple(float(v) for v in box)
+                                                           for box in decision.regions or ()))
+        for image_id, decision in people_decisions(session, dataset.name).items()
+    }
     return decisions, {"source": "workbench.people.queue"}
 
 

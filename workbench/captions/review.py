@@ -23,6 +23,7 @@ from workbench.datasets import get_dataset
 
 Decision = Literal["accept", "reject", "edit"]
 REVIEWED = ("accepted", "edited", "rejected")
+USABLE = ("accepted", "edited")  # reviewed captions a prompt may be built from
 
 
 class CaptionConflict(RuntimeError):
@@ -116,6 +117,13 @@ def review_progress(session: Session, dataset_name: str) -> tuple[int, int]:
     reviewed = session.scalar(select(func.count(func.distinct(Caption.image_id))).where(
         Caption.dataset_id == dataset.id, Caption.status.in_(REVIEWED))) or 0
     return reviewed, images
+
+
+def reviewed_image_ids(session: Session, dataset_name: str) -> set[int]:
+    """Ids of the images that have at least one accepted or edited caption."""
+    dataset = get_dataset(session, dataset_name)
+    return set(session.scalars(select(Caption.image_id).distinct().where(
+        Caption.dataset_id == dataset.id, Caption.status.in_(USABLE))))
 
 
 # -- bulk operations -------------------------------------------------------------------------------

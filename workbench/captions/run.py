@@ -198,7 +198,7 @@ def run_captioning(engine: Engine, settings: Settings, dataset_name: str, captio
 
     with session_scope(engine) as session:
         images = list(session.execute(select(Image.id, Image.file_name).where(Image.dataset_id == dataset_id)
-                                      .order_by(Image.id)).tuples())
+                                      .order_by(Image.id)).all())
         done = [done_image_ids(session, dataset_id, source, key) for source, key in keys.items()]
     complete = set.intersection(*done) if done else set()
     todo = [(i, name) for i, name in images if i not in complete]

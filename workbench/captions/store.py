@@ -63,7 +63,7 @@ def save_captions(session: Session, dataset_id: int, rows: Iterable[dict[str, An
         return 0
     existing = set(session.execute(
         select(Caption.image_id, Caption.source, Caption.settings_key).where(
-            Caption.dataset_id == dataset_id, Caption.image_id.in_({r["image_id"] for r in rows}))).tuples())
+            Caption.dataset_id == dataset_id, Caption.image_id.in_({r["image_id"] for r in rows}))).all())
     grounded = [r for r in rows if r.get("phrases")]
     garments = load_garments(session, dataset_id, {r["image_id"] for r in grounded}) if grounded else {}
     categories = list(session.scalars(select(Category.name).where(Category.dataset_id == dataset_id))) if grounded else []
