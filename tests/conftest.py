@@ -52,3 +52,14 @@ def demo_files(demo_template):
 
 # Tiny Stable Diffusion and export folders for the training tests (session-built, read-only).
 from tests.tiny_models import single_thread, tiny_export, tiny_sd  # noqa: E402,F401
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Undo AppTest's side effect: Streamlit installs each page script as ``__main__`` and never
+    puts the old one back, and spawned worker processes re-import ``__main__`` by path."""
+    import sys
+
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
