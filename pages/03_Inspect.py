@@ -24,14 +24,18 @@ from workbench.overlay import (
 )
 from workbench.people.queue import QueueError, flag_image
 from workbench.schemes import (
+    CLASS_COLUMNS,
+    MAPPING_COLUMNS,
     SchemeConflict,
     SchemeError,
     SchemeNotFound,
     get_scheme,
+    hex_colour,
     list_schemes,
-    parse_scheme,
     save_scheme,
     scheme_coverage,
+    scheme_from_tables,
+    scheme_tables,
 )
 from workbench.settings import get_settings
 from workbench.thumbnails import ImageMissing, ThumbnailCache
@@ -41,20 +45,6 @@ EXPORT_SIZES = ["512 long side", "512x512", "512x768", "768x1024", "1024 long si
 DISPLAY_SIDE = 1024
 
 st.set_page_config(page_title="Inspect · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
-
-
-def hex_colour(colour) -> str:
-    """``#rrggbb`` of an RGB triple."""
-    r, g, b = colour
-    return f"#{r:02x}{g:02x}{b:02x}"
-
-
-def rgb_of(text: str) -> list[int]:
-    """An RGB triple from ``#rrggbb``; ValueError naming the text otherwise."""
-    value = str(text).strip().lstrip("#")
-    if len(value) != 6:
-        raise ValueError(f"colour {text!r}: write it as #rrggbb")
-    return [int(value[i:i + 2], 16) for i in (0, 2, 4)]
 
 
 def swatch(colour, label: str) -> str:
@@ -94,6 +84,11 @@ def save_clicked(definition, save_name: str, curator: str, base_name: str, base_
     if stored.name not in BUILTIN_VIEW:
         shown = list(st.session_state.get("inspect_extra_schemes", []))
         st.session_state["inspect_extra_schemes"] = [*shown, stored.name] if stored.name not in shown else shown
+
+
+def table_rows(frame: pd.DataFrame) -> list[dict]:
+    """An edited table's rows as dicts, blank cells None."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
 def go_to(file_name: str) -> None:
@@ -286,13 +281,8 @@ base_name = st.selectbox("Start from", list(stored_all),
                          index=list(stored_all).index("body-parts") if "body-parts" in stored_all else 0,
                          key="editor_base")
 base = stored_all[base_name]
-definition = base.definition
-layer_of = {}
-for i, layer in enumerate(definition.draw_order):
-    for cls_name in layer:
-        layer_of[cls_name] = i + 1
-classes_in = pd.DataFrame([{"value": c.value, "name": c.name, "colour": hex_colour(c.colour),
-                            "layer": layer_of.get(c.name, 0)} for c in definition.classes])
+mapping_rows, class_rows = scheme_tables(base.definition, categories)
+classes_in = pd.DataFrame(class_rows, columns=list(CLASS_COLUMNS))
 edit_key = f"{base.name}_v{base.version}"
 classes_out = st.data_editor(
     classes_in, num_rows="dynamic", hide_index=True, key=f"editor_classes_{edit_key}",
@@ -305,13 +295,8 @@ classes_out = st.data_editor(
     },
 )
 class_names = [str(n) for n in classes_out["name"].dropna() if str(n).strip()]
-dataset_names = {n for n, _ in categories}
-mapping_rows = [{"category": n, "supercategory": s, "part": definition.mapping.get(n, "")}
-                for n, s in categories]
-mapping_rows += [{"category": n, "supercategory": "(not in this dataset)", "part": p}
-                 for n, p in definition.mapping.items() if n not in dataset_names]
 mapping_out = st.data_editor(
-    pd.DataFrame(mapping_rows, columns=["category", "supercategory", "part"]),
+    pd.DataFrame(mapping_rows, columns=list(MAPPING_COLUMNS)),
     num_rows="dynamic", hide_index=True, key=f"editor_mapping_{edit_key}",
     column_config={"part": st.column_config.SelectboxColumn(
         "part", options=["", *class_names],
@@ -321,25 +306,9 @@ mapping_out = st.data_editor(
 
 new_definition = None
 try:
-    classes = []
-    for row in classes_out.itertuples():
-        if pd.isna(row.name) or not str(row.name).strip():
-            continue
-        classes.append({"value": int(row.value), "name": str(row.name).strip(),
-                        "colour": rgb_of(row.colour)})
-    layers: dict[int, list[str]] = {}
-    for row in classes_out.itertuples():
-        if pd.isna(row.name) or not str(row.name).strip() or int(row.value) == 0:
-            continue
-        layers.setdefault(int(row.layer) if not pd.isna(row.layer) else 1, []).append(str(row.name).strip())
-    mapping = {str(r.category): str(r.part) for r in mapping_out.itertuples()
-               if isinstance(r.part, str) and r.part.strip() and isinstance(r.category, str)}
-    new_definition = parse_scheme({
-        "name": base.name, "description": definition.description, "classes": classes,
-        "mapping": mapping, "fallback": dict(definition.fallback),
-        "draw_order": [layers[k] for k in sorted(layers)],
-    })
-except (SchemeError, ValueError, TypeError) as exc:
+    new_definition = scheme_from_tables(base.definition, table_rows(mapping_out),
+                                        table_rows(classes_out))
+except SchemeError as exc:
     st.error(f"This scheme cannot be used yet: {exc}")
 
 if new_definition is not None:

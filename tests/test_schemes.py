@@ -12,16 +12,21 @@ from db.models import AuditLog, MaskScheme
 from workbench.palette import BODY_PARTS_COLOURS, CLOTH_SEG_COLOURS, FINE_PALETTE, flat_palette
 from workbench.schemes import (
     BUILTIN_SCHEMES,
+    NOT_IN_DATASET,
     SchemeConflict,
     SchemeError,
     SchemeNotFound,
     builtin_scheme,
+    colour_of_hex,
     fine_scheme,
     garment_layer,
     get_scheme,
+    hex_colour,
     list_schemes,
     parse_scheme,
     save_scheme,
+    scheme_from_tables,
+    scheme_tables,
 )
 from workbench.taxonomy import Label, imat2019_taxonomy
 
@@ -198,6 +203,147 @@ def test_every_problem_is_named_at_once():
 def test_unknown_fields_are_refused():
     with pytest.raises(SchemeError, match="colours"):
         parse_scheme(minimal(colours={}))
+
+
+# --- editing as tables ----------------------------------------------------------------------
+
+
+def row(rows: list[dict], column: str, value: str) -> dict:
+    """The one row whose ``column`` is ``value``."""
+    (found,) = [r for r in rows if r[column] == value]
+    return found
+
+
+def body_parts_tables() -> tuple[list[dict], list[dict]]:
+    return scheme_tables(builtin_scheme("body-parts"))
+
+
+def test_hex_colours_round_trip():
+    assert all(colour_of_hex(hex_colour(c)) == c for c in FINE_PALETTE)
+    assert colour_of_hex(" FF8800 ") == (255, 136, 0)
+    for bad in ("red", "#ff880", "#ff88001", "#gg8800", ""):
+        with pytest.raises(ValueError, match="is not #rrggbb"):
+            colour_of_hex(bad)
+
+
+@pytest.mark.parametrize("name", list(BUILTIN_SCHEMES))
+def test_tables_of_a_builtin_give_the_same_definition_back(name):
+    d = builtin_scheme(name)
+    assert scheme_from_tables(d, *scheme_tables(d)) == d
+    dataset = [("dress", "wholebody"), ("hat", "head"), ("poncho", "upperbody")]
+    mapping_rows, class_rows = scheme_tables(d, dataset)
+    assert scheme_from_tables(d, mapping_rows, class_rows) == d
+    # The dataset's categories first (a name the scheme lacks with an empty part), then the
+    # mapped names the dataset does not have.
+    assert [r["category"] for r in mapping_rows[:3]] == ["dress", "hat", "poncho"]
+    assert mapping_rows[2]["part"] == ""
+    assert {r["category"] for r in mapping_rows[3:]} == set(d.mapping) - {"dress", "hat"}
+    assert {r["supercategory"] for r in mapping_rows[3:]} == {NOT_IN_DATASET}
+
+
+def test_class_rows_hold_value_colour_and_layer_counted_from_1():
+    _, class_rows = body_parts_tables()
+    assert [r["value"] for r in class_rows] == list(range(8))
+    assert row(class_rows, "name", "background") == {
+        "value": 0, "name": "background", "colour": "#000000", "layer": 0}
+    assert row(class_rows, "name", "upper body")["colour"] == hex_colour(
+        BODY_PARTS_COLOURS["upper body"])
+    layers = {r["name"]: r["layer"] for r in class_rows}
+    assert layers["upper body"] == layers["legs and feet"] == 1
+    assert layers["accessories"] == 2 and layers["head"] == 3 and layers["garment parts"] == 4
+
+
+def test_an_edit_gives_the_definition_it_describes():
+    base = builtin_scheme("body-parts")
+    mapping_rows, class_rows = body_parts_tables()
+    row(mapping_rows, "category", "dress")["part"] = "upper body"    # moved to another part
+    row(mapping_rows, "category", "belt")["part"] = None             # left to the fallback
+    row(class_rows, "name", "head")["colour"] = "#123456"
+    row(class_rows, "name", "accessories")["layer"] = 9              # now drawn on top of all
+    class_rows.append({"value": float("nan"), "name": None, "colour": None, "layer": None})
+    mapping_rows.append({"category": None, "supercategory": None, "part": ""})
+
+    edited = scheme_from_tables(base, mapping_rows, class_rows)
+
+    mapping = {k: v for k, v in base.mapping.items() if k != "belt"} | {"dress": "upper body"}
+    classes = [c.model_copy(update={"colour": (0x12, 0x34, 0x56)}) if c.name == "head" else c
+               for c in base.classes]
+    assert edited == base.edited(
+        mapping=mapping, classes=[c.model_dump() for c in classes],
+        draw_order=[["legs and feet", "lower body", "full body", "upper body"], ["head"],
+                    ["garment parts"], ["accessories"]])
+    assert edited.class_for("dress", "wholebody").name == "upper body"
+    assert edited.class_for("belt", "waist").name == "accessories"
+    head = base.class_for("hat").value
+    assert edited.colours() == base.colours() | {head: (0x12, 0x34, 0x56)}
+    accessories, parts = (base.class_for("bag, wallet").value, base.class_for("sleeve").value)
+    assert edited.layer_of(accessories) > edited.layer_of(parts)
+    assert (edited.name, edited.fallback) == (base.name, base.fallback)
+
+
+def test_a_new_class_row_becomes_a_class_in_layer_1():
+    mapping_rows, class_rows = body_parts_tables()
+    class_rows.append({"value": 8.0, "name": " shoes ", "colour": "00ff00", "layer": None})
+    row(mapping_rows, "category", "shoe")["part"] = "shoes"
+    edited = scheme_from_tables(builtin_scheme("body-parts"), mapping_rows, class_rows)
+    assert edited.class_for("shoe").model_dump() == {
+        "value": 8, "name": "shoes", "colour": (0, 255, 0)}
+    assert edited.layer_of(8) == 0 and "shoes" in edited.draw_order[0]
+
+
+def bad_class(which: str, **changes):
+    def edit(mapping_rows, class_rows):
+        row(class_rows, "name", which).update(changes)
+    return edit
+
+
+def bad_part(category: str, part):
+    def edit(mapping_rows, class_rows):
+        row(mapping_rows, "category", category)["part"] = part
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (bad_part("dress", "sleeves"), "category 'dress' maps to unknown class 'sleeves'"),
+    (bad_class("lower body", value=1), "duplicate value 1 ('head' and 'lower body')"),
+    (bad_class("head", colour="red"), "classes row 2 ('head'): colour 'red' is not #rrggbb"),
+    (bad_class("head", colour=None), "classes row 2 ('head'): no colour; write it as #rrggbb"),
+    (bad_class("head", value=1.5), "classes row 2 ('head'): value 1.5 is not a whole number"),
+    (bad_class("head", value=None), "classes row 2 ('head'): value None is not a whole number"),
+    (bad_class("head", layer="top"), "classes row 2 ('head'): layer 'top' is not a whole number"),
+    (bad_class("head", name="  "), "classes row 2: the class has no name"),
+    (bad_class("head", value=256), "class 'head' has value 256; values must be 0..255"),
+    (bad_class("upper body", name="tops"), "category 'shirt, blouse' maps to unknown class "
+                                           "'upper body'"),
+])
+def test_bad_edits_are_refused_with_the_problem_named(edit, message):
+    mapping_rows, class_rows = body_parts_tables()
+    edit(mapping_rows, class_rows)
+    with pytest.raises(SchemeError) as info:
+        scheme_from_tables(builtin_scheme("body-parts"), mapping_rows, class_rows)
+    assert message in str(info.value)
+    assert str(info.value).startswith("mask scheme 'body-parts': ")
+
+
+def test_a_category_listed_twice_or_a_part_without_category_is_refused():
+    mapping_rows, class_rows = body_parts_tables()
+    dress = next(i for i, r in enumerate(mapping_rows, start=1) if r["category"] == "dress")
+    mapping_rows.append({"category": " Dress", "supercategory": "", "part": "head"})
+    mapping_rows.append({"category": None, "supercategory": "", "part": "head"})
+    with pytest.raises(SchemeError) as info:
+        scheme_from_tables(builtin_scheme("body-parts"), mapping_rows, class_rows)
+    n = len(mapping_rows)
+    assert f"category 'Dress' is listed twice (rows {dress} and {n - 1})" in str(info.value)
+    assert f"mapping row {n}: part 'head' has no category" in str(info.value)
+
+
+def test_every_bad_row_is_named_at_once():
+    mapping_rows, class_rows = body_parts_tables()
+    row(class_rows, "name", "head")["colour"] = "red"
+    row(class_rows, "name", "accessories")["value"] = "x"
+    with pytest.raises(SchemeError) as info:
+        scheme_from_tables(builtin_scheme("body-parts"), mapping_rows, class_rows)
+    assert "colour 'red'" in str(info.value) and "value 'x'" in str(info.value)
 
 
 # --- storage ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ adds a new version row and an audit row; nothing is overwritten.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -282,6 +283,148 @@ def parse_scheme(data: Mapping[str, Any] | str) -> SchemeDefinition:
             messages[0] if len(messages) == 1 and messages[0].startswith("mask scheme")
             else f"mask scheme {name!r}: " + "; ".join(messages)
         ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Editing as two tables (the Inspect page's scheme editor): category -> part rows, and class
+# rows with a #rrggbb colour and a draw layer. Rows are plain dicts, so any table widget or a
+# CSV reader can produce them; blank cells are None, NaN or empty text.
+
+MAPPING_COLUMNS = ("category", "supercategory", "part")
+CLASS_COLUMNS = ("value", "name", "colour", "layer")
+NOT_IN_DATASET = "(not in this dataset)"
+
+
+def hex_colour(colour: Iterable[int]) -> str:
+    """``#rrggbb`` of an RGB triple."""
+    r, g, b = colour
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def colour_of_hex(text: str) -> Colour:
+    """An RGB triple from ``#rrggbb`` (the ``#`` optional); ValueError naming the text otherwise."""
+    digits = str(text).strip().removeprefix("#")
+    if len(digits) != 6 or any(d not in "0123456789abcdefABCDEF" for d in digits):
+        raise ValueError(f"colour {text!r} is not #rrggbb; write six hex digits, e.g. #ff8800")
+    return (int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16))
+
+
+def _blank(cell: Any) -> bool:
+    return (cell is None or (isinstance(cell, float) and math.isnan(cell))
+            or (isinstance(cell, str) and not cell.strip()))
+
+
+def _text(cell: Any) -> str:
+    return "" if _blank(cell) else str(cell).strip()
+
+
+def _whole(cell: Any) -> int | None:
+    """A whole number from a table cell (``3``, ``3.0``, ``"3"``); None when it is not one."""
+    try:
+        number = float(cell)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() else None
+
+
+def scheme_tables(
+    definition: SchemeDefinition,
+    categories: Iterable[tuple[str, str]] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The editor's tables of a scheme: ``(mapping rows, class rows)``; see :data:`CLASS_COLUMNS`.
+
+    With ``categories`` (a dataset's ``(name, supercategory)`` pairs) each gets a mapping row,
+    its part empty where the mapping does not list it (the supercategory fallback decides), and
+    mapped names the dataset lacks follow with supercategory :data:`NOT_IN_DATASET`. Without it
+    the rows are the mapping as it is. Draw layers are numbered from 1 (bottom); the background
+    is layer 0.
+    """
+    if categories is None:
+        mapping_rows = [{"category": n, "supercategory": "", "part": p}
+                        for n, p in definition.mapping.items()]
+    else:
+        cats = list(categories)
+        names = {n for n, _ in cats}
+        mapping_rows = [{"category": n, "supercategory": s, "part": definition.mapping.get(n, "")}
+                        for n, s in cats]
+        mapping_rows += [{"category": n, "supercategory": NOT_IN_DATASET, "part": p}
+                         for n, p in definition.mapping.items() if n not in names]
+    layer_of = {_key(n): i + 1 for i, layer in enumerate(definition.draw_order) for n in layer}
+    class_rows = [{"value": c.value, "name": c.name, "colour": hex_colour(c.colour),
+                   "layer": layer_of.get(_key(c.name), 0)} for c in definition.classes]
+    return mapping_rows, class_rows
+
+
+def scheme_from_tables(
+    base: SchemeDefinition,
+    mapping_rows: Iterable[Mapping[str, Any]],
+    class_rows: Iterable[Mapping[str, Any]],
+) -> SchemeDefinition:
+    """The definition two edited tables describe (name, description, fallback from ``base``).
+
+    A class row whose cells are all blank is skipped; a class with no layer goes to layer 1.
+    A mapping row with no part is left to the supercategory fallback. Raises
+    :class:`SchemeError` naming every problem in the rows (counted from 1), else every problem
+    the definition has.
+    """
+    problems: list[str] = []
+    classes: list[dict[str, Any]] = []
+    layers: dict[int, list[str]] = {}
+    for i, row in enumerate(class_rows, start=1):
+        if all(_blank(row.get(column)) for column in CLASS_COLUMNS):
+            continue
+        name = _text(row.get("name"))
+        where = f"classes row {i}" + (f" ({name!r})" if name else "")
+        if not name:
+            problems.append(f"{where}: the class has no name; name it or delete the row")
+        value = _whole(row.get("value"))
+        if value is None:
+            problems.append(f"{where}: value {row.get('value')!r} is not a whole number; give "
+                            "the class its pixel value 0..255")
+        colour = (0, 0, 0)
+        if _blank(row.get("colour")):
+            problems.append(f"{where}: no colour; write it as #rrggbb, e.g. #ff8800")
+        else:
+            try:
+                colour = colour_of_hex(str(row["colour"]))
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}")
+        layer = 1 if _blank(row.get("layer")) else _whole(row.get("layer"))
+        if layer is None:
+            problems.append(f"{where}: layer {row.get('layer')!r} is not a whole number; higher "
+                            "layers are drawn on top")
+        if not name or value is None or layer is None:
+            continue
+        classes.append({"value": value, "name": name, "colour": list(colour)})
+        if value != 0:  # the background is never drawn, so it has no layer
+            layers.setdefault(layer, []).append(name)
+
+    mapping: dict[str, str] = {}
+    row_of: dict[str, int] = {}
+    for i, row in enumerate(mapping_rows, start=1):
+        category, part = _text(row.get("category")), _text(row.get("part"))
+        if not part:
+            continue
+        if not category:
+            problems.append(f"mapping row {i}: part {part!r} has no category; name the category "
+                            "or clear the part")
+        elif _key(category) in row_of:
+            problems.append(f"mapping: category {category!r} is listed twice (rows "
+                            f"{row_of[_key(category)]} and {i}); keep one of them")
+        else:
+            row_of[_key(category)] = i
+            mapping[category] = part
+    if problems:
+        raise SchemeError(f"mask scheme {base.name!r}: " + "; ".join(problems))
+    # Order inside a layer does not change the drawing; keeping base's makes a round trip exact.
+    position = {_key(n): i for i, n in enumerate(n for layer in base.draw_order for n in layer)}
+    for names in layers.values():
+        names.sort(key=lambda n: position.get(_key(n), len(position)))
+    return parse_scheme({
+        "name": base.name, "description": base.description, "classes": classes,
+        "mapping": mapping, "fallback": dict(base.fallback),
+        "draw_order": [layers[k] for k in sorted(layers)],
+    })
 
 
 # ---------------------------------------------------------------------------------------------
