@@ -315,6 +315,7 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
           should_stop: Callable[[], bool] | None = None, on_details: DetailsFn | None = None) -> TrainResult:
     """Train a ControlNet as ``config`` says; see the module docstring."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.optimization import get_scheduler
     from PIL import Image
@@ -323,6 +324,10 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     # Several processes and no CUDA: DDP over gloo on the CPU. (accelerate's own `--cpu` flag
     # spawns several processes only through mpirun; its torchrun launcher with this works anywhere.)
     on_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    # accelerate keeps one state per process and refuses a second Accelerator with another
+    # mixed_precision; each run in a process (tests, a notebook) sets its own. The distributed
+    # setup (PartialState) is kept.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=on_cpu,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -622,7 +627,7 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
         final = accelerator.unwrap_model(model)
         final.controlnet.save_pretrained(output_dir)
         if not config.sd_locked:
-            final.unet.save_pretrained(output_dir / "unet")
+            save_unet(config, final.unet, output_dir / "unet", exact_frozen=weight_dtype == torch.float32)
         log(f"{'stopped' if stopped else 'finished'} at step {global_step}; ControlNet saved in {output_dir}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -630,6 +635,24 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     if stopped:
         raise StopRequested(f"stopped at step {global_step} on request; resume from {last_checkpoint}")
     return result
+
+
+def save_unet(config: TrainConfig, unet: torch.nn.Module, folder: Path, exact_frozen: bool) -> None:
+    """The UNet with its trained decoder as a diffusers folder, every weight in full precision.
+
+    Training holds the frozen weights in the compute dtype (fp16/bf16); unless they are exact
+    (``exact_frozen``), they are taken again from the base model, so the saved encoder is the base's.
+    """
+    if exact_frozen:
+        unet.save_pretrained(folder)
+        return
+    from diffusers import UNet2DConditionModel
+
+    full = UNet2DConditionModel.from_pretrained(config.pretrained_model_name_or_path, subfolder="unet",
+                                                revision=config.revision, variant=config.variant)
+    full.to(torch.float32)  # a base saved as an fp16 variant must not round the trained decoder
+    full.load_state_dict({k: v.float() for k, v in unet.state_dict().items() if _is_decoder(k)}, strict=False)
+    full.save_pretrained(folder)
 
 
 def _memory_mib(device: torch.device) -> float:
