@@ -1,92 +1,98 @@
-"""Import: bring a dataset from files on the server into the store, then show the report."""
+"""Import: bring a dataset from files on the server into the store as a background job, then
+show its report."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import uuid
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import streamlit as st
-from ui.common import open_store, progress_bar
+from ui.common import open_store
+from ui.jobs import cli_error, watch_job
+from workbench.jobs import start_job
 from workbench.settings import get_settings
 from workbench.taxonomy import BUNDLED_IMAT2019_LABELS
 
 IMAT = "iMaterialist 2019/2020 CSV"
 COCO = "COCO JSON (Fashionpedia)"
 FOLDER = "Image folder"
+COMMANDS = {IMAT: "imat2019", COCO: "coco", FOLDER: "folder"}  # `python -m workbench import <command>`
 
 st.set_page_config(page_title="Import · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
-
-
-def importer(kind: str) -> Callable[..., Any]:
-    """The library function that imports ``kind``."""
-    if kind == IMAT:
-        from workbench.formats import import_imat2019
-
-        return import_imat2019
-    if kind == COCO:
-        from workbench.formats import import_coco
-
-        return import_coco
-    from workbench.formats import import_folder
-
-    return import_folder
-
-
 st.title("Import a dataset")
-st.caption("Paths are on the machine running the workbench. The CLI twin is `python -m workbench import ...`.")
+st.caption("Paths are on the machine running the workbench. The import runs as a background job; "
+           "the CLI twin is `python -m workbench import ...`.")
+
+try:
+    settings = get_settings()
+    engine = open_store(settings)
+except Exception as exc:  # shown, not raised: a page must never end in a traceback
+    st.error(f"Cannot open the database: {type(exc).__name__}: {exc}. Check `WORKBENCH_DB_URL`; "
+             "`python -m workbench config` prints the settings.")
+    st.stop()
 
 # -- the form: widget values are kept by key, so nothing typed is lost when an import fails ---
 kind = st.radio("Format", [IMAT, COCO, FOLDER], horizontal=True, key="import_format")
 name = st.text_input("Dataset name", key="import_name", placeholder="e.g. imat2019-train")
-paths: dict[str, str] = {}
+paths: dict[str, tuple[str, str]] = {}  # CLI option -> (what it is, as typed)
 if kind == IMAT:
-    paths["csv_path"] = st.text_input("train.csv", key="import_csv", placeholder="/data/imat/train.csv")
-    paths["labels_path"] = st.text_input("label_descriptions.json", key="import_labels",
-                                         value=str(BUNDLED_IMAT2019_LABELS),
-                                         help="Defaults to the bundled iMaterialist 2019 label file.")
+    paths["--csv"] = ("csv path", st.text_input("train.csv", key="import_csv",
+                                                placeholder="/data/imat/train.csv"))
+    paths["--labels"] = ("labels path", st.text_input(
+        "label_descriptions.json", key="import_labels", value=str(BUNDLED_IMAT2019_LABELS),
+        help="Defaults to the bundled iMaterialist 2019 label file."))
 elif kind == COCO:
-    paths["annotations_path"] = st.text_input("Annotations JSON", key="import_annotations",
-                                              placeholder="/data/fashionpedia/instances_train.json")
-paths["images_dir"] = st.text_input("Images folder", key="import_images", placeholder="/data/imat/train")
-options: dict[str, Any] = {
-    "image_check": st.selectbox("Image check", ["full", "header", "none"], key="import_check",
-                                help="full: decode every image and hash it; header: read its size only; "
-                                     "none: trust the annotation file."),
-}
-if kind != FOLDER:
-    options["strict"] = st.checkbox("Strict: stop at the first bad row and write nothing",
-                                    key="import_strict")
+    paths["--annotations"] = ("annotations path", st.text_input(
+        "Annotations JSON", key="import_annotations", placeholder="/data/fashionpedia/instances_train.json"))
+paths["--images"] = ("images dir", st.text_input("Images folder", key="import_images",
+                                                 placeholder="/data/imat/train"))
+image_check = st.selectbox("Image check", ["full", "header", "none"], key="import_check",
+                           help="full: decode every image and hash it; header: read its size only; "
+                                "none: trust the annotation file.")
+strict = kind != FOLDER and st.checkbox("Strict: stop at the first bad row and write nothing",
+                                        key="import_strict")
 
-# -- act -------------------------------------------------------------------------------------
+# -- act: start the import job --------------------------------------------------------------
 if st.button("Import", type="primary"):
-    missing = [label for label, value in [("dataset name", name), *paths.items()] if not value.strip()]
+    missing = [what for what, value in [("dataset name", name), *paths.values()] if not value.strip()]
     if missing:
-        st.error(f"Fill in: {', '.join(m.replace('_', ' ') for m in missing)}.")
+        st.error(f"Fill in: {', '.join(missing)}.")
     else:
-        from workbench.formats import ImportSourceError, StrictImportError
+        # The job reads the paths from its own working directory: make them absolute here.
+        report_path = Path(settings.data_dir) / "jobs" / f"import-{uuid.uuid4().hex}.json"
+        argv = ["import", COMMANDS[kind], "--name", name.strip(),
+                *[a for option, (_what, value) in paths.items()
+                  for a in (option, str(Path(value.strip()).expanduser().absolute()))],
+                "--image-check", image_check, *(["--strict"] if strict else []),
+                "--report", str(report_path.absolute())]
+        try:
+            job_id = start_job(engine, settings, kind="import", dataset=name.strip(), argv=argv,
+                               details={"report": str(report_path.absolute())})
+        except Exception as exc:
+            st.error(f"The import could not be started: {type(exc).__name__}: {exc}")
+        else:
+            st.session_state["import_job"] = job_id
+            st.session_state.pop("import_report", None)
 
-        settings = get_settings()
-        with st.status(f"Importing {name}…", expanded=True) as status:
-            bar = st.progress(0.0, text="0%")
-            try:
-                engine = open_store(settings)
-                report = importer(kind)(engine, name=name.strip(), progress=progress_bar(bar),
-                                        **{k: Path(v.strip()) for k, v in paths.items()}, **options)
-            except StrictImportError as exc:
-                status.update(label="Import stopped (strict mode)", state="error")
-                st.error(f"{exc}. Strict mode: nothing was written.")
-            except ImportSourceError as exc:
-                status.update(label="Import failed", state="error")
-                st.error(str(exc))
-            except Exception as exc:  # shown, not raised: a page must never end in a traceback
-                status.update(label="Import failed", state="error")
-                st.error(f"{type(exc).__name__}: {exc}")
-            else:
-                status.update(label=f"Imported {report.dataset}", state="complete", expanded=False)
-                st.session_state["import_report"] = report.to_dict()
+
+def import_failed(job: dict, log: str) -> str:
+    """What went wrong, in the CLI's words (the source that cannot be read, the strict row)."""
+    return f"Import of {job['dataset']} {job['status']}: {cli_error(log) or job['error'] or 'see its log'}"
+
+
+# -- watch the job; once it has finished, its report file is the result -----------------------
+job_id = st.session_state.get("import_job")
+if job_id is not None:
+    try:
+        job = watch_job(engine, job_id, label="Import job", unit=None, cancellable=True,
+                        finished=lambda job: f"Imported {job['dataset']}", failed=import_failed)
+        if job["status"] == "finished" and "import_report" not in st.session_state:
+            st.session_state["import_report"] = json.loads(
+                Path(job["details"]["report"]).read_text(encoding="utf-8"))
+    except Exception as exc:
+        st.error(f"Cannot read import job {job_id}: {type(exc).__name__}: {exc}")
 
 # -- show the last report (UI state only: the import itself is in the store) -----------------
 result = st.session_state.get("import_report")

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from db.engine import session_scope
 from ui.common import open_store
+from ui.jobs import watch_job
 from workbench.settings import get_settings
 
 st.set_page_config(page_title="Export · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
@@ -39,7 +40,7 @@ if not names:
     st.stop()
 
 from workbench.export import ExportRecipe, export_argv, list_exports, read_manifest  # noqa: E402
-from workbench.jobs import get_job, job_summary, read_log_tail, refresh_jobs, start_job  # noqa: E402
+from workbench.jobs import start_job  # noqa: E402
 
 # -- the form ---------------------------------------------------------------------------------
 dataset = st.selectbox("Dataset", names, key="export_dataset")
@@ -108,41 +109,12 @@ if st.button("Export", type="primary"):
 
 
 # -- watch the job ----------------------------------------------------------------------------
-def job_now(job_id: int) -> dict:
-    """The job's row as plain data, dead processes found first."""
-    refresh_jobs(engine)
-    with session_scope(engine) as session:
-        return job_summary(get_job(session, job_id))
-
-
-def show_job(job_id: int, was_active: bool) -> None:
-    """Progress of the export job; a full rerun once it ends so the list below includes it."""
-    job = job_now(job_id)
-    active = job["status"] in ("queued", "running", "cancelling")
-    total, done = job["total"] or 0, job["done"] or 0
-    label = f"Export job {job_id}: {job['status']}" + (f" — {done}/{total} images" if total else "")
-    st.progress(min(done / total, 1.0) if total else 0.0, text=label)
-    if job["status"] == "finished":
-        st.success(f"Exported to {job['details'].get('out_dir', '?')}")
-    elif job["status"] in ("failed", "cancelled"):
-        st.error(f"Export job {job_id} {job['status']}: {job['error'] or ''}")
-        st.code(read_job_log(job_id) or "(empty log)")
-    if was_active and not active:
-        st.rerun()
-
-
-def read_job_log(job_id: int) -> str:
-    """The end of the job's log."""
-    with session_scope(engine) as session:
-        return read_log_tail(get_job(session, job_id), lines=40)
-
-
 job_id = st.session_state.get("export_job")
 if job_id is not None:
     st.subheader("Running export")
     try:
-        active = job_now(job_id)["status"] in ("queued", "running", "cancelling")
-        st.fragment(run_every=1.0 if active else None)(show_job)(job_id, active)
+        watch_job(engine, job_id, label="Export job", unit="images",
+                  finished=lambda job: f"Exported to {job['details'].get('out_dir', '?')}")
     except Exception as exc:
         st.error(f"Cannot read export job {job_id}: {type(exc).__name__}: {exc}")
 

@@ -1,8 +1,9 @@
-"""pages/01_Import.py through streamlit's AppTest: an import with rejected rows, and clear errors."""
+"""pages/01_Import.py through streamlit's AppTest: an import job with rejected rows, and clear errors."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,6 +67,32 @@ def page() -> AppTest:
     return app
 
 
+def run(app: AppTest) -> AppTest:
+    """Run the page once more; it must not end in an exception."""
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def press_import(app: AppTest, timeout: float = 90) -> AppTest:
+    """Press Import, then rerun the page (as its fragment's timer would) until the job has ended."""
+    before = app.session_state["import_job"] if "import_job" in app.session_state else None
+    app.button[0].click()
+    run(app)
+    if "import_job" not in app.session_state or app.session_state["import_job"] == before:
+        return app  # no job was started
+    job_id = app.session_state["import_job"]
+    assert any(f"Import job {job_id}" in (p.proto.text or "") for p in app.get("progress"))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(p.proto.text.startswith(f"Import job {job_id}: {s}") for p in app.get("progress")
+                   for s in ("queued", "running", "cancelling")):
+            return app
+        time.sleep(0.3)
+        run(app)
+    raise AssertionError(f"import job {job_id} did not end within {timeout} s")
+
+
 def fill_imat(app: AppTest, name: str, csv: Path, images: Path) -> None:
     """Fill the iMaterialist form (the label file keeps its bundled default)."""
     app.radio(key="import_format").set_value(IMAT)
@@ -78,10 +105,9 @@ def test_import_shows_counts_and_rejected_rows(store: Path, shop: dict[str, Path
     app = page()
     assert app.text_input(key="import_labels").value == str(BUNDLED_IMAT2019_LABELS)
     fill_imat(app, "shop", shop["csv"], shop["images"])
-    app.button[0].click().run()
-    assert not app.exception, [e.value for e in app.exception]
+    press_import(app)
     assert not app.error, [e.value for e in app.error]
-    assert app.status[0].state == "complete"
+    assert [s.value for s in app.success][0] == "Imported shop"
 
     shown = {m.label: int(str(m.value).replace(",", "")) for m in app.metric}
     assert shown == {"Images": 2, "Annotations": 3, "New images": 2, "New annotations": 3, "Rejected": 2}
@@ -105,8 +131,11 @@ def test_import_shows_counts_and_rejected_rows(store: Path, shop: dict[str, Path
 def test_reimport_adds_nothing(store: Path, shop: dict[str, Path]) -> None:
     app = page()
     fill_imat(app, "shop", shop["csv"], shop["images"])
-    app.button[0].click().run()
-    app.button[0].click().run()
+    press_import(app)
+    first = app.session_state["import_job"]
+    press_import(app)
+    assert app.session_state["import_job"] != first
+    assert not app.error, [e.value for e in app.error]
     shown = {m.label: int(str(m.value).replace(",", "")) for m in app.metric}
     assert (shown["Images"], shown["New images"], shown["New annotations"]) == (2, 0, 0)
 
@@ -114,9 +143,10 @@ def test_reimport_adds_nothing(store: Path, shop: dict[str, Path]) -> None:
 def test_missing_fields_are_named(store: Path) -> None:
     app = page()
     app.radio(key="import_format").set_value(IMAT).run()
-    app.button[0].click().run()
+    press_import(app)
     assert "dataset name" in app.error[0].value
     assert "csv path" in app.error[0].value
+    assert "import_job" not in app.session_state
 
 
 def test_unusable_source_is_an_error_and_the_form_keeps_its_values(
@@ -125,9 +155,9 @@ def test_unusable_source_is_an_error_and_the_form_keeps_its_values(
     app = page()
     missing = tmp_path / "nowhere.csv"
     fill_imat(app, "shop", missing, shop["images"])
-    app.button[0].click().run()
-    assert not app.exception
+    press_import(app)
     assert "CSV file not found" in app.error[0].value
+    assert "import_report" not in app.session_state
     assert app.text_input(key="import_csv").value == str(missing)
     assert app.text_input(key="import_name").value == "shop"
 
@@ -136,7 +166,7 @@ def test_strict_mode_writes_nothing(store: Path, shop: dict[str, Path]) -> None:
     app = page()
     fill_imat(app, "shop", shop["csv"], shop["images"])
     app.checkbox(key="import_strict").check()
-    app.button[0].click().run()
+    press_import(app)
     assert "nothing was written" in app.error[0].value
     assert "line 3" in app.error[0].value
     engine = make_engine(get_settings().database_url)
@@ -154,7 +184,7 @@ def test_folder_import_rejects_a_corrupt_file(store: Path, tmp_path: Path) -> No
     assert not app.checkbox  # strict applies to annotation files only
     app.text_input(key="import_name").input("photos")
     app.text_input(key="import_images").input(str(photos))
-    app.button[0].click().run()
+    press_import(app)
     assert not app.error, [e.value for e in app.error]
     shown = {m.label: int(str(m.value).replace(",", "")) for m in app.metric}
     assert (shown["Images"], shown["Annotations"], shown["Rejected"]) == (1, 0, 1)
