@@ -378,3 +378,19 @@ def test_new_images_are_found_when_the_largest_image_id_is_taken(tmp_path, engin
         results.append((report.to_dict(), [tuple(r) for r in per_image]))
     assert results[0] == results[1]
     assert [name for name, _, _ in results[0][1]] == ["a.jpg", "b.jpg"]
+
+
+def test_the_garbage_collector_is_paused_during_an_import_and_restored_after(engine, src):
+    import gc
+
+    src.image("a.jpg", 40, 30)
+    src.write(f"a.jpg,{mask_to_text(_mask(30, 40, 2, 2, 9, 9))},30,40,1")
+    during = []
+    assert gc.isenabled()
+    src.run(engine, progress=lambda done, total: during.append(gc.isenabled()))
+    assert during and not any(during)
+    assert gc.isenabled()
+    src.write("a.jpg,1 2 3,30,40,1")
+    with pytest.raises(StrictImportError):
+        src.run(engine, strict=True)
+    assert gc.isenabled()
