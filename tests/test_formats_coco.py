@@ -21,7 +21,7 @@ from db.engine import session_scope
 from db.models import Annotation, AnnotationAttribute, Attribute, Category, Dataset, Image as ImageRow
 from workbench.formats import ImportSourceError, StrictImportError, import_coco
 from workbench.formats.coco import segmentation_runs
-from workbench.rle import RLEError, coco_string_to_counts, decode_runs, parse_runs
+from workbench.rle import RLEError, decode_runs, parse_runs
 
 # pycocotools' decode (the reference here, not used by the importer) trips numpy 2's copy warning.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

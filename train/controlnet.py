@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
@@ -318,7 +317,6 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     from accelerate.state import AcceleratorState
     from accelerate.utils import ProjectConfiguration, set_seed
     from diffusers.optimization import get_scheduler
-    from PIL import Image
 
     output_dir = Path(config.output_dir)
     # Several processes and no CUDA: DDP over gloo on the CPU. (accelerate's own `--cpu` flag

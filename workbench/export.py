@@ -71,6 +71,7 @@ import workbench
 from db.engine import session_scope
 from db.models import Annotation, Category, Dataset, Image, utcnow
 from db.training import Export
+from workbench.files import write_atomically
 from workbench.progress import Cancelled, ProgressFn, StopFn, check_stop, report
 from workbench.settings import Settings
 
@@ -521,7 +522,7 @@ def _photo_bytes(item: WorkItem, config: WorkerConfig) -> tuple[bytes, bool]:
     photo = resize_photo(data, item.width, item.height, item.geometry, item.path)
     encoded = encode_photo(photo, config.target_format, config.jpeg_quality)
     if cache_path is not None:
-        _write_atomically(cache_path, encoded)
+        write_atomically(cache_path, encoded)
     return encoded, True
 
 
@@ -538,16 +539,6 @@ def _mask_bytes(item: WorkItem, scheme) -> bytes:
     rendered = RenderedMask(array=np.asarray(resized), palette=scheme.palette(),
                             legend=scheme.legend(), scheme_name=scheme.name, scheme_version=0)
     return encode_palette_png(rendered)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def export_item(item: WorkItem) -> ItemResult:

@@ -45,6 +45,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Annotation, Category, Image
+from workbench.files import write_atomically
 from workbench.rle import RLEError, paint_runs, parse_runs
 from workbench.schemes import SchemeDefinition, garment_layer, get_scheme
 
@@ -182,17 +183,6 @@ def render_image_mask(
     )
 
 
-def _write_atomically(path: Path, write) -> None:
-    # Written beside the target and renamed, so a reader never sees half a file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def palette_image(rendered: RenderedMask) -> PILImage.Image:
     """The mask as a mode-"P" PIL image: pixel values are class values, the palette attached."""
     array = np.ascontiguousarray(rendered.array, dtype=np.uint8)
@@ -213,15 +203,10 @@ def encode_palette_png(rendered: RenderedMask) -> bytes:
 
 def save_palette_png(rendered: RenderedMask, path: str | os.PathLike) -> Path:
     """Write the mask as a palette PNG whose pixel values ARE the class values (0 = background)."""
-    path = Path(path)
-    data = encode_palette_png(rendered)
-    _write_atomically(path, lambda tmp: tmp.write_bytes(data))
-    return path
+    return write_atomically(path, encode_palette_png(rendered))
 
 
 def save_legend(rendered: RenderedMask, path: str | os.PathLike) -> Path:
     """Write the legend JSON ``{"<value>": "<class name>"}``."""
-    path = Path(path)
     text = json.dumps(rendered.legend, indent=2, ensure_ascii=False) + "\n"
-    _write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    return path
+    return write_atomically(path, text.encode("utf-8"))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from io import BytesIO
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Annotation, Dataset, Image
+from workbench.files import write_atomically
 from workbench.formats.images import ImageProblem, resolve_image_path
 from workbench.masks import encode_palette_png, render_image_mask
 from workbench.schemes import get_scheme
@@ -61,16 +61,6 @@ class CachedMask:
 
 def _digest(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def image_file(dataset: Dataset, image: Image) -> Path:
@@ -133,7 +123,7 @@ class ThumbnailCache:
                 f"image {image.file_name!r} of dataset {dataset.name!r} cannot be read "
                 f"({source}: {exc}); replace the file or re-import the dataset"
             ) from None
-        _atomic_write(target, buffer.getvalue())
+        write_atomically(target, buffer.getvalue())
         return target
 
     # -- masks -----------------------------------------------------------------------------
@@ -164,7 +154,7 @@ class ThumbnailCache:
             return CachedMask(png, info["legend"], info["unmapped"], scheme_name, version, True)
         rendered = render_image_mask(session, image.id, scheme_name, size=size,
                                      scheme_version=version)
-        _atomic_write(png, encode_palette_png(rendered))
-        _atomic_write(meta, json.dumps({"legend": rendered.legend,
+        write_atomically(png, encode_palette_png(rendered))
+        write_atomically(meta, json.dumps({"legend": rendered.legend,
                                         "unmapped": rendered.unmapped}).encode())
         return CachedMask(png, rendered.legend, rendered.unmapped, scheme_name, version, False)
