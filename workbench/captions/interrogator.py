@@ -140,6 +140,7 @@ class _CandidateTokens:
         self.tokenize = tokenize
         self.usable = isinstance(tokenize, SimpleTokenizer) and tokenize.reduction_fn is None
         self._pieces: dict[str, list[int]] = {}
+        self.head_length = 0
 
     def _encode(self, text: str) -> list[int]:
         ids = self._pieces.get(text)
@@ -148,7 +149,8 @@ class _CandidateTokens:
         return ids
 
     def candidates(self, prompt: str, phrases: list[str]):
-        """``(len(phrases), context)`` token rows, or ``None`` when composing would not be exact."""
+        """``(len(phrases), context)`` token rows, or ``None`` when composing would not be exact;
+        ``head_length`` is then the length of their shared head (start token + prompt tokens)."""
         import torch
 
         if not self.usable or not phrases or not prompt or not prompt[-1].isalnum():
@@ -156,15 +158,25 @@ class _CandidateTokens:
         tok = self.tokenize
         context = tok.context_length
         head = [tok.sot_token_id, *tok.encode(prompt)]
-        out = torch.zeros((len(phrases), context), dtype=torch.long)
-        for row, phrase in enumerate(phrases):
-            ids = head + self._encode(", " + phrase) + [tok.eot_token_id]
-            if len(ids) > context:
-                ids = ids[:context]
+        room = context - len(head)
+        if room < 1:
+            return None
+        # Only the tails differ: they are put in one short tensor (a tensor per row, or one of
+        # whole rows, costs more than the rest of the work).
+        tails = []
+        for phrase in phrases:
+            ids = self._encode(", " + phrase) + [tok.eot_token_id]
+            if len(ids) > room:
+                ids = ids[:room]
                 ids[-1] = tok.eot_token_id
-            out[row, :len(ids)] = torch.tensor(ids)
+            tails.append(ids)
+        width = max(len(ids) for ids in tails)
+        out = torch.zeros((len(phrases), context), dtype=torch.long)
+        out[:, :len(head)] = torch.tensor(head)
+        out[:, len(head):len(head) + width] = torch.tensor([ids + [0] * (width - len(ids)) for ids in tails])
         if not torch.equal(out[0], tok([f"{prompt}, {phrases[0]}"])[0]):
             return None
+        self.head_length = len(head)
         return out
 
 
@@ -195,6 +207,77 @@ def encode_text_trimmed(model: Any, tokens, length: int):
     if model.text_projection is not None:
         x = model.text_projection(x) if isinstance(model.text_projection, torch_linear()) else x @ model.text_projection
     return x
+
+
+def _prefix_reusable(model: Any) -> bool:
+    """Whether :func:`encode_with_prefix` reproduces ``model.encode_text``: open_clip's CLIP with
+    plain causal ``ResidualAttentionBlock`` layers (self-attention through ``nn.MultiheadAttention``)."""
+    import torch
+    from open_clip.model import CLIP
+    from open_clip.transformer import ResidualAttentionBlock
+
+    if not isinstance(model, CLIP) or model.attn_mask is None or getattr(model, "text_pool_type", None) not in ("argmax", "eos"):
+        return False
+    for block in model.transformer.resblocks:
+        attn = getattr(block, "attn", None)
+        if type(block) is not ResidualAttentionBlock or hasattr(block, "ln_1_kv") \
+                or not isinstance(attn, torch.nn.MultiheadAttention) or not attn._qkv_same_embed_dim \
+                or attn.bias_k is not None or attn.add_zero_attn or (attn.training and attn.dropout):
+            return False
+    return True
+
+
+def encode_with_prefix(model: Any, prefix, rows, pool_at):
+    """CLIP text features of token ``rows`` that all start with the tokens ``prefix``.
+
+    The text tower is causal: the prefix's keys and values in every layer are the same for every
+    row, so they are computed once and each row runs only its own tokens after the prefix
+    (``rows[:, len(prefix):]``, padded with 0 after the end token). ``pool_at``: the pooled (end
+    token) position of each row. Only for models :func:`_prefix_reusable` accepts.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    p, n = prefix.shape[0], rows.shape[0]
+    tail = rows[:, p:int(pool_at.max()) + 1]
+    s = tail.shape[1]
+    cast = model.transformer.get_cast_dtype()
+    pos = model.positional_embedding.to(cast)
+    x_pre = (model.token_embedding(prefix[None]).to(cast) + pos[:p])
+    x = model.token_embedding(tail).to(cast) + pos[p:p + s]
+    # Row tokens see the whole prefix and the row's tokens up to themselves.
+    seen = torch.ones((s, p + s), dtype=torch.bool, device=x.device)
+    seen[:, p:] = torch.ones((s, s), dtype=torch.bool, device=x.device).tril()
+    pre_mask = torch.ones((p, p), dtype=torch.bool, device=x.device).tril()
+    width = x.shape[-1]
+    for block in model.transformer.resblocks:
+        attn = block.attn
+        q0, k0, v0 = _heads(attn, block.ln_1(x_pre))
+        a0 = F.scaled_dot_product_attention(q0, k0, v0, attn_mask=pre_mask)
+        q, k, v = _heads(attn, block.ln_1(x))
+        k = torch.cat([k0.expand(n, -1, -1, -1), k], dim=2)
+        v = torch.cat([v0.expand(n, -1, -1, -1), v], dim=2)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=seen)
+        a0 = attn.out_proj(a0.transpose(1, 2).reshape(1, p, width))
+        a = attn.out_proj(a.transpose(1, 2).reshape(n, s, width))
+        x_pre = x_pre + block.ls_1(a0)
+        x_pre = x_pre + block.ls_2(block.mlp(block.ln_2(x_pre)))
+        x = x + block.ls_1(a)
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    x = model.ln_final(x[torch.arange(n, device=x.device), pool_at - p])
+    if model.text_projection is not None:
+        x = model.text_projection(x) if isinstance(model.text_projection, torch_linear()) else x @ model.text_projection
+    return x
+
+
+def _heads(attn: Any, h):
+    """Queries, keys and values of ``nn.MultiheadAttention`` ``attn`` for ``h`` ``(N, L, width)``,
+    each ``(N, heads, L, head width)``."""
+    import torch.nn.functional as F
+
+    n, length, width = h.shape
+    qkv = F.linear(h, attn.in_proj_weight, attn.in_proj_bias)
+    return [t.reshape(n, length, attn.num_heads, width // attn.num_heads).transpose(1, 2) for t in qkv.chunk(3, dim=-1)]
 
 
 def torch_linear():
@@ -287,6 +370,7 @@ class ClipInterrogatorCaptioner(Captioner):
         self.merged = (merged_labels, torch.cat(merged_embeds) if merged_embeds else None)
         self.negative_labels = list(self.ci.negative.labels)
         self._composer = _CandidateTokens(self.clip.tokenize)
+        self._prefix_reuse = _prefix_reusable(self.clip.model)
         self._ready = True
 
     # -- batched pieces ----------------------------------------------------------------------------
@@ -428,28 +512,13 @@ class ClipInterrogatorCaptioner(Captioner):
         for step in range(max_count):
             if not active:
                 break
-            texts, owners, tokens = [], [], []
-            for i in active:
-                candidates = [f"{curr[i]}, {flavour}" for flavour in pools[i]]
-                composed = self._composer.candidates(curr[i], list(pools[i]))
-                tokens.append(composed if composed is not None else self.clip.tokenize(candidates))
-                texts.extend(candidates)
-                owners.extend([i] * len(candidates))
-            import torch
-
-            encoded = self.text_features(texts, torch.cat(tokens))
-            owner_index = torch.tensor(owners, device=encoded.device)
-            sims = (encoded * features[owner_index]).sum(-1).cpu().tolist()
+            scored = self._score_candidates(features, curr, pools, active)
             still = []
-            offset = 0
             for i in active:
-                count = len(pools[i])
-                row = sims[offset:offset + count]
-                candidates = texts[offset:offset + count]
-                offset += count
-                pick = max(range(count), key=lambda j: -row[j] if reverse else row[j])
-                prompt, sim = candidates[pick], row[pick]
-                flavour = prompt[len(curr[i]) + 2:]
+                flavours, row = scored[i]
+                pick = max(range(len(row)), key=lambda j: -row[j] if reverse else row[j])
+                flavour, sim = flavours[pick], row[pick]
+                prompt = f"{curr[i]}, {flavour}"
                 if reverse:
                     sim = -sim
                 if sim > best_sim[i]:
@@ -464,6 +533,56 @@ class ClipInterrogatorCaptioner(Captioner):
                     still.append(i)
             active = still
         return best
+
+    def _score_candidates(self, features, curr: list[str], pools: list[dict[str, None]],
+                          active: list[int]) -> dict[int, tuple[list[str], list[float]]]:
+        """For each active image: its remaining flavours and the similarity of each candidate
+        ``"<prompt>, <flavour>"`` to the image.
+
+        Images whose prompts are equal share their candidates, so every distinct candidate text
+        is encoded once; the candidates of one prompt are encoded after that prompt's own
+        encoding, reused for all of them (see :func:`encode_with_prefix`) when the model allows.
+        """
+        import torch
+
+        groups: dict[str, dict[str, None]] = {}
+        for i in active:
+            groups.setdefault(curr[i], {}).update(pools[i])
+        reuse = self._prefix_reuse
+        encoded: dict[str, tuple[dict[str, int], Any]] = {}
+        plain_texts: list[str] = []
+        plain_tokens, plain_owner = [], []
+        for prompt, union in groups.items():
+            flavours = list(union)
+            composed = self._composer.candidates(prompt, flavours)
+            if composed is not None and reuse and self._composer.head_length < composed.shape[1]:
+                rows, p = composed.to(self.device), self._composer.head_length
+                pool_at = (rows.argmax(dim=-1) if self.clip.model.text_pool_type == "argmax"
+                           else (rows == self.clip.model.text_eos_id).int().argmax(dim=-1))
+                parts = []
+                for start in range(0, len(rows), self.settings.chunk_size):
+                    with torch.no_grad(), self._autocast():
+                        part = encode_with_prefix(self.clip.model, rows[0, :p], rows[start:start + self.settings.chunk_size],
+                                                  pool_at[start:start + self.settings.chunk_size]).float()
+                    parts.append(part / part.norm(dim=-1, keepdim=True))
+                encoded[prompt] = ({f: j for j, f in enumerate(flavours)}, torch.cat(parts))
+                continue
+            texts = [f"{prompt}, {f}" for f in flavours]
+            plain_tokens.append(composed if composed is not None else self.clip.tokenize(texts))
+            plain_owner.append((prompt, flavours, len(plain_texts)))
+            plain_texts.extend(texts)
+        if plain_texts:
+            features_all = self.text_features(plain_texts, torch.cat(plain_tokens))
+            for prompt, flavours, offset in plain_owner:
+                encoded[prompt] = ({f: j for j, f in enumerate(flavours)},
+                                   features_all[offset:offset + len(flavours)])
+        out: dict[int, tuple[list[str], list[float]]] = {}
+        for i in active:
+            index, text_features = encoded[curr[i]]
+            flavours = list(pools[i])
+            rows = torch.tensor([index[f] for f in flavours], device=text_features.device)
+            out[i] = (flavours, (text_features[rows] @ features[i]).cpu().tolist())
+        return out
 
     def best(self, features, captions: list[str], max_flavors: int) -> tuple[list[str], list[str]]:
         """The best of caption, classic, fast and a flavour chain started from the caption;
