@@ -104,7 +104,8 @@ class Annotation(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("dataset.id", ondelete="CASCADE"))
-    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"), index=True)
+    # No index of its own: the (image_id, source_key) unique constraint serves look-ups by image.
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"))
     category_id: Mapped[int] = mapped_column(ForeignKey("category.id", ondelete="CASCADE"))
     source_key: Mapped[str] = mapped_column(String(64))
     rle: Mapped[str] = mapped_column(Text)
