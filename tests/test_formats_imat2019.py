@@ -394,3 +394,21 @@ def test_the_garbage_collector_is_paused_during_an_import_and_restored_after(eng
     with pytest.raises(StrictImportError):
         src.run(engine, strict=True)
     assert gc.isenabled()
+
+
+def test_a_stopped_import_keeps_its_batches_and_a_reimport_completes_it(engine, src):
+    from workbench.progress import Cancelled
+
+    src.image("a.jpg", 40, 30)
+    rows = [f"a.jpg,{mask_to_text(_mask(30, 40, i, i, i + 5, i + 6))},30,40,{i % 46}" for i in range(20)]
+    src.write(*rows)
+    calls = []
+    with pytest.raises(Cancelled):
+        src.run(engine, workers=0, chunk_bytes=200, should_stop=lambda: calls.append(1) or len(calls) >= 2)
+    kept = _counts(engine)[1]
+    assert 0 < kept < 20
+    with session_scope(engine) as s:
+        assert s.scalars(select(ImportRun.status)).all() == ["cancelled"]
+    report = src.run(engine)
+    assert (report.annotations, report.new_annotations) == (20, 20 - kept)
+    assert _counts(engine)[1] == 20

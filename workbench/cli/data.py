@@ -49,8 +49,8 @@ def _run_import(ctx: typer.Context, runner, report_path: Optional[Path], **kwarg
     from workbench.formats import ImportSourceError, StrictImportError
 
     try:
-        with progress_hooks(f"import {kwargs['name']}", unit="B") as (progress, _):
-            report = runner(engine_of(ctx), progress=progress, **kwargs)
+        with progress_hooks(f"import {kwargs['name']}", unit="B") as (progress, should_stop):
+            report = runner(engine_of(ctx), progress=progress, should_stop=should_stop, **kwargs)
     except StrictImportError as exc:
         fail(f"{exc} (strict mode: nothing was written)", code=1)
     except ImportSourceError as exc:

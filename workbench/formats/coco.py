@@ -28,7 +28,7 @@ from workbench.formats.store import (
     PendingAnnotation,
     source_key,
 )
-from workbench.progress import ProgressFn, report
+from workbench.progress import ProgressFn, StopFn, report
 from workbench.rle import (
     RLEError,
     coco_counts_to_runs,
@@ -156,13 +156,14 @@ def import_coco(
     strict: bool = False,
     image_check: str | None = None,
     progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> ImportReport:
     """Import a COCO instances JSON (Fashionpedia too) with the images it names.
 
     Idempotent: annotations already stored are recognised and skipped; images without
     annotations are stored too. Bad annotations and images are rejected (``line`` None, the
     annotation id in the reason) and the import goes on, unless ``strict``, which stops at
-    the first one having written nothing.
+    the first one having written nothing. ``should_stop`` is checked after each batch.
     """
     settings = get_settings()
     annotations_path, images_dir = Path(annotations_path), Path(images_dir)
@@ -218,6 +219,7 @@ def import_coco(
             if len(batch) >= settings.import_batch_rows:
                 writer.write_batch(batch)
                 batch = []
+                writer.stop_if_asked(should_stop)
         writer.write_batch(batch)
         report(progress, total, total)
         return writer.finish()

@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 
 from workbench.formats.images import iter_image_files
 from workbench.formats.store import DatasetWriter, ImportReport, ImportSourceError
-from workbench.progress import ProgressFn, report
+from workbench.progress import ProgressFn, StopFn, report
 from workbench.settings import get_settings
 from workbench.taxonomy import Taxonomy
 
@@ -22,11 +22,13 @@ def import_folder(
     name: str,
     image_check: str | None = None,
     progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> ImportReport:
     """Import every image file under ``images_dir`` (recursively) as an unannotated dataset.
 
     Idempotent: files already stored are skipped. Unreadable files (corrupt, decompression
-    bombs) are rejected with their file name and the import goes on.
+    bombs) are rejected with their file name and the import goes on. ``should_stop`` is
+    checked after each batch of files.
     """
     settings = get_settings()
     images_dir = Path(images_dir)
@@ -55,6 +57,7 @@ def import_folder(
             writer.add_images((f, None, None) for f in files[start : start + step])
             done += sum(sizes[start : start + step])
             report(progress, done, total)
+            writer.stop_if_asked(should_stop)
         report(progress, total, total)
         return writer.finish()
     except BaseException:

@@ -38,7 +38,7 @@ from workbench.formats.store import (
     Rejection,
     source_key,
 )
-from workbench.progress import ProgressFn, report
+from workbench.progress import ProgressFn, StopFn, report
 from workbench.rle import RLEError, measure_runs_many
 from workbench.settings import get_settings
 from workbench.taxonomy import TaxonomyError, load_taxonomy
@@ -357,6 +357,7 @@ def import_imat2019(
     workers: int | None = None,
     chunk_bytes: int | None = None,
     progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
 ) -> ImportReport:
     """Import an iMaterialist ``train.csv`` (2019 or 2020 layout) with its label file.
 
@@ -365,7 +366,8 @@ def import_imat2019(
     having written nothing (:class:`~workbench.formats.store.StrictImportError`).
     ``workers`` parsing processes (default: two, or none on one core or under 32 MB), each
     parsing ``chunk_bytes`` of the CSV at a time (default: ``import_batch_rows`` rows of a
-    typical size); rows are written in batches of ``import_batch_rows``.
+    typical size); rows are written in batches of ``import_batch_rows``. ``should_stop`` is
+    checked after each chunk (see :meth:`DatasetWriter.stop_if_asked`).
     """
     settings = get_settings()
     csv_path, images_dir = Path(csv_path), Path(images_dir)
@@ -416,6 +418,7 @@ def import_imat2019(
                 for i in range(0, len(pending), batch_rows):
                     writer.write_batch(pending[i : i + batch_rows])
                 report(progress, end, total_bytes)
+                writer.stop_if_asked(should_stop)
             report(progress, total_bytes, total_bytes)
             return writer.finish()
         except BaseException:

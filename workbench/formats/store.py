@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Annotation, AnnotationAttribute, Attribute, Category, Dataset, Image, ImportRun, utcnow
 from workbench.formats.images import ImageInfo, ImageProblem, check_image
+from workbench.progress import Cancelled, StopFn
 from workbench.taxonomy import Taxonomy
 
 
@@ -442,11 +443,22 @@ class DatasetWriter:
             self._session.commit()
 
     # -- end ----------------------------------------------------------------------------------
-    def finish(self) -> ImportReport:
-        """Record the import run and commit; returns the report."""
+    def stop_if_asked(self, should_stop: StopFn | None) -> None:
+        """If ``should_stop`` says so, record the run as cancelled (what was written stays; a
+        re-import goes on from there) and raise :class:`~workbench.progress.Cancelled`."""
+        if should_stop is not None and should_stop():
+            self.finish("cancelled")
+            raise Cancelled(f"import of {self.report.dataset} stopped on request")
+
+    def finish(self, status: str = "finished") -> ImportReport:
+        """Record the import run (``finished``, or ``cancelled`` when stopped on request; what
+        was written stays, and a re-import goes on from there) and commit; returns the report."""
+        if status != "finished" and self.strict:
+            self.close()  # strict imports write all or nothing
+            return self.report
         self.report.images = len(self._accepted_images)
         self.report.rejected.sort(key=lambda r: (r.line is None, r.line or 0))
-        self._run.status = "finished"
+        self._run.status = status
         self._run.finished_at = utcnow()
         self._run.images = self.report.images
         self._run.annotations = self.report.annotations
