@@ -20,6 +20,7 @@ def test_pipeline_status_follows_each_step_of_the_road(demo_engine):
 
     steps = _steps(demo_engine)
     assert steps["imported"] == (12, 12)
+    assert steps["mask schemes"] == (4, 4)  # the built-ins
     assert steps["people flags reviewed"] == (0, 0)
     assert steps["captions reviewed"] == (0, 12)
     assert steps["exports"] == steps["training jobs"] == (0, 0)

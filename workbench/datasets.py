@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from db.engine import session_scope
-from db.models import Annotation, AnnotationAttribute, Attribute, Category, Dataset, Image, ImportRun, MaskScheme
+from db.models import Annotation, AnnotationAttribute, Attribute, Category, Dataset, Image, ImportRun
 from workbench.progress import ProgressFn, StopFn
 from workbench.settings import Settings
 
@@ -110,6 +110,7 @@ def pipeline_status(session: Session, name: str) -> list[PipelineStep]:
     from workbench.captions.review import review_progress as captions_progress
     from workbench.export import list_exports
     from workbench.people.queue import review_progress as people_progress
+    from workbench.schemes import list_schemes
 
     stats = dataset_stats(session, name)
     images = stats["images"]
@@ -118,7 +119,7 @@ def pipeline_status(session: Session, name: str) -> list[PipelineStep]:
             Annotation.dataset_id == get_dataset(session, name).id
         )
     ) or 0
-    schemes = session.scalar(select(func.count(func.distinct(MaskScheme.name)))) or 0
+    schemes = len(list_schemes(session))
     people_decided, people_flagged = people_progress(session, name)
     captions_reviewed, _ = captions_progress(session, name)
     exports = list_exports(session, name)
@@ -128,7 +129,7 @@ def pipeline_status(session: Session, name: str) -> list[PipelineStep]:
         PipelineStep("imported", images, images, f"{stats['annotations']} masks, "
                      f"{stats['last_import_rejected']} rows rejected in the last import"),
         PipelineStep("images with masks", annotated, images, "images that have at least one garment mask"),
-        PipelineStep("mask schemes", schemes, schemes, "saved mask schemes (built-ins appear on first use)"),
+        PipelineStep("mask schemes", schemes, schemes, "the four built-ins plus saved schemes (Inspect page)"),
         PipelineStep("people flags reviewed", people_decided, people_flagged,
                      "flagged images decided on the People page" if people_flagged
                      else "no image flagged yet: run a detector on the People page"),
