@@ -141,11 +141,20 @@ def render_image_mask(
     ``size = (width, height)`` resizes by nearest neighbour; ``scheme_version`` pins a version
     (default: the latest). Categories the scheme does not map are listed in ``unmapped``.
     """
+    stored = get_scheme(session, scheme_name, scheme_version)
+    return render_with_definition(session, image_id, stored.definition, size,
+                                  scheme_name=stored.name, scheme_version=stored.version)
+
+
+def render_with_definition(
+    session: Session, image_id: int, scheme: SchemeDefinition, size: tuple[int, int] | None = None,
+    *, scheme_name: str | None = None, scheme_version: int = 0,
+) -> RenderedMask:
+    """Compose image ``image_id``'s annotations under a scheme definition, saved or not
+    (``scheme_version`` 0: an unsaved one, e.g. the scheme editor's preview)."""
     image = session.get(Image, image_id)
     if image is None:
         raise MaskError(f"image id {image_id} is not in the database")
-    stored = get_scheme(session, scheme_name, scheme_version)
-    scheme = stored.definition
     rows = session.execute(
         select(Annotation.id, Annotation.rle, Annotation.area, Category.name,
                Category.supercategory)
@@ -155,7 +164,7 @@ def render_image_mask(
     records = []
     unmapped: set[str] = set()
     for ann_id, rle, area, name, supercategory in rows:
-        cls = scheme.class_for(name, supercategory)
+        cls = scheme.class_for(name, supercategory or "")
         if cls is None:
             unmapped.add(name)
             continue
@@ -175,12 +184,13 @@ def render_image_mask(
         array=array,
         palette=scheme.palette(),
         legend=scheme.legend(),
-        scheme_name=stored.name,
-        scheme_version=stored.version,
+        scheme_name=scheme_name or scheme.name,
+        scheme_version=scheme_version,
         unmapped=sorted(unmapped),
         image_id=image.id,
         file_name=image.file_name,
     )
+
 
 
 def palette_image(rendered: RenderedMask) -> PILImage.Image:

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Annotation, AnnotationAttribute, Attribute, Category, Image
-from workbench.masks import MaskAnnotation, MaskError, RenderedMask, compose_mask, resize_nearest
+from workbench.masks import MaskError, RenderedMask, render_with_definition
 from workbench.palette import FINE_PALETTE, Colour
 from workbench.rle import RLEError, decode_runs, parse_runs
 from workbench.schemes import SchemeDefinition, fine_scheme
@@ -143,33 +143,8 @@ def preview_mask(
     size: tuple[int, int] | None = None,
 ) -> RenderedMask:
     """Compose an image's mask under an UNSAVED scheme definition (the editor's preview)."""
-    image = session.get(Image, image_id)
-    if image is None:
-        raise MaskError(f"image id {image_id} is not in the database")
-    records = []
-    unmapped: set[str] = set()
-    for ann_id, rle, area, name, sup in session.execute(
-        select(Annotation.id, Annotation.rle, Annotation.area, Category.name, Category.supercategory)
-        .join(Category, Annotation.category_id == Category.id)
-        .where(Annotation.image_id == image_id)
-    ):
-        cls = definition.class_for(name, sup or "")
-        if cls is None:
-            unmapped.add(name)
-            continue
-        if cls.value == 0:
-            continue
-        try:
-            runs = parse_runs(rle, image.height, image.width)
-        except RLEError as exc:
-            raise MaskError(f"image {image.file_name!r}, annotation {ann_id} ({name}): {exc}") from exc
-        records.append(MaskAnnotation(name, sup or "", runs, area, ann_id))
-    array = compose_mask(records, image.height, image.width, definition)
-    if size is not None:
-        array = resize_nearest(array, size)
-    return RenderedMask(array=array, palette=definition.palette(), legend=definition.legend(),
-                        scheme_name=definition.name, scheme_version=0,
-                        unmapped=sorted(unmapped), image_id=image.id, file_name=image.file_name)
+    return render_with_definition(session, image_id, definition, size)
+
 
 
 def export_size(choice: str, width: int, height: int) -> tuple[int, int]:
