@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
-from ui.common import open_store
+from ui.common import store_or_stop
 from ui.jobs import cli_error, watch_job
 from workbench.jobs import start_job
-from workbench.settings import get_settings
 from workbench.taxonomy import BUNDLED_IMAT2019_LABELS
 
 IMAT = "iMaterialist 2019/2020 CSV"
@@ -25,13 +24,7 @@ st.title("Import a dataset")
 st.caption("Paths are on the machine running the workbench. The import runs as a background job; "
            "the CLI twin is `python -m workbench import ...`.")
 
-try:
-    settings = get_settings()
-    engine = open_store(settings)
-except Exception as exc:  # shown, not raised: a page must never end in a traceback
-    st.error(f"Cannot open the database: {type(exc).__name__}: {exc}. Check `WORKBENCH_DB_URL`; "
-             "`python -m workbench config` prints the settings.")
-    st.stop()
+settings, engine = store_or_stop()
 
 # -- the form: widget values are kept by key, so nothing typed is lost when an import fails ---
 kind = st.radio("Format", [IMAT, COCO, FOLDER], horizontal=True, key="import_format")

@@ -11,8 +11,7 @@ import streamlit as st
 from db.engine import session_scope
 from db.models import Dataset, Image
 from ui import charts
-from ui.common import open_store
-from workbench.datasets import list_datasets
+from ui.common import datasets_or_stop, open_store, store_or_stop
 from workbench.eda import (
     Drill,
     EdaFilter,
@@ -64,18 +63,8 @@ def chart(fig, kind: str | None, key: str) -> None:
 st.title("Explore")
 
 # -- load -----------------------------------------------------------------------------------
-try:
-    settings = get_settings()
-    engine = open_store(settings)
-    with session_scope(engine) as session:
-        names = list_datasets(session)
-except Exception as exc:  # shown, not raised: a page must never end in a traceback
-    st.error(f"Cannot open the database: {type(exc).__name__}: {exc}. Check `WORKBENCH_DB_URL`; "
-             "`python -m workbench config` prints the settings.")
-    st.stop()
-if not names:
-    st.info("No datasets yet. Import one on the **Import** page, or run `python -m workbench demo`.")
-    st.stop()
+settings, engine = store_or_stop()
+names = datasets_or_stop(engine)
 
 wanted = st.query_params.get("dataset")
 name = st.sidebar.selectbox("Dataset", names, key="explore_dataset",

@@ -10,8 +10,7 @@ from sqlalchemy import select
 
 from db.engine import session_scope
 from db.models import Category, Dataset, Image
-from ui.common import open_store
-from workbench.datasets import list_datasets
+from ui.common import datasets_or_stop, open_store, store_or_stop
 from workbench.masks import MaskError
 from workbench.overlay import (
     OVERLAY_MODES,
@@ -99,17 +98,8 @@ def go_to(file_name: str) -> None:
 st.title("Inspect")
 
 # -- load: which dataset, which image, which set to page through --------------------------
-try:
-    settings = get_settings()
-    engine = open_store(settings)
-    with session_scope(engine) as session:
-        names = list_datasets(session)
-except Exception as exc:  # shown, not raised: a page must never end in a traceback
-    st.error(f"Cannot open the database: {type(exc).__name__}: {exc}. Check `WORKBENCH_DB_URL`.")
-    st.stop()
-if not names:
-    st.info("No datasets yet. Import one on the **Import** page, or run `python -m workbench demo`.")
-    st.stop()
+settings, engine = store_or_stop()
+names = datasets_or_stop(engine)
 
 wanted = st.query_params.get("dataset")
 if wanted not in names:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from db.engine import session_scope
-from ui.common import open_store, shown_url
+from ui.common import datasets_or_stop, open_store, store_or_stop
 from workbench.cli.people import DETECT_JOB_KIND, detect_argv
-from workbench.datasets import list_datasets
 from workbench.people.coverage import DEFAULT_THRESHOLDS
 from workbench.people.detectors import DETECTOR_NAMES
 from workbench.people.queue import (
@@ -78,18 +77,10 @@ def on_start_detection(dataset: str, detector: str, threshold: float) -> None:
 
 
 # -- load -----------------------------------------------------------------------------------
-try:
-    settings = get_settings()
-    engine = open_store(settings)
-    with session_scope(engine) as session:
-        names = list_datasets(session)
-        curators = list_curators(session)
-except Exception as exc:
-    st.error(f"Cannot open the database {shown_url(get_settings().database_url)}: {type(exc).__name__}: {exc}")
-    st.stop()
-if not names:
-    st.info("No datasets yet. Open **Home** (it builds the demo) or import one on the **Import** page.")
-    st.stop()
+settings, engine = store_or_stop()
+names = datasets_or_stop(engine)
+with session_scope(engine) as session:
+    curators = list_curators(session)
 
 left, right = st.columns(2)
 dataset = left.selectbox("Dataset", names, key="people_dataset")

@@ -9,28 +9,21 @@ import streamlit as st
 from PIL import Image as PILImage, ImageDraw
 
 from db.engine import session_scope
-from ui.common import open_store
+from ui.common import datasets_or_stop, store_or_stop
 from workbench.captions.dataset_prompts import dataset_prompts
 from workbench.captions.review import (BulkOperation, CaptionConflict, ReviewError, apply_bulk, decide, preview_bulk,
                                        review_progress)
 from workbench.captions.run import CAPTIONERS
 from workbench.captions.store import caption_phrases, caption_sources, list_captions
-from workbench.datasets import get_dataset, list_datasets
-from workbench.settings import get_settings
+from workbench.datasets import get_dataset
 
 STATUSES = ["pending", "accepted", "edited", "rejected"]
 COLOURS = {True: "#2ca02c", False: "#d62728", None: "#1f77b4"}
 
 st.set_page_config(page_title="Captions · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
-settings = get_settings()
-engine = open_store(settings)
+settings, engine = store_or_stop()
 st.title("Captions")
-
-with session_scope(engine) as session:
-    names = list_datasets(session)
-if not names:
-    st.info("No datasets yet. Import one on the **Import** page, or run `python -m workbench demo`.")
-    st.stop()
+names = datasets_or_stop(engine)
 
 # -- load: dataset, curator, filters -----------------------------------------------------------------
 sb = st.sidebar

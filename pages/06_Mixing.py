@@ -9,26 +9,19 @@ import streamlit as st
 from pydantic import ValidationError
 
 from db.engine import session_scope
-from ui.common import open_store
+from ui.common import datasets_or_stop, store_or_stop
 from workbench.captions.mixing import (MixRecipe, get_recipe, list_recipe_names, preview_mix, recipe_versions,
                                        save_recipe)
 from workbench.captions.store import caption_sources
-from workbench.datasets import list_datasets
-from workbench.settings import get_settings
 
 STYLES = {"plain": "dress", "angle": "<dress>", "square": "[dress]", "weight": "(dress:1.2)"}
 
 st.set_page_config(page_title="Mixing · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
-settings = get_settings()
-engine = open_store(settings)
+settings, engine = store_or_stop()
 st.title("Mixing recipes")
-
+names = datasets_or_stop(engine)
 with session_scope(engine) as session:
-    names = list_datasets(session)
     recipes = list_recipe_names(session)
-if not names:
-    st.info("No datasets yet. Import one on the **Import** page, or run `python -m workbench demo`.")
-    st.stop()
 
 # -- load: dataset and a saved recipe to start from ----------------------------------------------------
 sb = st.sidebar

@@ -9,35 +9,23 @@ import streamlit as st
 from pydantic import ValidationError
 
 from db.engine import session_scope
-from ui.common import open_store
+from ui.common import datasets_or_stop, store_or_stop
 from ui.jobs import watch_job
-from workbench.settings import get_settings
 
 st.set_page_config(page_title="Export · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
 st.title("Export for training")
 st.caption("The export runs as a background job; the CLI twin is `python -m workbench export ...`.")
 
 # -- load -------------------------------------------------------------------------------------
-try:
-    settings = get_settings()
-    engine = open_store(settings)
-    from sqlalchemy import select
+settings, engine = store_or_stop()
+names = datasets_or_stop(engine)
+from sqlalchemy import select  # noqa: E402
 
-    from db.models import Category, Dataset
-    from workbench.datasets import list_datasets
-    from workbench.schemes import list_schemes
+from db.models import Category, Dataset  # noqa: E402
+from workbench.schemes import list_schemes  # noqa: E402
 
-    with session_scope(engine) as session:
-        names = list_datasets(session)
-        schemes = [s.name for s in list_schemes(session)]
-except Exception as exc:  # shown, not raised: a page must never end in a traceback
-    st.error(f"Cannot open the database: {type(exc).__name__}: {exc}. Check `WORKBENCH_DB_URL`; "
-             "`python -m workbench config` prints the settings.")
-    st.stop()
-
-if not names:
-    st.info("No datasets yet: import one on the Import page, or run `python -m workbench demo`.")
-    st.stop()
+with session_scope(engine) as session:
+    schemes = [s.name for s in list_schemes(session)]
 
 from workbench.export import ExportRecipe, export_argv, list_exports, read_manifest  # noqa: E402
 from workbench.jobs import start_job  # noqa: E402

@@ -8,8 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from db.engine import session_scope
-from ui.common import open_store
-from workbench.settings import get_settings
+from ui.common import store_or_stop
 
 st.set_page_config(page_title="Train · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
 st.title("Train a ControlNet")
@@ -17,20 +16,11 @@ st.caption("Training runs as a background job (`python -m workbench train start 
            "this page starts it and watches its metrics, checkpoints and validation images.")
 
 # -- load -------------------------------------------------------------------------------------
-try:
-    settings = get_settings()
-    engine = open_store(settings)
-    from workbench.jobs import refresh_jobs
-
-    refresh_jobs(engine)
-except Exception as exc:  # shown, not raised: a page must never end in a traceback
-    st.error(f"Cannot open the database: {type(exc).__name__}: {exc}. Check `WORKBENCH_DB_URL`; "
-             "`python -m workbench config` prints the settings.")
-    st.stop()
+settings, engine = store_or_stop()
 
 from train.config import ConfigError  # noqa: E402
 from workbench.jobs import (  # noqa: E402
-    ACTIVE, JobError, cancel_job, get_job, list_jobs, read_log_tail, resume_job, start_job,
+    ACTIVE, JobError, cancel_job, get_job, list_jobs, read_log_tail, refresh_jobs, resume_job, start_job,
 )
 from workbench import training  # noqa: E402
 

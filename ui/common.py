@@ -37,3 +37,36 @@ def progress_bar(bar) -> ProgressFn:
             bar.progress(min(done / total, 1.0), text=f"{100 * done // total}%")
 
     return update
+
+
+def store_or_stop() -> tuple[Settings, Engine]:
+    """The settings and the store's engine; a clear message and a stopped page if unusable."""
+    from workbench.settings import get_settings
+
+    try:
+        settings = get_settings()
+        return settings, open_store(settings)
+    except Exception as exc:  # shown, not raised: a page must never end in a traceback
+        url = shown_url(settings.database_url) if "settings" in locals() else "(invalid settings)"
+        st.error(f"Cannot open the database {url}: {type(exc).__name__}: {exc}. Check "
+                 "`WORKBENCH_DB_URL` (or `WORKBENCH_DATA_DIR`); `python -m workbench config` prints "
+                 "the settings.")
+        st.stop()
+
+
+def datasets_or_stop(engine: Engine) -> list[str]:
+    """The stored dataset names; a message and a stopped page when there are none or the store fails."""
+    from db.engine import session_scope
+    from workbench.datasets import list_datasets
+
+    try:
+        with session_scope(engine) as session:
+            names = list_datasets(session)
+    except Exception as exc:  # shown, not raised
+        st.error(f"Cannot read the datasets: {type(exc).__name__}: {exc}")
+        st.stop()
+    if not names:
+        st.info("No datasets yet. Open **Home** (it builds the demo), import one on the **Import** "
+                "page, or run `python -m workbench demo`.")
+        st.stop()
+    return names
