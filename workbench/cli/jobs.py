@@ -86,21 +86,31 @@ def cancel_cmd(
     grace: Annotated[float, typer.Option(help="Seconds to wait for a graceful stop before killing.")] = 10.0,
 ) -> None:
     """Stop a job: gracefully, then forcibly after --grace seconds."""
-    from workbench.jobs import JobError, cancel_job
-
-    try:
-        cancel_job(engine_of(ctx), job_id, grace_seconds=grace)
-    except JobError as exc:
-        fail(str(exc))
+    cancel_or_fail(ctx, job_id, grace)
     typer.echo(f"job {job_id} stopped")
 
 
 @jobs_app.command("resume")
 def resume_cmd(ctx: typer.Context, job_id: JobArg) -> None:
     """Launch a stopped or failed job again with the same command; prints the new job's id."""
+    typer.echo(resume_or_fail(ctx, job_id))
+
+
+def cancel_or_fail(ctx: typer.Context, job_id: int, grace: float) -> None:
+    """Cancel a job (graceful, then forced after ``grace`` s); an unknown job is a clear error."""
+    from workbench.jobs import JobError, cancel_job
+
+    try:
+        cancel_job(engine_of(ctx), job_id, grace_seconds=grace)
+    except JobError as exc:
+        fail(str(exc))
+
+
+def resume_or_fail(ctx: typer.Context, job_id: int, extra_argv: tuple[str, ...] = ()) -> int:
+    """Resume a job with its command plus ``extra_argv``; returns the new id (clear error if it can't)."""
     from workbench.jobs import JobError, resume_job
 
     try:
-        typer.echo(resume_job(engine_of(ctx), settings_of(ctx), job_id))
+        return resume_job(engine_of(ctx), settings_of(ctx), job_id, extra_argv=extra_argv)
     except JobError as exc:
         fail(str(exc))

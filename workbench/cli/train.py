@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from workbench.cli.common import engine_of, fail, print_json, settings_of
+from workbench.cli.jobs import cancel_or_fail, resume_or_fail
 
 app = typer.Typer()
 train_app = typer.Typer(help="Train a ControlNet on an export: in the foreground or as a background job.",
@@ -143,26 +144,14 @@ def status(ctx: typer.Context, job_id: int,
 def cancel(ctx: typer.Context, job_id: int,
            grace: Annotated[float, typer.Option(help="Seconds to wait for a checkpoint before killing.")] = 60) -> None:
     """Stop a training job: it saves a checkpoint and exits (killed after the grace period)."""
-    from workbench.jobs import JobError, cancel_job
-
-    try:
-        cancel_job(engine_of(ctx), job_id, grace_seconds=grace)
-    except JobError as exc:
-        fail(str(exc))
+    cancel_or_fail(ctx, job_id, grace)
     typer.echo(f"job {job_id} cancelled")
 
 
 @train_app.command("resume")
 def resume(ctx: typer.Context, job_id: int) -> None:
     """Start a stopped or failed training job again from its latest checkpoint; prints the new id."""
-    from workbench.jobs import JobError, resume_job
-
-    try:
-        new_id = resume_job(engine_of(ctx), settings_of(ctx), job_id,
-                            extra_argv=["--resume-from-checkpoint=latest"])
-    except JobError as exc:
-        fail(str(exc))
-    typer.echo(new_id)
+    typer.echo(resume_or_fail(ctx, job_id, ("--resume-from-checkpoint=latest",)))
 
 
 @train_app.command("suggest")
