@@ -63,3 +63,18 @@ def _restore_main_module():
     main = sys.modules["__main__"]
     yield
     sys.modules["__main__"] = main
+
+
+@pytest.fixture
+def app_store(tmp_path, monkeypatch):
+    """Point the app (pages, AppTest, jobs) at an isolated, empty store under ``tmp_path``,
+    with Streamlit's cached engine cleared before and after."""
+    import streamlit as st
+
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("WORKBENCH_DB_URL", f"sqlite:///{(tmp_path / 'data' / 'wb.db').as_posix()}")
+    dispose_engines()
+    st.cache_resource.clear()
+    yield tmp_path
+    st.cache_resource.clear()
+    dispose_engines()

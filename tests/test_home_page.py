@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from sqlalchemy import Engine
 from streamlit.testing.v1 import AppTest
 
-from db.engine import dispose_engines, make_engine, session_scope
+from db.engine import make_engine, session_scope
 from workbench.datasets import dataset_stats, list_datasets
 from workbench.settings import get_settings
 
@@ -19,17 +17,11 @@ DEMO_IMAGES = 6
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def store(app_store: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An isolated, empty store under tmp_path with a small first-start demo."""
-    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("WORKBENCH_DB_URL", f"sqlite:///{(tmp_path / 'data' / 'wb.db').as_posix()}")
     monkeypatch.setenv("WORKBENCH_DEMO_IMAGES", str(DEMO_IMAGES))
     monkeypatch.setenv("WORKBENCH_IMAGE_CHECK", "header")
-    dispose_engines()
-    st.cache_resource.clear()
-    yield tmp_path
-    st.cache_resource.clear()
-    dispose_engines()
+    return app_store
 
 
 def run_home() -> AppTest:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from db.engine import dispose_engines, make_engine, session_scope
+from db.engine import make_engine, session_scope
 from workbench.datasets import dataset_stats, list_datasets
 from workbench.rle import mask_to_text
 from workbench.settings import get_settings
@@ -24,15 +22,9 @@ IMAT = "iMaterialist 2019/2020 CSV"
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def store(app_store: Path) -> Path:
     """An isolated, empty store under tmp_path."""
-    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("WORKBENCH_DB_URL", f"sqlite:///{(tmp_path / 'data' / 'wb.db').as_posix()}")
-    dispose_engines()
-    st.cache_resource.clear()
-    yield tmp_path
-    st.cache_resource.clear()
-    dispose_engines()
+    return app_store
 
 
 @pytest.fixture

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from db.engine import dispose_engines, make_engine, session_scope
+from db.engine import make_engine, session_scope
 from workbench.jobs import get_job, job_summary, refresh_jobs
 from workbench.settings import get_settings
 
@@ -19,14 +17,8 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("WORKBENCH_DB_URL", f"sqlite:///{(tmp_path / 'data' / 'wb.db').as_posix()}")
-    dispose_engines()
-    st.cache_resource.clear()
-    yield tmp_path
-    st.cache_resource.clear()
-    dispose_engines()
+def store(app_store: Path) -> Path:
+    return app_store
 
 
 def run_page() -> AppTest:

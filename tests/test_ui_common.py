@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from db.engine import dispose_engines
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 DATASET_PAGES = ["02_Explore.py", "03_Inspect.py", "04_People.py", "05_Captions.py", "06_Mixing.py",
@@ -16,16 +14,11 @@ DATASET_PAGES = ["02_Explore.py", "03_Inspect.py", "04_People.py", "05_Captions.
 
 
 @pytest.fixture
-def store_at(tmp_path, monkeypatch):
+def store_at(app_store, monkeypatch):
     def point(url: str) -> None:
-        monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
         monkeypatch.setenv("WORKBENCH_DB_URL", url)
-        dispose_engines()
-        st.cache_resource.clear()
 
-    yield point
-    st.cache_resource.clear()
-    dispose_engines()
+    return point
 
 
 @pytest.mark.parametrize("page", DATASET_PAGES)
