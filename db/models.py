@@ -90,9 +90,10 @@ class Image(Base):
 class Annotation(Base):
     """One garment mask of an image.
 
-    ``rle`` holds run-length pairs ``"start length ..."`` (starts 1-based, pixels numbered
-    column-major, as iMaterialist writes them) whatever the source format was; ``area`` and
-    the box are computed from the runs at import so that statistics never decode masks.
+    ``counts`` holds the mask as a COCO compressed RLE string (pycocotools' ``counts`` of an
+    image's ``[height, width]``; see :mod:`workbench.rle`) whatever the source format was;
+    ``area`` and the box are computed from the runs at import so that statistics never decode
+    masks.
     ``source_key`` identifies the source row, which makes re-imports idempotent.
     """
 
@@ -108,7 +109,7 @@ class Annotation(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"))
     category_id: Mapped[int] = mapped_column(ForeignKey("category.id", ondelete="CASCADE"))
     source_key: Mapped[str] = mapped_column(String(64))
-    rle: Mapped[str] = mapped_column(Text)
+    counts: Mapped[str] = mapped_column(Text)
     area: Mapped[int] = mapped_column(Integer)
     bbox_x: Mapped[int] = mapped_column(Integer)
     bbox_y: Mapped[int] = mapped_column(Integer)

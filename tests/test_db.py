@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -35,4 +36,71 @@ def test_opening_an_existing_store_upgrades_it_in_place(tmp_path):
         assert connection.execute(text("SELECT name FROM curator")).scalar() == "ana"
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     assert "annotation" in inspect(again).get_table_names()
+    dispose_engines()
+
+
+def test_stores_from_before_coco_counts_are_converted_and_reimports_still_recognise_their_rows(tmp_path):
+    """An iMaterialist store as revision 0007 kept it (masks as run-length text, rows keyed
+    by ImageId, ClassId and text) upgrades in place: the same masks, and re-importing the same
+    file adds nothing."""
+    from alembic import command
+    from alembic.config import Config
+    from PIL import Image as PILImage
+    from sqlalchemy import select
+
+    from db.engine import MIGRATIONS_DIR, session_scope
+    from db.models import Annotation, Image
+    from workbench.formats import import_imat2019
+    from workbench.formats.records import source_key
+    from workbench.rle import counts_to_runs, decode_runs, mask_to_text, parse_runs
+    from workbench.taxonomy import BUNDLED_IMAT2019_LABELS
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rows = []
+    for i, (cats, h, w) in enumerate([((10, 23), 30, 40), ((1, 6), 20, 24)]):
+        PILImage.new("RGB", (w, h)).save(images / f"{i}.jpg")
+        for j, cat in enumerate(cats):
+            mask = np.zeros((h, w), bool)
+            mask[2 + j : 12 + 3 * j, 1 + 2 * j : 9 + j] = True
+            rows.append((f"{i}.jpg", mask_to_text(mask), h, w, f"{cat}_77_3" if cat < 13 else str(cat)))
+    csv = tmp_path / "train.csv"
+    csv.write_text("ImageId,EncodedPixels,Height,Width,ClassId\n" + "".join(
+        f"{r[0]},{r[1]},{r[2]},{r[3]},{r[4]}\n" for r in rows))
+
+    def run_import(engine):
+        return import_imat2019(engine, csv_path=csv, labels_path=BUNDLED_IMAT2019_LABELS,
+                               images_dir=images, name="shop")
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    engine = make_engine(url)
+    run_import(engine)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0007")
+    with engine.begin() as connection:  # the keys 0007's importer gave
+        stored = connection.execute(text(
+            "SELECT annotation.id, image.file_name, category.source_id, annotation.rle FROM annotation "
+            "JOIN image ON image.id = annotation.image_id JOIN category ON category.id = annotation.category_id"
+        )).all()
+        assert {(r[1], r[3]) for r in stored} == {(r[0], r[1]) for r in rows}
+        for annotation_id, file_name, category, rle in stored:
+            class_id = next(r[4] for r in rows if r[0] == file_name and r[1] == rle)
+            key = source_key(file_name, class_id.replace("_", ":", 1).replace("_", ","), rle)
+            connection.execute(text("UPDATE annotation SET source_key = :k WHERE id = :i"), {"k": key, "i": annotation_id})
+    dispose_engines()
+
+    engine = make_engine(url)  # upgrades to the newest schema
+    with session_scope(engine) as s:
+        for counts, file_name, h, w in s.execute(
+            select(Annotation.counts, Image.file_name, Image.height, Image.width).join(Image)
+        ):
+            text_ = next(r[1] for r in rows if r[0] == file_name and np.array_equal(
+                decode_runs(parse_runs(r[1], h, w), h, w), decode_runs(counts_to_runs(counts, h, w), h, w)))
+            assert text_
+        assert s.scalar(text("SELECT count(*) FROM annotation_attribute")) == 2 * 3  # no link lost
+    report = run_import(engine)
+    assert (report.annotations, report.new_annotations, report.new_images) == (len(rows), 0, 0)
     dispose_engines()

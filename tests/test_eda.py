@@ -22,6 +22,7 @@ from workbench.eda import (
     register_facet,
     _registered,
 )
+from workbench.rle import runs_to_counts
 
 
 @pytest.fixture
@@ -162,7 +163,8 @@ def test_frames_come_from_the_disk_cache_until_the_data_changes(demo_engine, tmp
         image = session.scalars(select(Image)).first()
         cat = session.scalars(select(Category).where(Category.name == "hat")).one()
         session.add(Annotation(dataset_id=image.dataset_id, image_id=image.id, category_id=cat.id,
-                               source_key="extra", rle="1 4", area=4, bbox_x=0, bbox_y=0,
+                               source_key="extra", counts=runs_to_counts([[0, 4]], image.width * image.height),
+                               area=4, bbox_x=0, bbox_y=0,
                                bbox_w=1, bbox_h=4))
     with session_scope(demo_engine) as session:
         changed = load_frames(session, "demo", cache_dir=cache)

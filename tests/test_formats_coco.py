@@ -21,7 +21,7 @@ from db.engine import session_scope
 from db.models import Annotation, AnnotationAttribute, Attribute, Category, Dataset, Image as ImageRow
 from workbench.formats import ImportSourceError, StrictImportError, import_coco
 from workbench.formats.coco import segmentation_runs
-from workbench.rle import RLEError, decode_runs, parse_runs
+from workbench.rle import RLEError, counts_to_runs, decode_runs, parse_runs
 
 # pycocotools' decode (the reference here, not used by the importer) trips numpy 2's copy warning.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -146,7 +146,7 @@ def _stored_masks(engine) -> dict[int, tuple[np.ndarray, Annotation]]:
     with session_scope(engine) as s:
         rows = s.execute(select(Annotation, Category.source_id, ImageRow).join(Category).join(ImageRow)).all()
         return {
-            src: (decode_runs(parse_runs(ann.rle, img.height, img.width), img.height, img.width), ann)
+            src: (decode_runs(counts_to_runs(ann.counts, img.height, img.width), img.height, img.width), ann)
             for ann, src, img in rows
         }
 

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from db.engine import session_scope
 from db.models import Annotation, AnnotationAttribute, Attribute, Category, Image as ImageRow, ImportRun
 from workbench.formats import ImportSourceError, StrictImportError, import_imat2019
-from workbench.rle import decode_runs, mask_to_text, parse_runs
+from workbench.rle import counts_to_runs, decode_runs, mask_to_text
 from workbench.taxonomy import BUNDLED_IMAT2019_LABELS
 
 HEADER = "ImageId,EncodedPixels,Height,Width,ClassId"
@@ -79,7 +79,7 @@ def test_good_rows_are_stored_with_area_box_and_attributes(engine, src):
         assert (dress_name, shoe_name) == ("dress", "shoe")
         assert dress_row.area == dress.sum()
         assert (dress_row.bbox_x, dress_row.bbox_y, dress_row.bbox_w, dress_row.bbox_h) == (10, 5, 20, 20)
-        assert np.array_equal(decode_runs(parse_runs(dress_row.rle, 30, 40), 30, 40), dress)
+        assert np.array_equal(decode_runs(counts_to_runs(dress_row.counts, 30, 40), 30, 40), dress)
         attrs = s.scalars(
             select(Attribute.source_id)
             .join(AnnotationAttribute, AnnotationAttribute.attribute_id == Attribute.id)
@@ -244,7 +244,7 @@ def _store_and_report(engine, report) -> tuple[dict, list]:
     with session_scope(engine) as s:
         stored = s.execute(
             select(
-                ImageRow.file_name, Annotation.source_key, Annotation.rle, Annotation.area,
+                ImageRow.file_name, Annotation.source_key, Annotation.counts, Annotation.area,
                 Annotation.bbox_x, Annotation.bbox_y, Annotation.bbox_w, Annotation.bbox_h,
             ).join(ImageRow).order_by(Annotation.source_key)
         ).all()

@@ -20,7 +20,7 @@ from workbench.masks import (
     save_palette_png,
 )
 from workbench.palette import FINE_PALETTE
-from workbench.rle import decode_runs, encode_mask, mask_to_text, parse_runs, runs_area, runs_bbox
+from workbench.rle import decode_runs, encode_mask, mask_to_text, parse_runs, runs_area, runs_bbox, runs_to_counts
 from workbench.schemes import builtin_scheme, get_scheme, save_scheme
 from workbench.taxonomy import imat2019_taxonomy
 
@@ -66,7 +66,7 @@ class Store:
             s.flush()
             self.cat[name] = row.id
 
-    def add(self, name: str, mask: np.ndarray, rle: str | None = None) -> int:
+    def add(self, name: str, mask: np.ndarray, counts: str | None = None) -> int:
         """Store one annotation; returns its id (ids grow in the order annotations are added)."""
         runs = encode_mask(mask)
         x, y, w, h = runs_bbox(runs, self.height)
@@ -74,7 +74,7 @@ class Store:
         with session_scope(self.engine) as s:
             ann = Annotation(dataset_id=self.dataset_id, image_id=self.image_id,
                              category_id=self.cat[name], source_key=str(self._n),
-                             rle=rle if rle is not None else mask_to_text(mask),
+                             counts=counts if counts is not None else runs_to_counts(runs, self.height * self.width),
                              area=runs_area(runs), bbox_x=x, bbox_y=y, bbox_w=w, bbox_h=h)
             s.add(ann)
             s.flush()
@@ -315,9 +315,13 @@ def test_unmapped_categories_are_reported_not_drawn(store):
     assert (bp.array[:10, 25:] == 2).all()
 
 
-def test_corrupt_rle_names_the_annotation(store):
-    ann = store.add("pants", box(0, 0, 5, 5), rle="1 3 2 5")  # overlapping runs
-    with pytest.raises(MaskError, match=rf"annotation {ann} \(pants\).*previous run"):
+@pytest.mark.parametrize("counts, problem", [
+    (runs_to_counts([[0, H * W + 5]], H * W + 5), "past the image"),  # a mask of a bigger image
+    ("0 3", "invalid character"),  # not a COCO string
+])
+def test_corrupt_stored_mask_names_the_annotation(store, counts, problem):
+    ann = store.add("pants", box(0, 0, 5, 5), counts=counts)
+    with pytest.raises(MaskError, match=rf"annotation {ann} \(pants\).*{problem}"):
         store.render("fine")
 
 

@@ -16,11 +16,15 @@ from workbench.rle import (
     decode_runs,
     encode_mask,
     mask_to_text,
+    Encoded,
+    counts_to_runs,
+    encode_fields,
+    encode_texts,
     measure_runs,
-    measure_runs_many,
     parse_runs,
     runs_area,
     runs_bbox,
+    runs_to_counts,
 )
 
 masks = st.tuples(st.integers(1, 24), st.integers(1, 24)).flatmap(
@@ -104,11 +108,18 @@ def test_bad_coco_strings_are_refused(encoded, message):
         coco_string_to_counts(encoded)
 
 
-def _measured_one_by_one(text: str, h: int, w: int):
+def _pycocotools_counts(mask: np.ndarray) -> str:
+    return coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode("ascii")
+
+
+def _encoded_one_by_one(text: str, h: int, w: int):
+    """What the batched encoders must give for one text: pycocotools' counts of the mask the
+    text decodes to, with :func:`measure_runs`'s area and box, or its message."""
     try:
-        return measure_runs(text, h, w)
+        area, box = measure_runs(text, h, w)
     except RLEError as exc:
         return str(exc)
+    return Encoded(_pycocotools_counts(decode_runs(parse_runs(text, h, w), h, w)), area, box)
 
 
 def _as_comparable(result):
@@ -135,18 +146,18 @@ def _rows(draw):
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(_rows(), min_size=1, max_size=12))
-def test_measuring_many_rows_at_once_gives_each_rows_own_result_or_message(rows):
+def test_encoding_many_rows_at_once_gives_each_rows_own_result_or_message(rows):
     texts, heights, widths = (list(column) for column in zip(*rows))
-    results = measure_runs_many(texts, heights, widths)
-    assert [_as_comparable(r) for r in results] == [_measured_one_by_one(*row) for row in rows]
+    results = encode_texts(texts, heights, widths)
+    assert [_as_comparable(r) for r in results] == [_encoded_one_by_one(*row) for row in rows]
 
 
-def test_measuring_many_rows_keeps_good_rows_next_to_bad_ones():
+def test_encoding_many_rows_keeps_good_rows_next_to_bad_ones():
     texts = ["1 2 7 1", "1 2 3", "0 3", "5 3 6 1", "11 3", "1 x", "3 5", "", "1  2"]
-    results = measure_runs_many(texts, [3] * len(texts), [4] * len(texts))
-    assert results[0] == (3, (0, 0, 3, 2))
-    assert results[6] == (5, (0, 0, 3, 3))  # 3..7 wraps into the next column: full height
-    assert results[8] == (2, (0, 0, 1, 2))  # a double space is still read, as one by one
+    results = encode_texts(texts, [3] * len(texts), [4] * len(texts))
+    assert results[0][1:] == (3, (0, 0, 3, 2))
+    assert results[6][1:] == (5, (0, 0, 3, 3))  # 3..7 wraps into the next column: full height
+    assert results[8][1:] == (2, (0, 0, 1, 2))  # a double space is still read, as one by one
     messages = [str(r) for r in results if isinstance(r, RLEError)]
     assert [m.split(":")[0].split(" (")[0] for m in messages] == [
         "odd number of tokens", "start 0", "run 6 1 starts before the previous run ends",
@@ -158,10 +169,10 @@ def test_a_token_past_the_int64_range_is_refused_not_wrapped():
     for text in ("9223372036854775807 9223372036854775807", "4611686018427387904 4611686018427387904 1 1"):
         with pytest.raises(RLEError, match="goes past the image"):
             measure_runs(text, 3, 4)
-        assert isinstance(measure_runs_many([text], [3], [4])[0], RLEError)
+        assert isinstance(encode_texts([text], [3], [4])[0], RLEError)
 
 
-def test_plain_valid_rows_are_measured_together_not_one_by_one(monkeypatch):
+def test_plain_valid_rows_are_encoded_together_not_one_by_one(monkeypatch):
     import workbench.rle as rle
 
     rng = np.random.default_rng(3)
@@ -173,15 +184,41 @@ def test_plain_valid_rows_are_measured_together_not_one_by_one(monkeypatch):
         rows.append((mask_to_text(mask), h, w, mask))
     # Later rows start before earlier rows end: only runs within a row must ascend.
     rows.sort(key=lambda row: -len(row[0]))
-    expected = [measure_runs(text, h, w) for text, h, w, _ in rows]
+    expected = [_encoded_one_by_one(text, h, w) for text, h, w, _ in rows]
 
     def one_by_one(*args):
-        raise AssertionError("a valid row left the batched path")
+        raise AssertionError("a valid row left the compiled path")
 
     monkeypatch.setattr(rle, "measure_runs", one_by_one)
-    results = rle.measure_runs_many([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+    results = rle.encode_texts([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
     assert results == expected
-    for (area, (x, y, bw, bh)), (_, _, _, mask) in zip(results, rows):
+    for (_, area, (x, y, bw, bh)), (_, _, _, mask) in zip(results, rows):
         ys, xs = np.nonzero(mask)
         assert area == mask.sum()
         assert (x, y, bw, bh) == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+
+
+def test_fields_are_encoded_where_they_lie_in_a_larger_buffer():
+    data = b"a.jpg, 1 2 7 1 ,3,4,6\nb.jpg,\t3 5,3,4,1_2\n"
+    starts = np.array([data.index(b" 1 2"), data.index(b"\t3")])
+    ends = starts + [len(b" 1 2 7 1 "), len(b"\t3 5")]
+    results = encode_fields(data, starts, ends, np.array([3, 3]), np.array([4, 4]))
+    assert results[0] == _encoded_one_by_one("1 2 7 1", 3, 4)
+    assert results[1] == _encoded_one_by_one("3 5", 3, 4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(masks)
+def test_stored_counts_are_pycocotools_strings_and_decode_to_the_same_runs(mask):
+    h, w = mask.shape
+    runs = encode_mask(mask)
+    counts = runs_to_counts(runs, h * w)
+    assert counts == _pycocotools_counts(mask)
+    assert np.array_equal(counts_to_runs(counts, h, w), runs)
+    assert np.array_equal(coco_mask.decode({"size": [h, w], "counts": counts.encode()}).astype(bool), mask)
+
+
+def test_stored_counts_of_another_size_are_refused():
+    counts = runs_to_counts(np.array([[0, 20]]), 20)
+    with pytest.raises(RLEError, match="past the image"):
+        counts_to_runs(counts, 3, 4)

@@ -439,7 +439,7 @@ class WorkItem:
     width: int
     height: int
     checksum: str | None
-    annotations: tuple[tuple[str, str, str, int, int], ...]  # name, supercategory, rle, area, id
+    annotations: tuple[tuple[str, str, str, int, int], ...]  # name, supercategory, counts, area, id
     geometry: Geometry
     mask_name: str
     photo_name: str
@@ -529,10 +529,11 @@ def _photo_bytes(item: WorkItem, config: WorkerConfig) -> tuple[bytes, bool]:
 def _mask_bytes(item: WorkItem, scheme) -> bytes:
     """The palette PNG of the item's mask: composed at the photo's size, resampled nearest."""
     from workbench.masks import MaskAnnotation, RenderedMask, compose_mask, encode_palette_png
-    from workbench.rle import parse_runs
+    from workbench.rle import counts_to_runs
 
-    records = [MaskAnnotation(name, supercategory, parse_runs(rle, item.height, item.width), area, ann_id)
-               for name, supercategory, rle, area, ann_id in item.annotations]
+    records = [MaskAnnotation(name, supercategory, counts_to_runs(counts, item.height, item.width), area,
+                               ann_id)
+               for name, supercategory, counts, area, ann_id in item.annotations]
     full = compose_mask(records, item.height, item.width, scheme)
     resized = PILImage.fromarray(full).resize(item.geometry.size, PILImage.Resampling.NEAREST,
                                               box=item.geometry.box)
@@ -618,13 +619,13 @@ def _batches(plan: ExportPlan, session_of, layout: tuple[str, str, str], ext: st
         ids = [p.image_id for p in chunk]
         annotations: dict[int, list] = defaultdict(list)
         with session_of() as session:
-            for image_id, ann_id, rle, area, name, supercategory in session.execute(
-                select(Annotation.image_id, Annotation.id, Annotation.rle, Annotation.area,
+            for image_id, ann_id, counts, area, name, supercategory in session.execute(
+                select(Annotation.image_id, Annotation.id, Annotation.counts, Annotation.area,
                        Category.name, Category.supercategory)
                 .join(Category, Annotation.category_id == Category.id)
                 .where(Annotation.image_id.in_(ids)).order_by(Annotation.id)
             ):
-                annotations[image_id].append((name, supercategory or "", rle, area, ann_id))
+                annotations[image_id].append((name, supercategory or "", counts, area, ann_id))
         for offset, planned in enumerate(chunk):
             index = start + offset
             yield WorkItem(index, planned.path, planned.width, planned.height, planned.checksum,

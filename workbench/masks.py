@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Annotation, Category, Image
 from workbench.files import write_atomically
-from workbench.rle import RLEError, paint_runs, parse_runs
+from workbench.rle import RLEError, counts_to_runs, paint_runs
 from workbench.schemes import SchemeDefinition, garment_layer, get_scheme
 
 
@@ -156,14 +156,14 @@ def render_with_definition(
     if image is None:
         raise MaskError(f"image id {image_id} is not in the database")
     rows = session.execute(
-        select(Annotation.id, Annotation.rle, Annotation.area, Category.name,
+        select(Annotation.id, Annotation.counts, Annotation.area, Category.name,
                Category.supercategory)
         .join(Category, Annotation.category_id == Category.id)
         .where(Annotation.image_id == image_id)
     ).all()
     records = []
     unmapped: set[str] = set()
-    for ann_id, rle, area, name, supercategory in rows:
+    for ann_id, counts, area, name, supercategory in rows:
         cls = scheme.class_for(name, supercategory or "")
         if cls is None:
             unmapped.add(name)
@@ -171,7 +171,7 @@ def render_with_definition(
         if cls.value == 0:
             continue
         try:
-            runs = parse_runs(rle, image.height, image.width)
+            runs = counts_to_runs(counts, image.height, image.width)
         except RLEError as exc:
             raise MaskError(
                 f"image {image.file_name!r}, annotation {ann_id} ({name}): {exc}"

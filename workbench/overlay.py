@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from db.models import Annotation, AnnotationAttribute, Attribute, Category, Image
 from workbench.masks import MaskError, RenderedMask, render_with_definition
 from workbench.palette import FINE_PALETTE, Colour
-from workbench.rle import RLEError, decode_runs, parse_runs
+from workbench.rle import RLEError, counts_to_runs, decode_runs
 from workbench.schemes import SchemeDefinition, fine_scheme
 
 OVERLAY_MODES = ("fill", "outline")
@@ -84,11 +84,11 @@ def decode_masks(session: Session, image: Image, size: tuple[int, int] | None = 
                  ) -> dict[int, np.ndarray]:
     """Every annotation's boolean mask of ``image``, at ``size = (width, height)`` if given."""
     out: dict[int, np.ndarray] = {}
-    for ann_id, rle in session.execute(
-        select(Annotation.id, Annotation.rle).where(Annotation.image_id == image.id)
+    for ann_id, counts in session.execute(
+        select(Annotation.id, Annotation.counts).where(Annotation.image_id == image.id)
     ):
         try:
-            mask = decode_runs(parse_runs(rle, image.height, image.width), image.height,
+            mask = decode_runs(counts_to_runs(counts, image.height, image.width), image.height,
                                image.width)
         except RLEError as exc:
             raise MaskError(f"image {image.file_name!r}, annotation {ann_id}: {exc}") from exc

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 _DIGITS_AND_SPACES = re.compile(r"[0-9\s]*", re.ASCII)
-_PLAIN_FORM = re.compile(r"[0-9]+(?: [0-9]+)*", re.ASCII)
 
 
 class RLEError(ValueError):
@@ -96,94 +96,88 @@ def measure_runs(text: str, height: int, width: int) -> tuple[int, tuple[int, in
 
 Measurement = tuple[int, tuple[int, int, int, int]]
 
-# The one form the batched path reads: digits separated by single spaces.
-_PLAIN_DIGITS = b"0123456789 "
+
+class Encoded(NamedTuple):
+    """A checked run-length text as the store keeps it: COCO counts, area and box."""
+
+    counts: str
+    area: int
+    bbox: tuple[int, int, int, int]
 
 
-def measure_runs_many(
-    texts: Sequence[str], heights: Sequence[int], widths: Sequence[int]
-) -> list[Measurement | RLEError]:
-    """:func:`measure_runs` of many texts at once: each text's ``(area, box)``, or its error.
+def encode_fields(
+    data: bytes, starts: np.ndarray, ends: np.ndarray, heights: np.ndarray, widths: np.ndarray
+) -> list[Encoded | RLEError]:
+    """Check, measure and encode the run-length texts ``data[starts[i]:ends[i]]``.
 
-    Same results and same messages as calling :func:`measure_runs` on each text, at a fraction
-    of the cost: one ``np.fromstring`` for all the texts, then the checks, area and box of
-    every text with whole-array operations, rows told apart by their pair offsets
-    (``reduceat``). Texts not in the plain form (digits and single spaces, an even number of
-    tokens), and texts that fail any check, go through :func:`measure_runs` one by one, so
-    every error message is exactly its own.
+    For each text, what :func:`measure_runs` gives plus its COCO counts string, or the
+    :class:`RLEError` :func:`measure_runs` raises (same message). The plain form (digits and
+    single spaces) goes through one compiled pass over the bytes
+    (:func:`workbench.rle_kernels.measure_and_encode`); anything else, errors included, through
+    :func:`measure_runs` one by one.
     """
-    texts = [t.strip() for t in texts]
-    results: list[Measurement | RLEError | None] = [None] * len(texts)
-    counts = [t.count(" ") + 1 for t in texts]  # tokens, if the text is in the plain form
-    plain = [i for i, t in enumerate(texts) if t and counts[i] % 2 == 0 and t.isascii()]
-    measured = _measure_plain([texts[i] for i in plain], [counts[i] for i in plain],
-                              [heights[i] for i in plain], [widths[i] for i in plain])
-    for i, m in zip(plain, measured):
-        results[i] = m
-    for i, result in enumerate(results):
-        if result is None:
-            try:
-                results[i] = measure_runs(texts[i], heights[i], widths[i])
-            except RLEError as exc:
-                results[i] = exc
-    return results  # type: ignore[return-value]
+    from workbench import rle_kernels
+
+    n = len(starts)
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.asarray(ends, dtype=np.int64)
+    heights = np.asarray(heights, dtype=np.int64)
+    widths = np.asarray(widths, dtype=np.int64)
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    out = np.empty(int((ends - starts).sum()) + rle_kernels.MAX_CHARS_PER_COUNT * n, dtype=np.uint8)
+    offsets = np.empty(n + 1, dtype=np.int64)
+    measures = np.empty((n, 5), dtype=np.int64)
+    # Sizes whose product could leave int64 are the checked path's to refuse.
+    huge = (heights >= 2**31) | (widths >= 2**31)
+    refused = rle_kernels.measure_and_encode(buffer, starts, ends, np.where(huge, 0, heights),
+                                             widths, out, offsets, measures)
+    text = out[: offsets[-1]].tobytes().decode("ascii")
+    bounds = offsets.tolist()
+    results: list[Encoded | RLEError] = []
+    for i, (is_refused, row) in enumerate(zip(refused.tolist(), measures.tolist())):
+        if is_refused:
+            results.append(_encode_checked(data[starts[i] : ends[i]], int(heights[i]), int(widths[i])))
+        else:
+            area, x, y, w, h = row
+            results.append(Encoded(text[bounds[i] : bounds[i + 1]], area, (x, y, w, h)))
+    return results
 
 
-def _measure_plain(
-    texts: list[str], counts: list[int], heights: list[int], widths: list[int]
-) -> list[Measurement | None]:
-    """Area and box of stripped, non-empty ASCII texts with an even token count ``counts``;
-    None for a text that is not digits and single spaces or fails a check."""
-    if not texts:
-        return []
-    joined = " ".join(texts).encode("ascii")
-    only_digits_and_spaces = not joined.translate(None, _PLAIN_DIGITS)
-    values = np.fromstring(joined, dtype=np.int64, sep=" ") if only_digits_and_spaces else None
-    # With digits and spaces only, a double space shows as fewer tokens than spaces + 1.
-    if values is None or values.size != sum(counts):
-        # A stray character or a double space somewhere: sort the texts out one by one (rare).
-        ok = [i for i, t in enumerate(texts) if _PLAIN_FORM.fullmatch(t)]
-        if len(ok) == len(texts):  # cannot happen; never loop on it
-            return [None] * len(texts)
-        result: list[Measurement | None] = [None] * len(texts)
-        for i, m in zip(ok, _measure_plain([texts[i] for i in ok], [counts[i] for i in ok],
-                                           [heights[i] for i in ok], [widths[i] for i in ok])):
-            result[i] = m
-        return result
+def encode_texts(texts: Sequence[str], heights: Sequence[int], widths: Sequence[int]) -> list[Encoded | RLEError]:
+    """:func:`encode_fields` of separate texts."""
+    pieces = [t.encode("utf-8") for t in texts]
+    ends = np.cumsum([len(p) for p in pieces], dtype=np.int64)
+    return encode_fields(b"".join(pieces), ends - [len(p) for p in pieces], ends, heights, widths)
 
-    pairs_per_row = np.asarray(counts, dtype=np.int64) // 2
-    row_first = np.zeros(len(texts), dtype=np.int64)  # index of each row's first pair
-    np.cumsum(pairs_per_row[:-1], out=row_first[1:])
-    row_last = row_first + pairs_per_row - 1
-    height = np.asarray(heights, dtype=np.int64)
-    pixels = height * np.asarray(widths, dtype=np.int64)
-    pair_height = np.repeat(height, pairs_per_row)
-    starts, lengths = values[0::2], values[1::2]  # 1-based, as in the text
-    ends = starts + lengths  # one past each run's last pixel, 1-based
 
-    # The checks of _checked_pairs, per pair, then per row.
-    overlaps = starts[1:] < ends[:-1]  # a run starting before the previous one ends
-    overlaps[row_first[1:] - 1] = False  # but a row's first run follows another row's last
-    bad = np.concatenate(([False], overlaps))
-    if values.min() < 1 or values.max() >= 2**62:  # rare: a 0, or a sum that may leave int64
-        bad |= (starts < 1) | (lengths < 1) | (ends < 1)
-    bad_row = np.logical_or.reduceat(bad, row_first)
-    bad_row |= ends[row_last] - 1 > pixels
+def _encode_checked(field: bytes, height: int, width: int) -> Encoded | RLEError:
+    text = field.decode("utf-8", errors="replace")
+    try:
+        area, bbox = measure_runs(text, height, width)
+    except RLEError as exc:
+        return exc
+    return Encoded(runs_to_counts(parse_runs(text, height, width), height * width), area, bbox)
 
-    # Area and box, as measure_runs computes them.
-    area = np.add.reduceat(lengths, row_first)
-    top_of_run = np.remainder(starts - 1, pair_height)  # the row of each run's first pixel
-    bottom_of_run = top_of_run + lengths - 1  # past height - 1: the run wraps to the next column
-    wraps = np.logical_or.reduceat(bottom_of_run >= pair_height, row_first)
-    top = np.where(wraps, 0, np.minimum.reduceat(top_of_run, row_first))
-    bottom = np.where(wraps, height - 1, np.maximum.reduceat(bottom_of_run, row_first))
-    left = (starts[row_first] - 1) // height
-    right = (ends[row_last] - 2) // height
-    boxes = zip(left.tolist(), top.tolist(), (right - left + 1).tolist(), (bottom - top + 1).tolist())
-    return [
-        None if is_bad else (a, box)
-        for is_bad, a, box in zip(bad_row.tolist(), area.tolist(), boxes)
-    ]
+
+def runs_to_counts(runs: np.ndarray, pixels: int) -> str:
+    """The COCO compressed RLE string (pycocotools' ``counts``) of 0-based runs over an image
+    of ``pixels`` pixels."""
+    from workbench import rle_kernels
+
+    runs = np.asarray(runs, dtype=np.int64).reshape(-1, 2)
+    out = np.empty(rle_kernels.MAX_CHARS_PER_COUNT * (2 * len(runs) + 1), dtype=np.uint8)
+    size = rle_kernels.encode_runs(np.ascontiguousarray(runs[:, 0]), np.ascontiguousarray(runs[:, 1]),
+                                   int(pixels), out)
+    return out[:size].tobytes().decode("ascii")
+
+
+def counts_to_runs(counts: str, height: int, width: int) -> np.ndarray:
+    """0-based runs of a stored mask (a COCO compressed RLE string) of a ``height x width``
+    image; raises :class:`RLEError` when the string is not one, or not of that size."""
+    runs = coco_counts_to_runs(coco_string_to_counts(counts))
+    if len(runs) and int(runs[-1].sum()) > height * width:
+        raise RLEError(f"mask runs past the image ({width}x{height} = {height * width} pixels)")
+    return runs
 
 
 def runs_to_text(runs: np.ndarray) -> str:

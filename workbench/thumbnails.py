@@ -132,13 +132,13 @@ class ThumbnailCache:
                  size: tuple[int, int] | None) -> str:
         """The content key of ``image``'s mask under a scheme version at ``size``."""
         rows = session.execute(
-            select(Annotation.id, Annotation.category_id, Annotation.area, Annotation.rle)
+            select(Annotation.id, Annotation.category_id, Annotation.area, Annotation.counts)
             .where(Annotation.image_id == image.id).order_by(Annotation.id)
         ).all()
         runs = hashlib.sha256()
-        for ann_id, cat, area, rle in rows:
+        for ann_id, cat, area, counts in rows:
             runs.update(f"{ann_id}:{cat}:{area}:".encode())
-            runs.update(rle.encode())
+            runs.update(counts.encode())
         return _digest("mask", image.id, image.width, image.height, runs.hexdigest(),
                        scheme_name, scheme_version, size)
 

@@ -35,6 +35,7 @@ from workbench.rle import (
     coco_string_to_counts,
     runs_area,
     runs_bbox,
+    runs_to_counts,
     runs_to_text,
 )
 from workbench.settings import get_settings
@@ -285,7 +286,6 @@ def _parse_annotation(
     except (_AnnotationError, RLEError) as exc:
         writer.reject(None, file_name, f"annotation {ann_id}: {exc}")
         return None
-    rle = runs_to_text(runs)
     attrs = sorted(set(attributes))
     return PendingAnnotation(
         line=None,
@@ -294,10 +294,12 @@ def _parse_annotation(
         width=width,
         category_source_id=category,
         attribute_source_ids=attrs,
-        rle=rle,
+        counts=runs_to_counts(runs, height * width),
         area=runs_area(runs),
         bbox=runs_bbox(runs, height),
-        source_key=source_key(str(ann_id), str(category), ",".join(map(str, attrs)), rle),
+        # Keyed by the runs' iMaterialist text, as stores made before masks were kept as
+        # COCO strings were, so re-importing into them is still recognised.
+        source_key=source_key(str(ann_id), str(category), ",".join(map(str, attrs)), runs_to_text(runs)),
     )
 
 

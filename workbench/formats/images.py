@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
+import posixpath
 import warnings
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
@@ -29,16 +29,20 @@ class ImageInfo:
     file_size: int | None = None
 
 
+def image_path_parts(file_name: str) -> list[str]:
+    """The folders and file name of ``file_name`` relative to an images folder; refuses names
+    that are absolute or leave the folder (string work only: it runs once per imported image)."""
+    normalised = file_name.replace("\\", "/")
+    if not normalised or normalised.startswith("/") or (len(normalised) > 1 and normalised[1] == ":"):
+        raise ImageProblem(f"{file_name!r}: image paths must be relative to the images folder")
+    if posixpath.normpath(normalised).split("/")[0] == "..":
+        raise ImageProblem(f"{file_name!r}: path leaves the images folder")
+    return [part for part in normalised.split("/") if part not in ("", ".")]
+
+
 def resolve_image_path(images_root: Path, file_name: str) -> Path:
     """The file ``file_name`` inside ``images_root``; refuses names that leave the folder."""
-    normalised = file_name.replace("\\", "/")
-    pure = PurePosixPath(normalised)
-    if not normalised or pure.is_absolute() or (len(normalised) > 1 and normalised[1] == ":"):
-        raise ImageProblem(f"{file_name!r}: image paths must be relative to the images folder")
-    parts = os.path.normpath(normalised).replace("\\", "/").split("/")
-    if parts[0] == "..":
-        raise ImageProblem(f"{file_name!r}: path leaves the images folder {images_root}")
-    return images_root.joinpath(*pure.parts)
+    return images_root.joinpath(*image_path_parts(file_name))
 
 
 def check_image(
@@ -52,9 +56,10 @@ def check_image(
     """
     if mode not in CHECK_MODES:
         raise ValueError(f"image check mode must be one of {CHECK_MODES}, not {mode!r}")
-    path = resolve_image_path(images_root, file_name)
     if mode == "none":
+        image_path_parts(file_name)
         return ImageInfo(None, None)
+    path = resolve_image_path(images_root, file_name)
     if not path.is_file():
         raise ImageProblem(f"image file not found: {path}")
     checksum = size = None

@@ -16,7 +16,6 @@ line).
 from __future__ import annotations
 
 import csv
-import ctypes
 import gc
 import multiprocessing
 import os
@@ -24,22 +23,15 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from sqlalchemy import Engine
 
-from workbench.formats.store import (
-    DatasetWriter,
-    ImportReport,
-    ImportSourceError,
-    PendingAnnotation,
-    Rejection,
-    source_key,
-)
+from workbench.formats.imat2019_rows import RowParser, set_up_parsing_process
+from workbench.formats.records import PendingAnnotation, Rejection
+from workbench.formats.store import DatasetWriter, ImportReport, ImportSourceError
 from workbench.progress import ProgressFn, StopFn, report
-from workbench.rle import RLEError, measure_runs_many
 from workbench.settings import get_settings
 from workbench.taxonomy import TaxonomyError, load_taxonomy
 
@@ -51,193 +43,8 @@ PARALLEL_MIN_BYTES = 32 * 1024 * 1024
 # this one (the store's single writer) busy on any machine; more would only wait. On two
 # cores the three processes share them, which measured faster than one parsing process.
 MAX_DEFAULT_WORKERS = 2
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 # About the size of an iMaterialist row (a few kB of runs): sizes a parsing chunk.
 TYPICAL_ROW_BYTES = 4096
-
-
-class _RowError(ValueError):
-    pass
-
-
-class _Row(NamedTuple):
-    """A row whose fields passed their checks; its runs are measured with the chunk's."""
-
-    line: int
-    image_id: str
-    height: int
-    width: int
-    classes: _Classes
-    text: str
-
-
-class _Classes(NamedTuple):
-    """What a row's ``ClassId`` (and ``AttributesIds``) say, checked against the label file."""
-
-    category: int
-    attributes: list[int]
-    key: str  # part of the row's source key
-
-
-def _csv_fields(line: str) -> list[str]:
-    """The fields of one CSV line (without its ``\\n``), as :mod:`csv` reads them."""
-    if line.endswith("\r"):
-        line = line[:-1]
-    return next(csv.reader([line]), [])
-
-
-@dataclass(frozen=True)
-class _RowParser:
-    """Everything a worker needs to parse rows: the column layout and the known ids."""
-
-    columns: dict[str, int]
-    variant_2020: bool
-    categories: frozenset[int]
-    attributes: frozenset[int]
-
-    def parse_range(self, csv_path: Path, start: int, end: int) -> tuple[int, list[tuple], list[Rejection]]:
-        """Read and parse bytes ``start:end`` of the CSV (whole lines).
-
-        Returns ``(lines read, rows, rejected)`` with line numbers counted from the range's
-        first line as 0; ``rows`` are :class:`PendingAnnotation` fields as plain tuples, which
-        cross between processes several times faster than named tuples.
-        """
-        with csv_path.open("rb") as handle:
-            handle.seek(start)
-            data = handle.read(end - start)
-        text = data.decode("utf-8", errors="replace")
-        lines = text.split("\n")
-        if lines[-1] == "":  # the range ends with a line end, not a line
-            lines.pop()
-        pending, rejected = self.parse_lines(0, lines, quoted='"' in text or "\r" in text)
-        return len(lines), [tuple(p) for p in pending], rejected
-
-    def parse_lines(
-        self, first_line: int, lines: list[str], quoted: bool = True
-    ) -> tuple[list[PendingAnnotation], list[Rejection]]:
-        """Parse and check lines (without their line end); rejections in line order.
-
-        Every row's fields are checked one by one, then the run-length masks of all the rows
-        at once (:func:`~workbench.rle.measure_runs_many`), which is where the time goes.
-        ``quoted=False`` says no line holds a quote or a carriage return, so a plain split
-        gives csv's fields.
-        """
-        rejected: list[Rejection] = []
-        rows: list[_Row] = []
-        # ClassId values repeat all through a file: each distinct one is checked once.
-        classes_seen: dict[tuple[str, str], _Classes | str] = {}
-        for line, text in enumerate(lines, start=first_line):
-            try:
-                fields = _csv_fields(text) if quoted else self._split(text)
-            except csv.Error as exc:
-                rejected.append(Rejection(line, "", f"not a CSV line ({exc})"))
-                continue
-            if not fields:
-                continue
-            try:
-                rows.append(self._parse_fields(line, fields, classes_seen))
-            except _RowError as exc:
-                image_id = fields[self.columns["ImageId"]].strip() if len(fields) > self.columns["ImageId"] else ""
-                rejected.append(Rejection(line, image_id, str(exc)))
-        measured = measure_runs_many(
-            [row.text for row in rows], [row.height for row in rows], [row.width for row in rows]
-        )
-        pending: list[PendingAnnotation] = []
-        for row, result in zip(rows, measured):
-            if isinstance(result, RLEError):
-                rejected.append(Rejection(row.line, row.image_id, str(result)))
-                continue
-            area, bbox = result
-            pending.append(
-                PendingAnnotation(
-                    line=row.line,
-                    file_name=_file_name(row.image_id, self.variant_2020),
-                    height=row.height,
-                    width=row.width,
-                    category_source_id=row.classes.category,
-                    attribute_source_ids=row.classes.attributes,
-                    rle=row.text,
-                    area=area,
-                    bbox=bbox,
-                    source_key=source_key(row.image_id, row.classes.key, row.text),
-                )
-            )
-        rejected.sort(key=lambda r: r.line or 0)
-        return pending, rejected
-
-    def _split(self, text: str) -> list[str]:
-        """The fields of a line without quotes: ``text.split(",")``, scanning only the short
-        fields around the long EncodedPixels one (a plain split walks all of it)."""
-        if not text:
-            return []
-        before = self.columns["EncodedPixels"]
-        after = len(self.columns) - before - 1
-        head = text.split(",", before)
-        if len(head) <= before:
-            return head
-        tail = head.pop().rsplit(",", after)
-        if len(tail) <= after or "," in tail[0]:
-            return text.split(",")  # not the expected number of fields
-        return head + tail
-
-    def _parse_fields(self, line: int, fields: list[str], classes_seen: dict[tuple[str, str], _Classes | str]) -> _Row:
-        """Check a row's fields, all but its runs (measured with the whole chunk's)."""
-        col = self.columns
-        if len(fields) != len(col):
-            raise _RowError(f"{len(fields)} fields, expected {len(col)}")
-        image_id = fields[col["ImageId"]].strip()
-        if not image_id:
-            raise _RowError("empty ImageId")
-        height = _positive_int(fields[col["Height"]], "Height")
-        width = _positive_int(fields[col["Width"]], "Width")
-        raw = (fields[col["ClassId"]], fields[col["AttributesIds"]] if self.variant_2020 else "")
-        classes = classes_seen.get(raw)
-        if classes is None:
-            try:
-                classes = self._classes(*raw)
-            except _RowError as exc:
-                classes = str(exc)
-            classes_seen[raw] = classes
-        if isinstance(classes, str):
-            raise _RowError(classes)
-        return _Row(line, image_id, height, width, classes, fields[col["EncodedPixels"]].strip())
-
-    def _classes(self, class_id: str, attribute_ids: str) -> _Classes:
-        category, attributes = self._class_ids(class_id.strip(), attribute_ids.strip())
-        if category not in self.categories:
-            raise _RowError(f"unknown category id {category} (not in the label file)")
-        unknown = [a for a in attributes if a not in self.attributes]
-        if unknown:
-            raise _RowError(f"unknown attribute id(s) {unknown} (not in the label file)")
-        return _Classes(category, attributes, f"{category}:{','.join(map(str, attributes))}")
-
-    def _class_ids(self, raw: str, attrs_raw: str) -> tuple[int, list[int]]:
-        try:
-            if self.variant_2020:
-                attrs = [] if attrs_raw.lower() in ("", "nan") else [int(a) for a in attrs_raw.split(",") if a.strip()]
-                return int(raw), attrs
-            parts = [int(p) for p in raw.split("_")]
-        except ValueError:
-            raise _RowError(
-                f"ClassId {raw!r} is not a category id (optionally followed by _attribute ids)"
-            ) from None
-        return parts[0], parts[1:]
-
-
-def _positive_int(value: str, column: str) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise _RowError(f"{column} {value!r} is not an integer") from None
-    if number <= 0:
-        raise _RowError(f"{column} must be positive, not {number}")
-    return number
-
-
-def _file_name(image_id: str, variant_2020: bool) -> str:
-    if variant_2020 and not PurePosixPath(image_id).suffix:
-        return image_id + ".jpg"
-    return image_id
 
 
 def _byte_ranges(handle: BinaryIO, start: int, size: int, chunk_bytes: int) -> Iterator[tuple[int, int]]:
@@ -259,7 +66,7 @@ class _ParsedChunk(NamedTuple):
 
 
 def _parsed_chunks(
-    parser: _RowParser, csv_path: Path, ranges: Iterator[tuple[int, int]], workers: int
+    parser: RowParser, csv_path: Path, ranges: Iterator[tuple[int, int]], workers: int
 ) -> Iterator[_ParsedChunk]:
     """Parse the ranges in order, in ``workers`` spawned processes (0: in this process).
 
@@ -277,14 +84,14 @@ def _parsed_chunks(
 
 
 def _parse_ranges(
-    parser: _RowParser, csv_path: Path, ranges: Iterator[tuple[int, int]], workers: int
+    parser: RowParser, csv_path: Path, ranges: Iterator[tuple[int, int]], workers: int
 ) -> Iterator[tuple[int, list[tuple], list[Rejection], int]]:
     if workers == 0:
         for start, end in ranges:
             yield (*parser.parse_range(csv_path, start, end), end)
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_set_up_parsing_process) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=set_up_parsing_process) as pool:
         in_flight: deque[tuple[Future, int]] = deque()
         for start, end in ranges:
             in_flight.append((pool.submit(parser.parse_range, csv_path, start, end), end))
@@ -294,25 +101,6 @@ def _parse_ranges(
         while in_flight:
             future, done = in_flight.popleft()
             yield (*future.result(), done)
-
-
-def _set_up_parsing_process() -> None:
-    """Tune a parsing process (this module's own, so its settings touch nothing else).
-
-    Every chunk allocates the same tens of MB of buffers and arrays again. By default glibc's
-    malloc maps each large one afresh and unmaps it when freed, so every chunk touches new
-    pages: on the 1.6 GB benchmark a million page faults, a fifth of the parsing's CPU time.
-    With buffers up to 32 MB taken from the heap, and the heap kept, the pages are reused
-    (where malloc is not glibc's this does nothing). Parsing makes millions of short-lived
-    tuples and no reference cycles, so the cyclic garbage collector only costs time here.
-    """
-    gc.disable()
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError, TypeError):
-        return
-    mallopt(_M_TRIM_THRESHOLD, 256 * 2**20)
-    mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)  # a default chunk's largest buffer is about 12 MB
 
 
 @contextmanager
@@ -399,7 +187,7 @@ def import_imat2019(
             image_check=image_check or settings.image_check,
             max_pixels=settings.max_image_pixels,
         )
-        parser = _RowParser(
+        parser = RowParser(
             columns={column: i for i, column in enumerate(header)},
             variant_2020="AttributesIds" in header,
             categories=frozenset(c.id for c in taxonomy.categories),

@@ -9,30 +9,30 @@ at the first rejected row.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from sqlalchemy import Connection, Engine, Executable, Integer, bindparam, func, insert, select
+from sqlalchemy import Connection, Engine, Insert, func, insert, select
 from sqlalchemy.orm import Session
 
-from db.models import Annotation, AnnotationAttribute, Attribute, Category, Dataset, Image, ImportRun, utcnow
+from db.models import (
+    Annotation,
+    AnnotationAttribute,
+    Attribute,
+    Category,
+    Dataset,
+    Image,
+    ImportRun,
+    utcnow,
+)
 from workbench.formats.images import ImageInfo, ImageProblem, check_image
+from workbench.formats.records import PendingAnnotation, Rejection, source_key  # noqa: F401 (re-exported)
 from workbench.progress import Cancelled, StopFn
 from workbench.taxonomy import Taxonomy
-
-
-@dataclass
-class Rejection:
-    """A row (or annotation) the import refused: where it is and why."""
-
-    line: int | None
-    image_id: str
-    reason: str
 
 
 @dataclass
@@ -68,41 +68,18 @@ class ImportSourceError(ValueError):
     """A source that cannot be imported at all (missing file, wrong header, bad label file)."""
 
 
-class PendingAnnotation(NamedTuple):
-    """A parsed, checked annotation waiting to be written.
-
-    A named tuple rather than a dataclass: importers send hundreds of thousands of these
-    between processes, and tuples pickle several times faster.
-    """
-
-    line: int | None
-    file_name: str
-    height: int
-    width: int
-    category_source_id: int
-    attribute_source_ids: list[int]
-    rle: str
-    area: int
-    bbox: tuple[int, int, int, int]
-    source_key: str
-
-
 # An annotation row's columns, in the table's order, and its INSERT.
 _ANNOTATION_COLUMNS = (
-    "dataset_id", "image_id", "category_id", "source_key", "rle", "area",
+    "dataset_id", "image_id", "category_id", "source_key", "counts", "area",
     "bbox_x", "bbox_y", "bbox_w", "bbox_h",
 )
 _INSERT_ANNOTATION = insert(Annotation.__table__)
 
-# Links an attribute to an annotation found by its image and source key (executemany-able).
-_LINK_PARAMETERS = ("link_attribute", "link_image", "link_key")
-_LINK_ATTRIBUTE = insert(AnnotationAttribute.__table__).from_select(
-    ["annotation_id", "attribute_id"],
-    select(Annotation.id, bindparam("link_attribute", type_=Integer)).where(
-        Annotation.image_id == bindparam("link_image"),
-        Annotation.source_key == bindparam("link_key"),
-    ),
-)
+_INSERT_LINK = insert(AnnotationAttribute.__table__)
+_LINK_COLUMNS = ("annotation_id", "attribute_id")
+_IMAGE_COLUMNS = ("dataset_id", "file_name", "width", "height", "checksum", "file_size", "created_at")
+_INSERT_IMAGE = insert(Image.__table__)
+_ANNOTATION_KEY = (Annotation.image_id, Annotation.source_key)
 
 
 # SQLite settings of an import's connection, restored when it ends. SQLite checkpoints its
@@ -124,14 +101,6 @@ def _set_import_pragmas(connection: Connection) -> dict[str, Any]:
         connection.exec_driver_sql(f"PRAGMA {name}={int(value)}")
     connection.commit()  # the session begins and commits its own transactions on it
     return previous
-
-
-def source_key(*parts: str) -> str:
-    """A stable key of a source row, so re-importing it is recognised."""
-    # The digest of each part followed by a separator, hashed in one call (it is on every
-    # imported row's path).
-    data = "\x1f".join((*parts, "")).encode("utf-8")
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 class DatasetWriter:
@@ -204,7 +173,7 @@ class DatasetWriter:
         s.add(self._run)
         self._commit()
 
-    def _sync_labels(self, model: type[Category] | type[Attribute], labels) -> dict[int, int]:
+    def _sync_labels(self, model: type[Category | Attribute], labels) -> dict[int, int]:
         s = self._session
         existing = {
             src: db_id
@@ -260,48 +229,54 @@ class DatasetWriter:
         for name, result in zip(todo, results):
             self._checked[name] = result
 
-    def _image_problem(self, pending: PendingAnnotation) -> str | None:
-        stored = self.images.get(pending.file_name)
-        if stored is not None:
-            _, width, height = stored
-        else:
-            info = self._checked[pending.file_name]
+    def _image_sizes(self, file_names: set[str]) -> dict[str, tuple[int, int] | str | None]:
+        """Per file: its ``(width, height)`` as stored or read from the file, the problem
+        that refuses it, or None where the size is not known (image check ``none``)."""
+        sizes: dict[str, tuple[int, int] | str | None] = {}
+        for name in file_names:
+            stored = self.images.get(name)
+            if stored is not None:
+                sizes[name] = stored[1:]
+                continue
+            info = self._checked[name]
             if isinstance(info, ImageProblem):
-                return str(info)
-            if info.width is None:
-                return None
-            width, height = info.width, info.height
-        if (width, height) != (pending.width, pending.height):
-            return (
-                f"Height {pending.height}, Width {pending.width} disagree with the image file, "
-                f"which is {width} wide and {height} high"
-            )
-        return None
+                sizes[name] = str(info)
+            else:
+                sizes[name] = None if info.width is None else (info.width, info.height)
+        return sizes
 
     def write_batch(self, batch: list[PendingAnnotation]) -> None:
         """Check the batch's images, drop duplicates and stored rows, and write the rest."""
         if not batch:
             return
-        self._check_new_images({p.file_name for p in batch})
+        file_names = {p.file_name for p in batch}
+        self._check_new_images(file_names)
+        sizes = self._image_sizes(file_names)
+        seen = self._seen_keys
         accepted: list[PendingAnnotation] = []
         for pending in batch:
-            problem = self._image_problem(pending)
-            if problem is not None:
+            size = sizes[pending.file_name]
+            if size is not None and size != (pending.width, pending.height):
+                problem = size if isinstance(size, str) else (
+                    f"Height {pending.height}, Width {pending.width} disagree with the image file, "
+                    f"which is {size[0]} wide and {size[1]} high"
+                )
                 self.reject(pending.line, pending.file_name, problem)
                 continue
-            if pending.source_key in self._seen_keys:
-                first = self._seen_keys[pending.source_key]
+            key = (pending.file_name, pending.source_key)
+            if key in seen:
+                first = seen[key]
                 where = f"line {first}" if first is not None else "an earlier annotation"
                 self.reject(pending.line, pending.file_name, f"duplicate of {where} (same image, class and mask)")
                 continue
-            self._seen_keys[pending.source_key] = pending.line
+            seen[key] = pending.line
             accepted.append(pending)
         self._insert(accepted)
         self._commit()
 
     def _insert(self, accepted: list[PendingAnnotation]) -> None:
         s = self._session
-        new_images: dict[str, dict[str, Any]] = {}
+        new_images: dict[str, tuple] = {}
         for p in accepted:
             if p.file_name in self.images or p.file_name in new_images:
                 continue
@@ -310,6 +285,7 @@ class DatasetWriter:
             new_images[p.file_name] = self._image_row(p.file_name, p.width, p.height, info)
         self._insert_images(new_images)
         self._accepted_images.update(p.file_name for p in accepted)
+        self.report.annotations += len(accepted)
 
         # Rows already stored by an earlier import of the same source are skipped.
         old_image_ids = {
@@ -325,41 +301,75 @@ class DatasetWriter:
                 ).all()
             )
         rows: list[tuple] = []
-        links: list[tuple[int, int, str]] = []
+        attributes: list[list[int]] = []  # per row
+        images, categories, dataset_id = self.images, self.category_ids, self.dataset_id
         for p in accepted:
-            image_id = self.images[p.file_name][0]
-            self.report.annotations += 1
-            if (image_id, p.source_key) in stored:
+            image_id = images[p.file_name][0]
+            if stored and (image_id, p.source_key) in stored:
                 continue
             rows.append(
-                (self.dataset_id, image_id, self.category_ids[p.category_source_id], p.source_key,
-                 p.rle, p.area, *p.bbox)
+                (dataset_id, image_id, categories[p.category_source_id], p.source_key, p.counts, p.area, *p.bbox)
             )
-            if p.attribute_source_ids:
-                links.extend(
-                    (a, image_id, p.source_key)
-                    for a in sorted({self.attribute_ids[a] for a in p.attribute_source_ids})
-                )
+            attributes.append(sorted({self.attribute_ids[a] for a in p.attribute_source_ids}))
         if rows:
+            last_id = s.scalar(select(func.max(Annotation.id))) or 0
             self._execute_many(_INSERT_ANNOTATION, _ANNOTATION_COLUMNS, rows)
-            if links:
-                self._execute_many(_LINK_ATTRIBUTE, _LINK_PARAMETERS, links)
+            if any(attributes):
+                ids = self._inserted_ids(last_id, _ANNOTATION_KEY, [row[1:4:2] for row in rows])
+                links = [(i, a) for i, row_attributes in zip(ids, attributes) for a in row_attributes]
+                self._execute_many(_INSERT_LINK, _LINK_COLUMNS, links)
             self.report.new_annotations += len(rows)
 
-    def _execute_many(self, statement: Executable, names: tuple[str, ...], rows: list[tuple]) -> None:
-        """Run ``statement`` once per row, each a tuple of the parameters ``names``.
+    def _inserted_ids(self, last_id: int, key_columns: tuple, keys: list[tuple], *scope) -> list[int]:
+        """The ids of the rows just inserted, one per key in ``keys`` (values of ``key_columns``,
+        in the order of the rows).
+
+        Plain executemany, then the ids: RETURNING with ordered rows makes SQLite insert row by
+        row, several times slower. SQLite gives a row without an id one more than the largest
+        id so far (below 2**63 - 1), and the import holds the write lock from its first insert
+        on, so the rows have consecutive ids ending at the largest. Elsewhere they are found by
+        a range of ids past ``last_id``, the largest before (``scope`` keeps out rows another
+        import added meanwhile), and any not found so one by one.
+        """
+        id_column = key_columns[0].table.c.id
+        connection = self._session.connection()
+        if connection.dialect.name == "sqlite":
+            top = connection.scalar(select(func.max(id_column)))
+            if top is not None and top < 2**63 - 1:
+                return list(range(top - len(keys) + 1, top + 1))
+        wanted = set(keys)
+        ids = {
+            tuple(row[1:]): row[0]
+            for row in connection.execute(select(id_column, *key_columns).where(id_column > last_id, *scope))
+            if tuple(row[1:]) in wanted
+        }
+        for key in wanted.difference(ids):
+            where = [column == value for column, value in zip(key_columns, key)]
+            ids[key] = connection.scalar(select(id_column).where(*scope, *where))
+        return [ids[key] for key in keys]
+
+    def _execute_many(self, statement: Insert, names: tuple[str, ...], rows: list[tuple]) -> None:
+        """Run an INSERT once per row, each a tuple of the values of the columns ``names``.
 
         Where the driver takes parameters by position in that order (SQLite), the tuples go
-        straight to its ``executemany``: for hundreds of thousands of rows SQLAlchemy's
-        per-row parameter handling costs more than SQLite's insert. Only for parameters
-        whose type has nothing to convert (integers, text).
+        straight to its ``executemany``, converted only where a column's type says so (dates):
+        for hundreds of thousands of rows SQLAlchemy's per-row parameter handling costs more
+        than SQLite's insert.
         """
         connection = self._session.connection()
-        compiled = statement.compile(dialect=connection.dialect, column_keys=list(names))
-        if compiled.positiontup == list(names):
-            connection.exec_driver_sql(compiled.string, rows)
-        else:
+        dialect = connection.dialect
+        compiled = statement.compile(dialect=dialect, column_keys=list(names))
+        if compiled.positiontup != list(names):
             connection.execute(statement, [dict(zip(names, row)) for row in rows])
+            return
+        processors = [(i, f) for i, name in enumerate(names)
+                      if (f := statement.table.c[name].type.bind_processor(dialect)) is not None]
+        if processors:
+            rows = [list(row) for row in rows]
+            for row in rows:
+                for i, process in processors:
+                    row[i] = process(row[i])
+        connection.exec_driver_sql(compiled.string, rows)
 
     def add_images(
         self, file_names_with_sizes: Iterable[tuple[str, int | None, int | None]]
@@ -372,12 +382,12 @@ class DatasetWriter:
         entries = list(file_names_with_sizes)
         self._check_new_images({file_name for file_name, _, _ in entries})
         refused: dict[str, str] = {}
-        rows: dict[str, dict[str, Any]] = {}
+        rows: dict[str, tuple] = {}
         for file_name, width, height in entries:
             if file_name in self.images:
                 info: ImageInfo | ImageProblem = ImageInfo(*self.images[file_name][1:])
             elif file_name in rows:
-                info = ImageInfo(rows[file_name]["width"], rows[file_name]["height"])
+                info = ImageInfo(*rows[file_name][2:4])
             else:
                 info = self._checked[file_name]
             problem = str(info) if isinstance(info, ImageProblem) else None
@@ -402,38 +412,18 @@ class DatasetWriter:
         self._commit()
         return refused
 
-    def _image_row(self, file_name: str, width: int, height: int, info: ImageInfo) -> dict[str, Any]:
-        return {
-            "dataset_id": self.dataset_id,
-            "file_name": file_name,
-            "width": width,
-            "height": height,
-            "checksum": info.checksum,
-            "file_size": info.file_size,
-            "created_at": utcnow(),
-        }
+    def _image_row(self, file_name: str, width: int, height: int, info: ImageInfo) -> tuple:
+        return (self.dataset_id, file_name, width, height, info.checksum, info.file_size, utcnow())
 
-    def _insert_images(self, rows: dict[str, dict[str, Any]]) -> None:
+    def _insert_images(self, rows: dict[str, tuple]) -> None:
         if not rows:
             return
-        # Plain executemany, then one look-up of the new ids: RETURNING with ordered rows
-        # makes SQLite insert row by row, several times slower. New rows get ids past the
-        # largest one so far, which finds them without an IN list of every name (costly to
-        # build for hundreds of names a batch); names not found so (ids reused) by name.
-        columns = (Image.id, Image.file_name, Image.width, Image.height)
         last_id = self._session.scalar(select(func.max(Image.id))) or 0
-        self._session.execute(insert(Image.__table__), list(rows.values()))
-        found = self._session.execute(
-            select(*columns).where(Image.dataset_id == self.dataset_id, Image.id > last_id)
-        ).all()
-        missing = set(rows).difference(file_name for _, file_name, _, _ in found)
-        if missing:
-            found += self._session.execute(
-                select(*columns).where(Image.dataset_id == self.dataset_id, Image.file_name.in_(missing))
-            ).all()
-        for image_id, file_name, width, height in found:
-            if file_name in rows:
-                self.images[file_name] = (image_id, width, height)
+        self._execute_many(_INSERT_IMAGE, _IMAGE_COLUMNS, list(rows.values()))
+        keys = [(file_name,) for file_name in rows]
+        ids = self._inserted_ids(last_id, (Image.file_name,), keys, Image.dataset_id == self.dataset_id)
+        for image_id, (file_name, (_, _, width, height, *_)) in zip(ids, rows.items()):
+            self.images[file_name] = (image_id, width, height)
         self.report.new_images += len(rows)
 
     def _commit(self) -> None:

@@ -24,7 +24,7 @@ from workbench.datasets import get_dataset
 from workbench.people.coverage import CoverageSettings, image_score, proposal_coverage, unlabelled_score
 from workbench.people.detectors import Detector, DetectorError, Garment, ImageSample
 from workbench.progress import ProgressFn, StopFn, check_stop, report
-from workbench.rle import RLEError, decode_runs, mask_to_text, parse_runs
+from workbench.rle import RLEError, counts_to_runs, decode_runs, mask_to_text
 
 
 @dataclass
@@ -52,16 +52,16 @@ def load_samples(session: Session, dataset: Dataset, image_ids: list[int]) -> li
     images = {img.id: img for img in session.scalars(select(Image).where(Image.id.in_(image_ids)))}
     garments: dict[int, list[Garment]] = {i: [] for i in image_ids}
     rows = session.execute(
-        select(Annotation.image_id, Annotation.id, Annotation.rle, Annotation.bbox_x, Annotation.bbox_y,
+        select(Annotation.image_id, Annotation.id, Annotation.counts, Annotation.bbox_x, Annotation.bbox_y,
                Annotation.bbox_w, Annotation.bbox_h, Category.name, Category.supercategory)
         .join(Category, Annotation.category_id == Category.id)
         .where(Annotation.image_id.in_(image_ids))
         .order_by(Annotation.id)
     ).all()
-    for image_id, ann_id, rle, x, y, w, h, name, supercategory in rows:
+    for image_id, ann_id, counts, x, y, w, h, name, supercategory in rows:
         image = images[image_id]
         try:
-            mask = decode_runs(parse_runs(rle, image.height, image.width), image.height, image.width)
+            mask = decode_runs(counts_to_runs(counts, image.height, image.width), image.height, image.width)
         except RLEError as exc:
             raise DetectorError(f"image {image.file_name!r}, annotation {ann_id}: {exc}") from exc
         garments[image_id].append(Garment(_short(name), supercategory or "", (x, y, w, h), mask))

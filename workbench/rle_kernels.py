@@ -1,0 +1,259 @@
+"""Compiled loops (numba) over run-length masks: the importer's hot path.
+
+An iMaterialist CSV is gigabytes of run-length digits. Checking, measuring and re-encoding
+them with whole-array numpy takes a dozen passes over every value; these loops do it in one
+pass over the bytes, without a Python object per run. They only ever *accept* a mask: any
+text they do not take (a tab between runs, a comma, a bad run) is marked, and the caller's
+pure-Python path (:mod:`workbench.rle`) words the exact message.
+
+The store keeps masks as COCO compressed RLE strings (the ``counts`` pycocotools reads and
+writes): alternating runs of 0s and 1s over the column-major pixels, each count after the
+third written as its difference to the count two places back, in 5-bit groups of characters
+``'0' + group`` with bit 0x20 saying another group follows. That is the format's definition
+(``rleToString`` in cocoapi's ``maskApi.c``); its strings are about a sixth of the size of the
+same mask as iMaterialist text.
+
+Compiled on first use and cached next to this file (``cache=True``); where that folder is
+read-only numba compiles again in each process, which costs a second or two, not a result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# What a field may have around its runs (the ASCII whitespace str.strip removes, bar
+# \x1c-\x1f, which the Python path handles).
+_TAB, _CR, _SPACE = 9, 13, 32
+_ZERO, _NINE, _COMMA = 48, 57, 44
+# Tokens longer than this are left to the Python path (so no value nears int64's limit).
+_MAX_DIGITS = 18
+# Characters of one count at most (64 bits in 5-bit groups, sign included).
+MAX_CHARS_PER_COUNT = 13
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _put_count(out: np.ndarray, pos: int, value: int) -> int:
+    """Write one (already differenced) count in COCO's 5-bit groups; returns the new end."""
+    more = True
+    while more:
+        group = value & 0x1F
+        value >>= 5  # arithmetic: negative values keep their sign
+        more = value != -1 if group & 0x10 else value != 0
+        if more:
+            group |= 0x20
+        out[pos] = group + 48
+        pos += 1
+    return pos
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _put_next(out: np.ndarray, pos: int, index: int, before2: int, before1: int, count: int):
+    """Write the ``index``-th count of a mask, differenced against the one two places back
+    (``before2``) from the fourth on; returns the new ``(pos, index, before2, before1)``."""
+    pos = _put_count(out, pos, count - before2 if index > 2 else count)
+    return pos, index + 1, before1, count
+
+
+@njit(cache=True, nogil=True)
+def encode_runs(starts: np.ndarray, lengths: np.ndarray, pixels: int, out: np.ndarray) -> int:
+    """COCO compressed RLE of 0-based, ascending, non-overlapping runs of an image of
+    ``pixels`` pixels, written into ``out`` (``MAX_CHARS_PER_COUNT`` per count, 2 counts per
+    run plus one, is always enough); returns the number of characters. Touching runs are
+    written as one, as pycocotools does, so a mask has one string."""
+    pos = index = before2 = before1 = 0  # characters and counts written; the last two counts
+    end = run = 0  # one past the run being gathered, and its length so far
+    for i in range(starts.size):
+        if i > 0 and starts[i] == end:
+            run += lengths[i]
+            end += lengths[i]
+            continue
+        if i > 0:
+            pos, index, before2, before1 = _put_next(out, pos, index, before2, before1, run)
+        pos, index, before2, before1 = _put_next(out, pos, index, before2, before1, starts[i] - end)
+        run = lengths[i]
+        end = starts[i] + run
+    if starts.size:
+        pos, index, before2, before1 = _put_next(out, pos, index, before2, before1, run)
+    if pixels > end:  # the 0s after the last run
+        pos, index, before2, before1 = _put_next(out, pos, index, before2, before1, pixels - end)
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def field_spans(data: np.ndarray, line_ends: np.ndarray, columns: int, long_column: int) -> np.ndarray:
+    """Where each line's fields start and end: ``(lines, columns, 2)`` byte offsets.
+
+    ``line_ends`` are the offsets of the lines' ``\\n`` (or the data's end). Only the short
+    fields around ``long_column`` are scanned: its commas from the line's start, the rest from
+    its end, so the long field is walked once, later, by :func:`measure_and_encode`, which
+    refuses a comma in it. A line without enough commas gets ``-1`` spans (the caller's
+    general path), an empty line ``-2``. A ``\\r`` before the ``\\n`` is not part of the line.
+    """
+    spans = np.full((line_ends.size, columns, 2), -1, dtype=np.int64)
+    start = 0
+    for line in range(line_ends.size):
+        end = line_ends[line]
+        if end > start and data[end - 1] == _CR:
+            end -= 1
+        if end == start:
+            spans[line, :, :] = -2
+            start = line_ends[line] + 1
+            continue
+        ok = True
+        field_start = start
+        pos = start
+        for column in range(long_column):  # fields before the long one, left to right
+            while pos < end and data[pos] != _COMMA:
+                pos += 1
+            if pos == end:
+                ok = False
+                break
+            spans[line, column, 0] = field_start
+            spans[line, column, 1] = pos
+            pos += 1
+            field_start = pos
+        long_start = field_start
+        field_end = end
+        pos = end - 1
+        for column in range(columns - 1, long_column, -1):  # fields after it, right to left
+            while ok and pos >= long_start and data[pos] != _COMMA:
+                pos -= 1
+            if not ok or pos < long_start:
+                ok = False
+                break
+            spans[line, column, 0] = pos + 1
+            spans[line, column, 1] = field_end
+            field_end = pos
+            pos -= 1
+        if ok:
+            spans[line, long_column, 0] = long_start
+            spans[line, long_column, 1] = field_end
+        else:
+            spans[line, :, :] = -1
+        start = line_ends[line] + 1
+    return spans
+
+
+@njit(cache=True, nogil=True)
+def parse_sizes(data: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """The positive integer in each field ``data[spans[i, 0]:spans[i, 1]]`` (whitespace around
+    allowed), or -1 where there is none (a missing field, another character, 0, too long)."""
+    sizes = np.full(spans.shape[0], -1, dtype=np.int64)
+    for i in range(spans.shape[0]):
+        first, last = spans[i, 0], spans[i, 1]
+        if first < 0:
+            continue
+        while first < last and (data[first] == _SPACE or _TAB <= data[first] <= _CR):
+            first += 1
+        while last > first and (data[last - 1] == _SPACE or _TAB <= data[last - 1] <= _CR):
+            last -= 1
+        if last == first or last - first > _MAX_DIGITS:
+            continue
+        value = 0
+        for k in range(first, last):
+            if not _ZERO <= data[k] <= _NINE:
+                value = -1
+                break
+            value = value * 10 + (data[k] - _ZERO)
+        if value > 0:
+            sizes[i] = value
+    return sizes
+
+
+@njit(cache=True, nogil=True)
+def measure_and_encode(
+    data: np.ndarray,
+    field_starts: np.ndarray,
+    field_ends: np.ndarray,
+    heights: np.ndarray,
+    widths: np.ndarray,
+    out: np.ndarray,
+    offsets: np.ndarray,
+    measures: np.ndarray,
+) -> np.ndarray:
+    """Check, measure and encode iMaterialist run-length fields in one pass over their bytes.
+
+    Field ``i`` is ``data[field_starts[i]:field_ends[i]]``: 1-based ``start length`` pairs
+    separated by single spaces, whitespace around. Its COCO string goes to
+    ``out[offsets[i]:offsets[i + 1]]`` (``out`` needs the fields' bytes plus
+    ``MAX_CHARS_PER_COUNT`` per field), its area and box ``(x, y, w, h)`` to ``measures[i]``.
+    Returns a boolean per field: True where the field was not taken (not in this plain form,
+    or a run that is empty, out of order, overlapping or past the image), for the caller's
+    checked path; such a field writes no characters.
+    """
+    refused = np.zeros(field_starts.size, dtype=np.bool_)
+    pos = 0
+    for i in range(field_starts.size):
+        offsets[i] = pos
+        first, last = field_starts[i], field_ends[i]
+        while first < last and (data[first] == _SPACE or _TAB <= data[first] <= _CR):
+            first += 1
+        while last > first and (data[last - 1] == _SPACE or _TAB <= data[last - 1] <= _CR):
+            last -= 1
+        height = heights[i]
+        pixels = height * widths[i]
+        ok = first < last and height > 0 and widths[i] > 0
+        value = digits = tokens = 0
+        run_start = 0  # 1-based start of the run being read
+        end = 1  # 1-based, one past the previous run
+        index = before2 = before1 = 0  # COCO counts written, and the last two
+        run = 0  # length of the run being gathered (touching runs are one)
+        area = 0
+        left = right = top = bottom = 0
+        wraps = False
+        k = first
+        while ok and k <= last:
+            byte = data[k] if k < last else _SPACE
+            if _ZERO <= byte <= _NINE:
+                value = value * 10 + (byte - _ZERO)
+                digits += 1
+                ok = digits <= _MAX_DIGITS
+            elif byte == _SPACE and digits > 0:
+                if tokens % 2 == 0:
+                    run_start = value
+                    ok = value >= end  # starts at 1 and after the previous run
+                else:
+                    length = value
+                    ok = 1 <= length <= pixels + 1 - run_start
+                    if ok:
+                        if tokens > 1 and run_start == end:  # touching the run before: one run
+                            run += length
+                        else:
+                            if tokens > 1:
+                                pos, index, before2, before1 = _put_next(out, pos, index, before2, before1, run)
+                            pos, index, before2, before1 = _put_next(out, pos, index, before2, before1,
+                                                                     run_start - end)
+                            run = length
+                        column0, row0 = divmod(run_start - 1, height)
+                        column1, row1 = divmod(run_start + length - 2, height)
+                        if tokens == 1:
+                            left, top, bottom = column0, row0, row1
+                        wraps = wraps or column1 != column0
+                        top = min(top, row0)
+                        bottom = max(bottom, row1)
+                        right = column1
+                        area += length
+                        end = run_start + length
+                tokens += 1
+                value = digits = 0
+            else:  # another character, or a second space
+                ok = False
+            k += 1
+        ok = ok and tokens % 2 == 0
+        if ok:
+            pos, index, before2, before1 = _put_next(out, pos, index, before2, before1, run)
+            if pixels >= end:  # the 0s after the last run
+                pos, index, before2, before1 = _put_next(out, pos, index, before2, before1, pixels + 1 - end)
+            if wraps:  # a run continuing into the next column covers its top and bottom
+                top, bottom = 0, height - 1
+            measures[i, 0] = area
+            measures[i, 1] = left
+            measures[i, 2] = top
+            measures[i, 3] = right - left + 1
+            measures[i, 4] = bottom - top + 1
+        else:
+            refused[i] = True
+            pos = offsets[i]
+    offsets[field_starts.size] = pos
+    return refused
