@@ -7,13 +7,15 @@ column a mask covers, which gives rows of a few kilobytes as in the real file.
 
 Each contestant runs in its own process so that its peak memory is its own (the importer's
 worker processes included: their resident memory is summed with the importer's while it runs):
-- workbench: ``import_imat2019`` into a fresh SQLite store, with ``image_check="none"``
-  (there are no 45,600 photos here: the CSV's sizes are trusted);
-- baseline: ``pandas.read_csv`` of the whole file, then ``DataFrame.to_sql``.
+- workbench: ``import_imat2019`` into a fresh SQLite store (every row checked, area and box
+  computed, masks re-encoded as COCO strings), with ``image_check="none"`` (there are no
+  45,600 photos here: the CSV's sizes are trusted);
+- baseline: ``pandas.read_csv`` of the whole file, then ``DataFrame.to_sql`` (nothing checked).
+The two run in turn ``--repeat`` times (the machine's load varies), and the medians are compared.
 Image checking is measured apart, on a sample of generated JPEGs at real sizes, and printed
 per image (the "full" check: SHA-256 of the bytes + a 1/8-scale decode).
 
-    python bench/ingest.py                # full scale (writes about 1.3 GB under bench/out)
+    python bench/ingest.py                # full scale (writes about 1.6 GB under bench/out)
     python bench/ingest.py --scale 0.05   # a quick look
 """
 
@@ -24,6 +26,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -177,6 +180,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the real dataset's size")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "ingest")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each contestant, in turn")
     parser.add_argument("--keep", action="store_true", help="keep the generated CSV and stores")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -194,12 +198,22 @@ def main() -> None:
           f"{csv.stat().st_size / 1e6:.0f} MB, written in {time.perf_counter() - start:.0f} s")
 
     print(f"machine: {os.cpu_count()} cores, load average {' / '.join(f'{v:.1f}' for v in os.getloadavg())} (1/5/15 min)")
-    baseline = _measure("baseline", csv, args.out / "baseline.db")
-    print(f"baseline  (pandas read_csv + to_sql): {baseline['seconds']:6.1f} s, peak {baseline['peak_mb']:6.0f} MB")
-    workbench = _measure("workbench", csv, args.out / "workbench.db")
+    runs: dict[str, list[dict]] = {"baseline": [], "workbench": []}
+    for _ in range(args.repeat):
+        for which in runs:
+            db = args.out / f"{which}.db"
+            result = _measure(which, csv, db)
+            result["store_mb"] = sum(p.stat().st_size for p in db.parent.glob(db.name + "*")) / 1e6
+            runs[which].append(result)
+            print(f"  {which:9s} {result['seconds']:6.1f} s, peak {result['peak_mb']:6.0f} MB, "
+                  f"store {result['store_mb']:6.0f} MB {result['result']}")
+    baseline = {k: statistics.median(r[k] for r in runs["baseline"]) for k in ("seconds", "peak_mb", "store_mb")}
+    workbench = {k: statistics.median(r[k] for r in runs["workbench"]) for k in ("seconds", "peak_mb", "store_mb")}
+    own = statistics.median(r["own_peak_mb"] for r in runs["workbench"])
+    print(f"baseline  (pandas read_csv + to_sql): {baseline['seconds']:6.1f} s, peak {baseline['peak_mb']:6.0f} MB,"
+          f" store {baseline['store_mb']:.0f} MB (medians of {args.repeat})")
     print(f"workbench (streaming import_imat2019): {workbench['seconds']:6.1f} s, peak {workbench['peak_mb']:6.0f} MB"
-          f" with its parsing processes ({workbench['own_peak_mb']:.0f} MB the importing process alone),"
-          f" {workbench['result']}")
+          f" with its parsing processes ({own:.0f} MB the importing process alone), store {workbench['store_mb']:.0f} MB")
     print(f"ratio: workbench is {baseline['seconds'] / workbench['seconds']:.2f}x the baseline's speed, "
           f"{workbench['peak_mb'] / baseline['peak_mb']:.2f}x its peak memory")
     per_image = measure_image_check(args.out)

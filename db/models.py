@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -100,7 +100,6 @@ class Annotation(Base):
     __tablename__ = "annotation"
     __table_args__ = (
         UniqueConstraint("image_id", "source_key"),
-        Index("ix_annotation_dataset_category", "dataset_id", "category_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -237,4 +237,4 @@ def set_up_parsing_process() -> None:
     except (AttributeError, OSError, TypeError):
         return
     mallopt(_M_TRIM_THRESHOLD, 256 * 2**20)
-    mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)  # a default chunk's largest buffer is about 12 MB
+    mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)  # glibc's most; a default chunk's buffers are about 20 MB
