@@ -1,9 +1,12 @@
-"""Run-length masks as iMaterialist writes them, and conversions from COCO's RLE.
+"""Run-length masks: iMaterialist's text, the store's COCO strings, and conversions.
 
-A mask of an ``height x width`` image is a text of space-separated pairs ``start length``:
-starts are 1-based, pixels are numbered top-to-bottom then left-to-right (column-major),
-runs are in ascending order and do not overlap. Inside the workbench a parsed mask is an
-``(n, 2)`` int64 array of 0-based ``[start, length]`` rows ("runs").
+iMaterialist writes a mask of an ``height x width`` image as a text of space-separated pairs
+``start length``: starts are 1-based, pixels are numbered top-to-bottom then left-to-right
+(column-major), runs are in ascending order and do not overlap. Inside the workbench a parsed
+mask is an ``(n, 2)`` int64 array of 0-based ``[start, length]`` rows ("runs"). The store keeps
+masks as COCO compressed RLE strings (pycocotools' ``counts``, over the same column-major
+pixels): :func:`runs_to_counts` and :func:`counts_to_runs` convert, and :func:`encode_fields`
+turns iMaterialist text into them by the gigabyte.
 
 Area and bounding box come straight from the runs, so statistics never decode a mask.
 """
@@ -123,6 +126,8 @@ def encode_fields(
     ends = np.asarray(ends, dtype=np.int64)
     heights = np.asarray(heights, dtype=np.int64)
     widths = np.asarray(widths, dtype=np.int64)
+    if n and ends.max() >= len(data):
+        data = data + b" "  # the compiled loop reads the byte after each field
     buffer = np.frombuffer(data, dtype=np.uint8)
     out = np.empty(int((ends - starts).sum()) + rle_kernels.MAX_CHARS_PER_COUNT * n, dtype=np.uint8)
     offsets = np.empty(n + 1, dtype=np.int64)

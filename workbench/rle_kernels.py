@@ -175,7 +175,8 @@ def measure_and_encode(
     """Check, measure and encode iMaterialist run-length fields in one pass over their bytes.
 
     Field ``i`` is ``data[field_starts[i]:field_ends[i]]``: 1-based ``start length`` pairs
-    separated by single spaces, whitespace around. Its COCO string goes to
+    separated by single spaces, whitespace around; a byte must follow each field in ``data``
+    (whatever it is: the loop reads it as the end of the last token, which keeps it simple). Its COCO string goes to
     ``out[offsets[i]:offsets[i + 1]]`` (``out`` needs the fields' bytes plus
     ``MAX_CHARS_PER_COUNT`` per field), its area and box ``(x, y, w, h)`` to ``measures[i]``.
     Returns a boolean per field: True where the field was not taken (not in this plain form,
@@ -194,58 +195,70 @@ def measure_and_encode(
         height = heights[i]
         pixels = height * widths[i]
         ok = first < last and height > 0 and widths[i] > 0
-        value = digits = tokens = 0
+        tokens = 0
         run_start = 0  # 1-based start of the run being read
         end = 1  # 1-based, one past the previous run
         index = before2 = before1 = 0  # COCO counts written, and the last two
         run = 0  # length of the run being gathered (touching runs are one)
         area = 0
-        left = right = top = bottom = 0
+        left = top = bottom = 0
+        column = base = 0  # the column a run starts in, and its first pixel (0-based)
         wraps = False
-        k = first
-        while ok and k <= last:
-            byte = data[k] if k < last else _SPACE
-            if _ZERO <= byte <= _NINE:
+        value = digits = 0
+        for k in range(first, last + 1 if ok else first):
+            # data[last] ends the last token whatever it is: the caller sees that it exists.
+            byte = data[k]
+            if _ZERO <= byte <= _NINE and k < last:
                 value = value * 10 + (byte - _ZERO)
                 digits += 1
-                ok = digits <= _MAX_DIGITS
-            elif byte == _SPACE and digits > 0:
-                if tokens % 2 == 0:
-                    run_start = value
-                    ok = value >= end  # starts at 1 and after the previous run
-                else:
-                    length = value
-                    ok = 1 <= length <= pixels + 1 - run_start
-                    if ok:
-                        if tokens > 1 and run_start == end:  # touching the run before: one run
-                            run += length
-                        else:
-                            if tokens > 1:
-                                pos, index, before2, before1 = _put_next(out, pos, index, before2, before1, run)
-                            pos, index, before2, before1 = _put_next(out, pos, index, before2, before1,
-                                                                     run_start - end)
-                            run = length
-                        column0, row0 = divmod(run_start - 1, height)
-                        column1, row1 = divmod(run_start + length - 2, height)
-                        if tokens == 1:
-                            left, top, bottom = column0, row0, row1
-                        wraps = wraps or column1 != column0
-                        top = min(top, row0)
-                        bottom = max(bottom, row1)
-                        right = column1
-                        area += length
-                        end = run_start + length
-                tokens += 1
-                value = digits = 0
-            else:  # another character, or a second space
-                ok = False
-            k += 1
-        ok = ok and tokens % 2 == 0
+                continue
+            if digits == 0 or digits > _MAX_DIGITS or (byte != _SPACE and k < last):
+                ok = False  # another character, a second space, or a token too long
+                break
+            tokens += 1
+            token, value, digits = value, 0, 0
+            if tokens % 2:
+                run_start = token
+                ok = token >= end  # starts at 1 and after the previous run
+                if not ok:
+                    break
+                continue
+            length = token
+            ok = 1 <= length <= pixels + 1 - run_start
+            if not ok:
+                break
+            if tokens > 2 and run_start == end:  # touching the run before: one run
+                run += length
+            else:
+                if tokens > 2:
+                    pos, index, before2, before1 = _put_next(out, pos, index, before2, before1, run)
+                pos, index, before2, before1 = _put_next(out, pos, index, before2, before1, run_start - end)
+                run = length
+            # Rows and columns without a division per run: runs ascend, so the column moves on.
+            first_pixel = run_start - 1
+            if tokens == 2 or first_pixel - base >= 8 * height:
+                column = first_pixel // height
+                base = column * height
+            while first_pixel - base >= height:
+                column += 1
+                base += height
+            if tokens == 2:
+                left, top, bottom = column, first_pixel - base, first_pixel - base
+            last_pixel = first_pixel + length - 1
+            if last_pixel - base >= height:
+                wraps = True  # a run continuing into the next column covers its top and bottom
+            else:
+                top = min(top, first_pixel - base)
+                bottom = max(bottom, last_pixel - base)
+            area += length
+            end = run_start + length
+        ok = ok and tokens > 0 and tokens % 2 == 0
+        right = (end - 2) // height if ok else 0
         if ok:
             pos, index, before2, before1 = _put_next(out, pos, index, before2, before1, run)
             if pixels >= end:  # the 0s after the last run
                 pos, index, before2, before1 = _put_next(out, pos, index, before2, before1, pixels + 1 - end)
-            if wraps:  # a run continuing into the next column covers its top and bottom
+            if wraps:
                 top, bottom = 0, height - 1
             measures[i, 0] = area
             measures[i, 1] = left

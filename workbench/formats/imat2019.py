@@ -5,7 +5,8 @@
 ``ClassId`` and a comma-separated ``AttributesIds`` column.
 
 The CSV is streamed in chunks of whole lines (never loaded whole). Parsing and checking a
-chunk's run-length masks is CPU work, so on a large file it runs in worker processes
+chunk's run-length masks (:mod:`workbench.formats.imat2019_rows`) is CPU work, so on a large
+file it runs in worker processes
 (spawned, so the same on Linux, macOS and Windows), each reading its own byte range of the
 file, while this process checks image files and writes to the store; at most a few chunks are
 in flight, which bounds memory. Every bad row is reported with its 1-based line number

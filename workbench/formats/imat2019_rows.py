@@ -1,7 +1,8 @@
 """Parsing iMaterialist ``train.csv`` rows: fields checked, masks checked, measured and encoded.
 
 This is the part of the importer (:mod:`workbench.formats.imat2019`) that runs in its parsing
-processes, so it imports nothing heavier than numpy and the compiled run-length loops.
+processes, so it imports nothing heavier than numpy and (when it parses) the compiled
+run-length loops.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from workbench import rle_kernels
 from workbench.formats.records import Rejection, class_key, source_key
 from workbench.rle import Encoded, RLEError, encode_fields, encode_texts
 
@@ -79,6 +79,8 @@ class RowParser:
         goes. Any line the scan does not take, a quoted one, a bad one, is read by :mod:`csv`
         and checked field by field, which words its rejection.
         """
+        from workbench import rle_kernels  # numba: only where rows are parsed
+
         buffer = np.frombuffer(data, dtype=np.uint8)
         line_ends = np.flatnonzero(buffer == ord("\n"))
         if data and not data.endswith(b"\n"):
@@ -129,7 +131,7 @@ class RowParser:
         """Read ``lines`` of the chunk with :mod:`csv`, check each field, then their masks."""
         bounds = np.concatenate(([0], line_ends + 1)).tolist()
         checked: list[tuple[_Row, str]] = []
-        classes_seen: dict[tuple[bytes, bytes], _Classes | str] = {}
+        classes_seen: dict[tuple[str, str], _Classes | str] = {}
         for line in lines:
             text = data[bounds[line] : bounds[line + 1]].decode("utf-8", errors="replace").rstrip("\n")
             try:

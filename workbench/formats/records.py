@@ -39,11 +39,10 @@ class PendingAnnotation(NamedTuple):
     source_key: str
 
 
-def source_key(*parts: str | bytes) -> str:
-    """A stable key of a source row, so re-importing it is recognised (text parts are hashed
-    as UTF-8)."""
+def source_key(*parts: str) -> str:
+    """A stable key of a source row, so re-importing it is recognised."""
     # Each part followed by a separator, hashed in one call (it is on every imported row's path).
-    data = b"\x1f".join([*(p.encode("utf-8") if isinstance(p, str) else p for p in parts), b""])
+    data = "\x1f".join((*parts, "")).encode("utf-8")
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
