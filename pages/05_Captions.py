@@ -10,6 +10,7 @@ from PIL import Image as PILImage, ImageDraw
 
 from db.engine import session_scope
 from ui.common import datasets_or_stop, store_or_stop
+from ui.jobs import watch_job
 from workbench.captions.dataset_prompts import dataset_prompts
 from workbench.captions.review import (BulkOperation, CaptionConflict, ReviewError, apply_bulk, decide, preview_bulk,
                                        review_progress)
@@ -53,14 +54,18 @@ with st.expander("Generate captions (runs as a background job)"):
 
         argv = ["captions", "run", "--dataset", name, "--captioner", kind, "--batch-size", str(int(batch))]
         argv += ["--model", model.strip()] if model.strip() else []
-        job_id = start_job(engine, settings, kind="captions", argv=argv, dataset=name, details={"captioners": [kind]})
-        st.success(f"Job {job_id} started; follow it with `python -m workbench jobs status {job_id}`.")
+        st.session_state["captions_job"] = start_job(engine, settings, kind="captions", argv=argv, dataset=name,
+                                                     details={"captioners": [kind]})
+    if (job_id := st.session_state.get("captions_job")) is not None:
+        watch_job(engine, job_id, label="Captioning job", unit="images", cancellable=True,
+                  finished=lambda job: "Captions stored: review them below.")
     from workbench.jobs import list_jobs, refresh_jobs
 
     refresh_jobs(engine)
     with session_scope(engine) as session:
         jobs = [(j.id, j.status, j.message, " ".join(j.argv[4:6])) for j in list_jobs(session, kind="captions", dataset=name)[:5]]
     if jobs:
+        st.caption("Recent captioning jobs of this dataset (`python -m workbench jobs status ID` follows one)")
         st.dataframe(pd.DataFrame(jobs, columns=["job", "status", "progress", "captioner"]), hide_index=True)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,18 @@ def test_mixing_page_previews_and_saves_versions(store) -> None:
     app.button(key="mix_save").click().run()
     with session_scope(store) as session:
         assert get_recipe(session, "page-recipe").version == 2
+
+
+def test_generate_runs_a_background_job_and_follows_it_to_the_end(store) -> None:
+    app = run("05_Captions.py")
+    app.selectbox(key="captions_gen_kind").set_value("dataset")
+    next(b for b in app.button if b.label == "Start captioning job").click()
+    app.run()
+    job_id = app.session_state["captions_job"]
+    assert any(f"Captioning job {job_id}" in (p.proto.text or "") for p in app.get("progress"))
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not any(s.value.startswith("Captions stored") for s in app.success):
+        time.sleep(0.5)
+        app.run()
+    assert any(s.value.startswith("Captions stored") for s in app.success), [e.value for e in app.error]
+    assert app.dataframe[0].value.loc[0, "status"] == "finished"
