@@ -21,13 +21,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from sqlalchemy import Engine
 
-from workbench.formats.store import (
-    DatasetWriter,
-    ImportReport,
-    ImportSourceError,
-    PendingAnnotation,
-    source_key,
-)
+from workbench.formats.records import PendingAnnotation, source_key
+from workbench.formats.store import DatasetWriter, ImportReport, ImportSourceError
 from workbench.progress import ProgressFn, StopFn, report
 from workbench.rle import (
     RLEError,

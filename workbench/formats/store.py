@@ -30,7 +30,7 @@ from db.models import (
     utcnow,
 )
 from workbench.formats.images import ImageInfo, ImageProblem, check_image
-from workbench.formats.records import PendingAnnotation, Rejection, source_key  # noqa: F401 (re-exported)
+from workbench.formats.records import PendingAnnotation, Rejection
 from workbench.progress import Cancelled, StopFn
 from workbench.taxonomy import Taxonomy
 
