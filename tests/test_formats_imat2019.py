@@ -412,3 +412,43 @@ def test_a_stopped_import_keeps_its_batches_and_a_reimport_completes_it(engine, 
     report = src.run(engine)
     assert (report.annotations, report.new_annotations) == (20, 20 - kept)
     assert _counts(engine)[1] == 20
+
+
+def test_quoted_2020_attribute_lists_are_read_by_the_compiled_scan_as_csv_reads_them(monkeypatch):
+    """iMaterialist 2020 quotes its AttributesIds ("115,136"): those lines stay on the fast
+    path; any other quoting goes to csv, and both give what csv reads."""
+    import workbench.formats.imat2019_rows as rows_module
+    from workbench.formats.imat2019_rows import RowParser
+
+    header = [*HEADER.split(","), "AttributesIds"]
+    taxonomy_ids = frozenset(range(46)), frozenset(range(300))
+    parser = RowParser({c: i for i, c in enumerate(header)}, True, *taxonomy_ids)
+    m = mask_to_text(_mask(30, 40, 2, 2, 9, 9))
+    lines = [
+        f'a,{m},30,40,10,"115,136"',  # 2020's own quoting
+        f'b,{m},30,40,10,""',
+        f"c,{m},30,40,23,",
+        f'"d",{m},30,40,10,"115"',  # a quoted ImageId: csv's
+        f'e,{m},30,40,10,"115,""136"""',  # doubled quotes: csv's
+        f'f,{m},30,40,10,x"115"',  # a quote inside an unquoted field: csv's
+        f'g,{m},30,40,"10",115',
+        f'h,{m},30,40,10,"115,136',  # unbalanced
+    ]
+    data = ("\n".join(lines) + "\n").encode()
+    read_by_csv: list[str] = []
+    real_csv_fields = rows_module._csv_fields
+
+    def spy(line: str) -> list[str]:
+        fields = real_csv_fields(line)
+        read_by_csv.append(fields[0])
+        return fields
+
+    monkeypatch.setattr(rows_module, "_csv_fields", spy)
+    fast = parser.parse_chunk(data)
+    assert sorted(set(read_by_csv)) == ["d", "e", "f", "h"]
+    line_ends = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n"))
+    by_csv: tuple[dict, list] = ({}, [])
+    parser._read_lines(data, line_ends, list(range(len(lines))), *by_csv)
+    assert fast[1] == [by_csv[0][line] for line in sorted(by_csv[0])]
+    assert fast[2] == sorted(by_csv[1], key=lambda r: r.line)
+    assert [row[5] for row in fast[1]][:2] == [[115, 136], []]

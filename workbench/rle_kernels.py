@@ -25,7 +25,7 @@ from numba import njit
 # What a field may have around its runs (the ASCII whitespace str.strip removes, bar
 # \x1c-\x1f, which the Python path handles).
 _TAB, _CR, _SPACE = 9, 13, 32
-_ZERO, _NINE, _COMMA = 48, 57, 44
+_ZERO, _NINE, _COMMA, _QUOTE = 48, 57, 44, 34
 # Tokens longer than this are left to the Python path (so no value nears int64's limit).
 _MAX_DIGITS = 18
 # Characters of one count at most (64 bits in 5-bit groups, sign included).
@@ -87,8 +87,10 @@ def field_spans(data: np.ndarray, line_ends: np.ndarray, columns: int, long_colu
     ``line_ends`` are the offsets of the lines' ``\\n`` (or the data's end). Only the short
     fields around ``long_column`` are scanned: its commas from the line's start, the rest from
     its end, so the long field is walked once, later, by :func:`measure_and_encode`, which
-    refuses a comma in it. A line without enough commas gets ``-1`` spans (the caller's
-    general path), an empty line ``-2``. A ``\\r`` before the ``\\n`` is not part of the line.
+    refuses a comma in it. A field after the long one may be quoted (iMaterialist 2020's
+    ``"3,77"``): its span is inside the quotes. A line this does not read (too few commas, a
+    quote anywhere else) gets ``-1`` spans, for the caller's general path; an empty line
+    ``-2``. A ``\\r`` before the ``\\n`` is not part of the line.
     """
     spans = np.full((line_ends.size, columns, 2), -1, dtype=np.int64)
     start = 0
@@ -104,9 +106,9 @@ def field_spans(data: np.ndarray, line_ends: np.ndarray, columns: int, long_colu
         field_start = start
         pos = start
         for column in range(long_column):  # fields before the long one, left to right
-            while pos < end and data[pos] != _COMMA:
+            while pos < end and data[pos] != _COMMA and data[pos] != _QUOTE:
                 pos += 1
-            if pos == end:
+            if pos == end or data[pos] == _QUOTE:
                 ok = False
                 break
             spans[line, column, 0] = field_start
@@ -117,9 +119,23 @@ def field_spans(data: np.ndarray, line_ends: np.ndarray, columns: int, long_colu
         field_end = end
         pos = end - 1
         for column in range(columns - 1, long_column, -1):  # fields after it, right to left
-            while ok and pos >= long_start and data[pos] != _COMMA:
+            if not ok:
+                break
+            if pos >= long_start and data[pos] == _QUOTE:  # a quoted field, "3,77" say
+                close = pos
                 pos -= 1
-            if not ok or pos < long_start:
+                while pos >= long_start and data[pos] != _QUOTE:
+                    pos -= 1
+                # Its opening quote must follow a comma (no doubled quotes inside).
+                ok = pos > long_start and data[pos - 1] == _COMMA
+                spans[line, column, 0] = pos + 1
+                spans[line, column, 1] = close
+                field_end = pos - 1
+                pos -= 2
+                continue
+            while pos >= long_start and data[pos] != _COMMA and data[pos] != _QUOTE:
+                pos -= 1
+            if pos < long_start or data[pos] == _QUOTE:
                 ok = False
                 break
             spans[line, column, 0] = pos + 1

@@ -73,11 +73,12 @@ class RowParser:
     def parse_chunk(self, data: bytes) -> tuple[int, list[tuple], list[Rejection]]:
         """Parse and check whole lines of the CSV; ``(lines, rows, rejections in line order)``.
 
-        Where the chunk has no quotes (and ``\\r`` only before ``\\n``) a compiled scan finds
-        every line's fields and sizes, and the run-length masks are checked and encoded where
-        they lie in ``data`` (:func:`~workbench.rle.encode_fields`): that is where the time
-        goes. Any line the scan does not take, a quoted one, a bad one, is read by :mod:`csv`
-        and checked field by field, which words its rejection.
+        Where the chunk has ``\\r`` only before ``\\n``, a compiled scan finds every line's
+        fields and sizes (:func:`~workbench.rle_kernels.field_spans`), and the run-length
+        masks are checked and encoded where they lie in ``data``
+        (:func:`~workbench.rle.encode_fields`): that is where the time goes. Any line the scan
+        does not take (quoted where it reads no quotes, bad) is read by :mod:`csv` and checked
+        field by field, which words its rejection.
         """
         from workbench import rle_kernels  # numba: only where rows are parsed
 
@@ -86,7 +87,7 @@ class RowParser:
         if data and not data.endswith(b"\n"):
             line_ends = np.append(line_ends, len(data))
         col = self.columns
-        plain = b'"' not in data and (b"\r" not in data or data.count(b"\r") == data.count(b"\r\n"))
+        plain = b"\r" not in data or data.count(b"\r") == data.count(b"\r\n")
         if plain:
             spans = rle_kernels.field_spans(buffer, line_ends, len(col), col["EncodedPixels"])
             heights = rle_kernels.parse_sizes(buffer, spans[:, col["Height"]])
