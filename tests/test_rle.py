@@ -222,3 +222,17 @@ def test_stored_counts_of_another_size_are_refused():
     counts = runs_to_counts(np.array([[0, 20]]), 20)
     with pytest.raises(RLEError, match="past the image"):
         counts_to_runs(counts, 3, 4)
+
+
+def test_the_compiled_loop_refuses_a_field_rather_than_write_past_its_buffer():
+    from workbench import rle_kernels
+
+    text = b" ".join(b"%d 1" % (1 + 2 * i) for i in range(40)) + b"\n"
+    data = np.frombuffer(text, np.uint8)
+    for room, refused in ((len(text) + 64, False), (40, True)):
+        out = np.zeros(room + 8, np.uint8)  # 8 guard bytes that must stay untouched
+        offsets, measures = np.empty(2, np.int64), np.empty((1, 5), np.int64)
+        result = rle_kernels.measure_and_encode(data, np.array([0]), np.array([len(text) - 1]), np.array([100]),
+                                                np.array([1]), out[:room], offsets, measures)
+        assert bool(result[0]) is refused
+        assert not out[room:].any()

@@ -97,9 +97,6 @@ def measure_runs(text: str, height: int, width: int) -> tuple[int, tuple[int, in
     return int(pairs[:, 1].sum()), (left, top, right - left + 1, bottom - top + 1)
 
 
-Measurement = tuple[int, tuple[int, int, int, int]]
-
-
 class Encoded(NamedTuple):
     """A checked run-length text as the store keeps it: COCO counts, area and box."""
 
@@ -129,7 +126,9 @@ def encode_fields(
     if n and ends.max() >= len(data):
         data = data + b" "  # the compiled loop reads the byte after each field
     buffer = np.frombuffer(data, dtype=np.uint8)
-    out = np.empty(int((ends - starts).sum()) + rle_kernels.MAX_CHARS_PER_COUNT * n, dtype=np.uint8)
+    # COCO strings are about a sixth of the text's bytes; the loop refuses a field (to the
+    # checked path) rather than overflow, which this much room makes rare.
+    out = np.empty(int((ends - starts).sum()) + 8 * rle_kernels.MAX_CHARS_PER_COUNT * (n + 1), dtype=np.uint8)
     offsets = np.empty(n + 1, dtype=np.int64)
     measures = np.empty((n, 5), dtype=np.int64)
     # Sizes whose product could leave int64 are the checked path's to refuse.

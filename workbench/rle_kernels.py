@@ -192,12 +192,12 @@ def measure_and_encode(
 
     Field ``i`` is ``data[field_starts[i]:field_ends[i]]``: 1-based ``start length`` pairs
     separated by single spaces, whitespace around; a byte must follow each field in ``data``
-    (whatever it is: the loop reads it as the end of the last token, which keeps it simple). Its COCO string goes to
-    ``out[offsets[i]:offsets[i + 1]]`` (``out`` needs the fields' bytes plus
-    ``MAX_CHARS_PER_COUNT`` per field), its area and box ``(x, y, w, h)`` to ``measures[i]``.
-    Returns a boolean per field: True where the field was not taken (not in this plain form,
-    or a run that is empty, out of order, overlapping or past the image), for the caller's
-    checked path; such a field writes no characters.
+    (whatever it is: the loop reads it as the end of the last token, which keeps it simple).
+    Its COCO string goes to ``out[offsets[i]:offsets[i + 1]]``, its area and box
+    ``(x, y, w, h)`` to ``measures[i]``. Returns a boolean per field: True where the field was
+    not taken (not in this plain form; a run that is empty, out of order, overlapping or past
+    the image; or no room left in ``out``, whose size the caller picks: about the fields'
+    bytes is plenty), for the caller's checked path; such a field writes no characters.
     """
     refused = np.zeros(field_starts.size, dtype=np.bool_)
     pos = 0
@@ -240,7 +240,9 @@ def measure_and_encode(
                     break
                 continue
             length = token
-            ok = 1 <= length <= pixels + 1 - run_start
+            # Room for this run's counts and the last two (a count differenced against a longer
+            # one can take more characters than its digits: checked, never assumed).
+            ok = 1 <= length <= pixels + 1 - run_start and pos + 4 * MAX_CHARS_PER_COUNT <= out.size
             if not ok:
                 break
             if tokens > 2 and run_start == end:  # touching the run before: one run
