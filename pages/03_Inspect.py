@@ -254,7 +254,7 @@ with session_scope(engine) as session:
         col.image(rendered.rgb(), caption=f"{scheme_name} v{rendered.scheme_version}",
                   width="stretch")
         present = set(np.unique(rendered.values()).tolist()) - {0}
-        colours = get_scheme(session, scheme_name, rendered.scheme_version).definition.colours()
+        colours = rendered.colours()
         col.markdown("  \n".join(swatch(colours[int(v)], label)
                                   for v, label in rendered.legend.items() if int(v) in present)
                      or "background only", unsafe_allow_html=True)

@@ -381,3 +381,23 @@ def test_a_finished_export_is_recorded(demo_engine, settings, tmp_path):
         assert (row.status, row.format, row.manifest_sha256) == ("finished", "imagefolder", result.manifest_sha256)
         assert row.recipe["scheme_version"] == 1 and row.counts["images"] == result.images
         assert row.out_dir == str((tmp_path / "out").resolve())
+
+
+def test_fine_export_of_a_dataset_with_its_own_category_names_keeps_every_garment(garment_store, settings, tmp_path):
+    """The same photos under a label file whose names iMaterialist does not have: fine gives
+    each of them its own value, and the manifest's legend says which."""
+    from workbench.formats.imat2019 import import_imat2019
+
+    labels = tmp_path / "own_labels.json"
+    labels.write_text(json.dumps({"info": {}, "attributes": [], "categories": [
+        {"id": 10, "name": "tee", "supercategory": "upperbody", "level": 2},
+        {"id": 23, "name": "sneaker", "supercategory": "legs and feet", "level": 2}]}))
+    import_imat2019(garment_store, csv_path=tmp_path / "garments" / "train.csv", labels_path=labels,
+                    images_dir=tmp_path / "garments" / "images", name="own")
+    out = tmp_path / "own-export"
+    export_dataset(garment_store, settings, ExportRecipe(dataset="own", resolution=64, crop="person",
+                                                         target_format="png", scheme="fine"), out)
+    legend = read_manifest(out)["scheme"]["legend"]
+    assert legend == {"0": "background", "1": "tee", "2": "sneaker"}
+    masks = [np.asarray(PILImage.open(path)) for path in sorted((out / "conditioning_images").glob("*.png"))]
+    assert all({1, 2} <= set(np.unique(mask).tolist()) for mask in masks)

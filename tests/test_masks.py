@@ -303,16 +303,32 @@ def test_unmapped_categories_are_reported_not_drawn(store):
     store.add_category("cyber armour", "future")
     store.add("cyber armour", box(0, 0, 20, 20))
     store.add("pants", box(30, 0, 60, 20))
-    r = store.render("fine")
-    assert r.unmapped == ["cyber armour"]
-    assert (r.array[:20, :20] == 0).all()
-    assert (r.array[30:, :20] == FINE["pants"]).all()
     # body-parts falls back by supercategory, so a new upper-body garment is still drawn.
     store.add_category("tabard", "upperbody")
     store.add("tabard", box(0, 25, 10, 40))
     bp = store.render("body-parts")
     assert bp.unmapped == ["cyber armour"]
+    assert (bp.array[:20, :20] == 0).all()
     assert (bp.array[:10, 25:] == 2).all()
+
+
+def test_fine_gives_a_datasets_own_categories_their_own_values(store):
+    """A dataset with categories iMaterialist does not name: fine is built from its own
+    categories (value = rank of the source id + 1), so none is left as background, and the
+    iMaterialist ones keep their values."""
+    store.add_category("cyber armour", "future")  # source id 1046: after the 46
+    store.add("cyber armour", box(0, 0, 20, 20))
+    store.add("pants", box(30, 0, 60, 20))
+    r = store.render("fine")
+    assert r.unmapped == []
+    assert (r.array[:20, :20] == 47).all() and r.legend["47"] == "cyber armour"
+    assert (r.array[30:, :20] == FINE["pants"]).all() and r.legend[str(FINE["pants"])] == "pants"
+    assert (r.scheme_name, r.scheme_version) == ("fine", get_scheme_version(store, "fine"))
+
+
+def get_scheme_version(store, name: str) -> int:
+    with session_scope(store.engine) as s:
+        return get_scheme(s, name).version
 
 
 @pytest.mark.parametrize("counts, problem", [

@@ -328,11 +328,11 @@ def assign_split(file_name: str, seed: int, validation_fraction: float) -> str:
 def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
     """Choose the images of an export and their geometry, from the store alone (no decoding)."""
     from workbench.datasets import get_dataset
-    from workbench.schemes import SchemeNotFound, get_scheme
+    from workbench.schemes import SchemeNotFound, get_scheme, scheme_for_dataset
 
     dataset = get_dataset(session, recipe.dataset)
     try:
-        scheme = get_scheme(session, recipe.scheme, recipe.scheme_version)
+        scheme = scheme_for_dataset(session, get_scheme(session, recipe.scheme, recipe.scheme_version), dataset.id)
     except SchemeNotFound as exc:
         raise ExportError(str(exc)) from None
     categories = dict(session.execute(

@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session
 from db.models import Annotation, Category, Image
 from workbench.files import write_atomically
 from workbench.rle import RLEError, counts_to_runs, paint_runs
-from workbench.schemes import SchemeDefinition, garment_layer, get_scheme
+from workbench.schemes import SchemeDefinition, garment_layer, get_scheme, scheme_for_dataset
 
 
 class MaskError(ValueError):
@@ -141,7 +141,10 @@ def render_image_mask(
     ``size = (width, height)`` resizes by nearest neighbour; ``scheme_version`` pins a version
     (default: the latest). Categories the scheme does not map are listed in ``unmapped``.
     """
-    stored = get_scheme(session, scheme_name, scheme_version)
+    image = session.get(Image, image_id)
+    if image is None:
+        raise MaskError(f"image id {image_id} is not in the database")
+    stored = scheme_for_dataset(session, get_scheme(session, scheme_name, scheme_version), image.dataset_id)
     return render_with_definition(session, image_id, stored.definition, size,
                                   scheme_name=stored.name, scheme_version=stored.version)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.models import AuditLog, MaskScheme
+from db.models import AuditLog, Category, MaskScheme
 from workbench.palette import (
     BODY_PARTS_COLOURS,
     CLOTH_SEG_COLOURS,
@@ -637,6 +637,21 @@ def get_scheme(session: Session, name: str, version: int | None = None) -> Store
                                  f"versions are {versions}")
         raise SchemeNotFound(f"no mask scheme named {name!r}; schemes are {', '.join(names)}")
     return _stored(row)
+
+
+def scheme_for_dataset(session: Session, stored: StoredScheme, dataset_id: int) -> StoredScheme:
+    """The scheme to draw a dataset's masks with: ``stored`` itself, except that ``fine`` (one
+    class per category) is built from the dataset's own categories when its stored classes
+    leave some of them out (a COCO file with names other than iMaterialist's), so that every
+    category still gets its own value and colour. Same name and version; the legend says which
+    value is which category."""
+    if stored.name != "fine":
+        return stored
+    categories = [Label(source_id, name, supercategory or "") for source_id, name, supercategory in session.execute(
+        select(Category.source_id, Category.name, Category.supercategory).where(Category.dataset_id == dataset_id))]
+    if all(stored.definition.class_for(c.name, c.supercategory) is not None for c in categories):
+        return stored
+    return replace(stored, definition=fine_scheme(categories))
 
 
 def save_scheme(

@@ -58,6 +58,12 @@ class CachedMask:
         with PILImage.open(self.path) as im:
             return np.asarray(im)
 
+    def colours(self) -> dict[int, tuple[int, int, int]]:
+        """The colour of every value in the legend, as the PNG's palette has it."""
+        with PILImage.open(self.path) as im:
+            flat = im.getpalette() or []
+        return {int(v): tuple(flat[3 * int(v) : 3 * int(v) + 3]) for v in self.legend}
+
 
 def _digest(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:32]
