@@ -106,3 +106,22 @@ def test_a_mask_is_rendered_once_per_scheme_version_and_size(store, tmp_path, mo
         save_scheme(session, scheme.edited(mapping={**scheme.mapping, "dress": "upper body"}))
         newer = cache.mask(session, image, "body-parts", size=(32, 48))
     assert (newer.hit, newer.scheme_version, len(calls)) == (False, 2, 3)
+
+
+def test_a_datasets_own_fine_is_a_new_key_when_its_categories_change(store, tmp_path) -> None:
+    """A category the stored fine does not name makes fine the dataset's own, whose values are
+    ranks of the category ids: a new category can move them, so the cached mask must not stay."""
+    from db.models import Category
+
+    engine, _ = store
+    cache = ThumbnailCache(tmp_path / "cache")
+    with session_scope(engine) as session:
+        dataset, image = first_image(session)
+        before = cache.mask(session, image, "fine")
+        session.add(Category(dataset_id=dataset.id, source_id=-1, name="cyber armour", supercategory="future"))
+        session.flush()
+        after = cache.mask(session, image, "fine")
+        expected = render_image_mask(session, image.id, "fine")
+    assert not after.hit and after.legend["1"] == "cyber armour" and before.legend["1"] != "cyber armour"
+    assert np.array_equal(after.values(), expected.array)
+    assert (after.colours()[1] != after.colours()[0])

@@ -28,7 +28,7 @@ from db.models import Annotation, Dataset, Image
 from workbench.files import write_atomically
 from workbench.formats.images import ImageProblem, resolve_image_path
 from workbench.masks import encode_palette_png, render_image_mask
-from workbench.schemes import get_scheme
+from workbench.schemes import get_scheme, scheme_for_dataset
 
 THUMBNAIL_QUALITY = 85
 
@@ -135,8 +135,9 @@ class ThumbnailCache:
     # -- masks -----------------------------------------------------------------------------
 
     def mask_key(self, session: Session, image: Image, scheme_name: str, scheme_version: int,
-                 size: tuple[int, int] | None) -> str:
-        """The content key of ``image``'s mask under a scheme version at ``size``."""
+                 size: tuple[int, int] | None, legend: dict[str, str] | None = None) -> str:
+        """The content key of ``image``'s mask under a scheme version at ``size`` (``legend``:
+        the classes the scheme has for the image's dataset, where they can differ, as ``fine``'s)."""
         rows = session.execute(
             select(Annotation.id, Annotation.category_id, Annotation.area, Annotation.counts)
             .where(Annotation.image_id == image.id).order_by(Annotation.id)
@@ -146,13 +147,14 @@ class ThumbnailCache:
             runs.update(f"{ann_id}:{cat}:{area}:".encode())
             runs.update(counts.encode())
         return _digest("mask", image.id, image.width, image.height, runs.hexdigest(),
-                       scheme_name, scheme_version, size)
+                       scheme_name, scheme_version, size, json.dumps(legend, sort_keys=True))
 
     def mask(self, session: Session, image: Image, scheme_name: str,
              size: tuple[int, int] | None = None) -> CachedMask:
         """``image``'s conditioning mask under the latest version of a scheme (cached)."""
-        version = get_scheme(session, scheme_name).version
-        key = self.mask_key(session, image, scheme_name, version, size)
+        scheme = scheme_for_dataset(session, get_scheme(session, scheme_name), image.dataset_id)
+        version = scheme.version
+        key = self.mask_key(session, image, scheme_name, version, size, scheme.definition.legend())
         png = self._path("masks", key, ".png")
         meta = png.with_suffix(".json")
         if png.is_file() and meta.is_file():
