@@ -28,7 +28,6 @@ from workbench.schemes import (
     SchemeConflict,
     SchemeError,
     SchemeNotFound,
-    get_scheme,
     hex_colour,
     list_schemes,
     save_scheme,
