@@ -452,3 +452,17 @@ def test_quoted_2020_attribute_lists_are_read_by_the_compiled_scan_as_csv_reads_
     assert fast[1] == [by_csv[0][line] for line in sorted(by_csv[0])]
     assert fast[2] == sorted(by_csv[1], key=lambda r: r.line)
     assert [row[5] for row in fast[1]][:2] == [[115, 136], []]
+
+
+def test_stores_without_sqlites_consecutive_ids_find_the_new_rows_by_their_keys(tmp_path, src, monkeypatch):
+    """Where rows' ids cannot be inferred (other databases), new images and annotations are
+    looked up by their keys: the same store and report as with SQLite's rowid rule."""
+    import workbench.formats.store as store
+    from db.engine import make_engine
+
+    src.write(*_mixed_rows(src))
+    inferred = make_engine(f"sqlite:///{tmp_path / 'inferred.db'}")
+    expected = _store_and_report(inferred, src.run(inferred))
+    monkeypatch.setattr(store, "_ids_are_consecutive", lambda dialect: False)
+    looked_up = make_engine(f"sqlite:///{tmp_path / 'looked_up.db'}")
+    assert _store_and_report(looked_up, src.run(looked_up)) == expected

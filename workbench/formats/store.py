@@ -106,6 +106,12 @@ def _set_import_pragmas(connection: Connection) -> dict[str, Any]:
     return previous
 
 
+def _ids_are_consecutive(dialect: str) -> bool:
+    """Whether rows one executemany inserts get consecutive ids ending at the largest
+    (SQLite's rowid rule, see ``DatasetWriter._inserted_ids``)."""
+    return dialect == "sqlite"
+
+
 class DatasetWriter:
     """Writes one import into the store, batch by batch, keeping the report."""
 
@@ -336,7 +342,7 @@ class DatasetWriter:
         """
         id_column = key_columns[0].table.c.id
         connection = self._session.connection()
-        if connection.dialect.name == "sqlite":
+        if _ids_are_consecutive(connection.dialect.name):
             top = connection.scalar(select(func.max(id_column)))
             if top is not None and top < 2**63 - 1:
                 return list(range(top - len(keys) + 1, top + 1))
