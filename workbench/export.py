@@ -71,6 +71,7 @@ import workbench
 from db.engine import session_scope
 from db.models import Annotation, Category, Dataset, Image, utcnow
 from db.training import Export
+from workbench.datasets import get_dataset
 from workbench.files import write_atomically
 from workbench.progress import Cancelled, ProgressFn, StopFn, check_stop, report
 from workbench.settings import Settings
@@ -327,7 +328,6 @@ def assign_split(file_name: str, seed: int, validation_fraction: float) -> str:
 
 def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
     """Choose the images of an export and their geometry, from the store alone (no decoding)."""
-    from workbench.datasets import get_dataset
     from workbench.schemes import SchemeNotFound, get_scheme, scheme_for_dataset
 
     dataset = get_dataset(session, recipe.dataset)
