@@ -107,5 +107,6 @@ if c3.button("Save version", key="mix_save", type="primary"):
         st.error("Name the recipe before saving.")
     else:
         with session_scope(engine) as session:
-            stored = save_recipe(session, save_name.strip(), recipe, curator.strip() or None)
-        st.success(f"Saved {stored.name!r} version {stored.version}. Exports record this version.")
+            stored = save_recipe(session, save_name.strip(), recipe, curator.strip() or None, dataset=name)
+        st.success(f"Saved {stored.name!r} version {stored.version} for {name}. The Export page uses it for "
+                       f"{name} by default, and the export's manifest records this version.")

@@ -313,16 +313,20 @@ def load_recipe_file(path: str | Path) -> tuple[str | None, MixRecipe]:
     return None, MixRecipe.model_validate(data)
 
 
-def save_recipe(session: Session, name: str, recipe: MixRecipe, curator: str | None = None) -> StoredRecipe:
-    """Save ``recipe`` as the next version of ``name`` (the same definition again saves nothing)."""
+def save_recipe(session: Session, name: str, recipe: MixRecipe, curator: str | None = None,
+                dataset: str | None = None) -> StoredRecipe:
+    """Save ``recipe`` as the next version of ``name``, for ``dataset`` when named (the same
+    definition for the same dataset again saves nothing)."""
     if not name.strip():
         raise ValueError("a recipe needs a name")
+    dataset_id = get_dataset(session, dataset).id if dataset is not None else None
     latest = session.scalar(select(MixRecipeRow).where(MixRecipeRow.name == name).order_by(MixRecipeRow.version.desc()))
     definition = recipe.model_dump(mode="json")
-    if latest is not None and latest.definition == definition:
+    if latest is not None and latest.definition == definition and latest.dataset_id == dataset_id:
         return StoredRecipe(latest.name, latest.version, recipe, latest.curator, latest.created_at)
     version = (latest.version + 1) if latest else 1
-    row = MixRecipeRow(name=name, version=version, definition=definition, curator=curator, created_at=utcnow())
+    row = MixRecipeRow(name=name, version=version, definition=definition, curator=curator, created_at=utcnow(),
+                       dataset_id=dataset_id)
     session.add(row)
     session.flush()
     from db.models import AuditLog
@@ -341,6 +345,13 @@ def get_recipe(session: Session, name: str, version: int | None = None) -> Store
         known = ", ".join(list_recipe_names(session)) or "none saved yet"
         raise LookupError(f"no recipe {name!r}{'' if version is None else f' version {version}'} (recipes: {known})")
     return StoredRecipe(row.name, row.version, MixRecipe.model_validate(row.definition), row.curator, row.created_at)
+
+
+def latest_recipe_for(session: Session, dataset: str) -> StoredRecipe | None:
+    """The recipe saved most recently for ``dataset`` (its newest version), or None."""
+    name = session.scalar(select(MixRecipeRow.name).where(MixRecipeRow.dataset_id == get_dataset(session, dataset).id)
+                          .order_by(MixRecipeRow.id.desc()).limit(1))
+    return get_recipe(session, name) if name is not None else None
 
 
 def list_recipe_names(session: Session) -> list[str]:

@@ -163,7 +163,8 @@ def mix_cmd(
     version: Annotated[Optional[int], typer.Option("--version")] = None,
     preview: Annotated[Optional[int], typer.Option("--preview", help="Show the prompts of N sampled images and the token histogram.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    save: Annotated[Optional[str], typer.Option("--save", help="Save the recipe under this name (a new version).")] = None,
+    save: Annotated[Optional[str], typer.Option("--save", help="Save the recipe under this name (a new version), for this dataset "
+                                                                          "(the Export page's default recipe).")] = None,
     curator: Annotated[Optional[str], typer.Option("--curator")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write {image_id: prompt} JSON here.")] = None,
 ) -> None:
@@ -178,7 +179,7 @@ def mix_cmd(
                 file_name, mix = load_recipe_file(recipe)
                 ref = mix
                 if save or file_name:
-                    ref = save_recipe(session, save or file_name, mix, curator)
+                    ref = save_recipe(session, save or file_name, mix, curator, dataset=dataset)
             elif name is not None:
                 ref = get_recipe(session, name, version)
                 mix = ref.recipe
