@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.captions import Caption, MixRecipe as MixRecipeRow
@@ -298,6 +298,47 @@ def preview_mix(session: Session, dataset_name: str, recipe: MixRecipe, n: int =
         truncated=sum(p.truncated for p in prompts),
         dropped=sum(p.dropped for p in prompts),
     )
+
+
+# -- which sources a dataset has -------------------------------------------------------------------
+def caption_counts(session: Session, dataset_name: str, statuses: list[str]) -> dict[str, tuple[int, int]]:
+    """``{source: (captions, usable)}`` for each caption source of the dataset but its own
+    dataset prompt: usable ones have one of ``statuses`` and some text."""
+    dataset = get_dataset(session, dataset_name)
+    out: dict[str, list[int]] = {}
+    for source, status, count in session.execute(
+        select(Caption.source, Caption.status, func.count())
+        .where(Caption.dataset_id == dataset.id, Caption.source != "dataset", func.trim(Caption.text) != "")
+        .group_by(Caption.source, Caption.status)
+    ):
+        counts = out.setdefault(source, [0, 0])
+        counts[0] += count
+        counts[1] += count if status in statuses else 0
+    return {source: (total, usable) for source, (total, usable) in sorted(out.items())}
+
+
+def new_recipe(session: Session, dataset_name: str) -> MixRecipe:
+    """A fresh recipe for the dataset: its caption part weighs every source the dataset has
+    captions from equally (none: the caption part stays empty until some are made)."""
+    sources = caption_counts(session, dataset_name, MixRecipe().statuses)
+    return MixRecipe(weights={source: 1.0 for source in sources})
+
+
+def empty_sources(session: Session, dataset_name: str, recipe: MixRecipe) -> dict[str, str]:
+    """``{source: why}`` for each source the recipe draws on (a weight above 0, or a part by
+    name) that gives no caption for this dataset."""
+    counts = caption_counts(session, dataset_name, recipe.statuses)
+    wanted = [s for s, w in recipe.weights.items() if w > 0]
+    wanted += [p for p in recipe.parts if p not in FIXED_PARTS]
+    out = {}
+    for source in dict.fromkeys(wanted):
+        total, usable = counts.get(source, (0, 0))
+        if not total:
+            out[source] = f"no {source} captions in {dataset_name}"
+        elif not usable:
+            out[source] = (f"{total} {source} caption(s) in {dataset_name}, none "
+                           f"{' or '.join(recipe.statuses)} yet (review them on the Captions page)")
+    return out
 
 
 # -- storing recipes ----------------------------------------------------------------------------------

@@ -170,7 +170,8 @@ def mix_cmd(
 ) -> None:
     """Mix the dataset prompt and reviewed captions into training prompts with a recipe."""
     from db.engine import session_scope
-    from workbench.captions.mixing import get_recipe, load_recipe_file, preview_mix, recipe_version, save_recipe, training_prompts
+    from workbench.captions.mixing import (empty_sources, get_recipe, load_recipe_file, preview_mix, recipe_version,
+                                           save_recipe, training_prompts)
     from workbench.datasets import DatasetNotFound
 
     try:
@@ -194,6 +195,7 @@ def mix_cmd(
                                  "truncated": p.truncated, "dropped": p.dropped, "sources": p.sources} for p in shown.samples],
                     "token_histogram": shown.histogram(),
                     "truncated": shown.truncated, "dropped": shown.dropped, "images": len(shown.lengths_after),
+                    "empty_sources": empty_sources(session, dataset, mix),
                 })
             prompts = training_prompts(session, dataset, ref, seed) if (out or preview is None) else None
     except (DatasetNotFound, LookupError, ValueError) as exc:
