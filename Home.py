@@ -9,7 +9,8 @@ from sqlalchemy import Engine
 
 from db.engine import session_scope
 from ui.common import open_store, progress_bar, shown_url
-from workbench.datasets import dataset_stats, ensure_demo_dataset, list_datasets, pipeline_status
+from workbench.datasets import dataset_stats, ensure_demo_dataset, list_datasets
+from workbench.pipeline import pipeline_status
 from workbench.settings import Settings, get_settings
 
 TOP_CATEGORIES = 15

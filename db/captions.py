@@ -100,3 +100,6 @@ class MixRecipe(Base):
     definition: Mapped[dict[str, Any]] = mapped_column(JSON)
     curator: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The dataset it was saved for (the Export page's default); any dataset may use it.
+    dataset_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dataset.id", ondelete="SET NULL", name="fk_mix_recipe_dataset_id"), nullable=True, index=True)

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from db.engine import session_scope
 from ui.common import datasets_or_stop, store_or_stop
-from workbench.captions.mixing import (MixRecipe, get_recipe, list_recipe_names, preview_mix, recipe_versions,
-                                       save_recipe)
+from workbench.captions.mixing import (MixRecipe, empty_sources, get_recipe, list_recipe_names, new_recipe,
+                                       preview_mix, recipe_versions, save_recipe)
 from workbench.captions.store import caption_sources
 
 STYLES = {"plain": "dress", "angle": "<dress>", "square": "[dress]", "weight": "(dress:1.2)"}
@@ -27,8 +27,10 @@ with session_scope(engine) as session:
 sb = st.sidebar
 name = sb.selectbox("Dataset", names, key="mix_dataset")
 start = sb.selectbox("Start from", ["(new recipe)", *recipes], key="mix_start")
-base = MixRecipe()
-if start != "(new recipe)":
+if start == "(new recipe)":
+    with session_scope(engine) as session:
+        base = new_recipe(session, name)  # weighs the sources this dataset has captions from
+else:
     with session_scope(engine) as session:
         versions = recipe_versions(session, start)
         version = sb.selectbox("Version", versions[::-1], key=f"mix_version_{start}")
@@ -76,6 +78,15 @@ except ValidationError as exc:
     st.error("; ".join(e["msg"] for e in exc.errors()))
     st.stop()
 
+with session_scope(engine) as session:
+    empty = empty_sources(session, name, recipe)
+if empty:
+    st.warning("These sources give no caption for this dataset, so the prompts do without them: "
+               + "; ".join(empty.values()) + ".")
+if not sources:
+    st.info(f"{name} has no captions besides its dataset prompt yet: the caption part stays empty until "
+            "a captioner runs (Captions page, or `python -m workbench captions run`).")
+
 # -- preview -----------------------------------------------------------------------------------------------
 a, b = st.columns(2)
 sample = a.number_input("Preview images", min_value=1, value=8, key="mix_sample")
@@ -107,5 +118,6 @@ if c3.button("Save version", key="mix_save", type="primary"):
         st.error("Name the recipe before saving.")
     else:
         with session_scope(engine) as session:
-            stored = save_recipe(session, save_name.strip(), recipe, curator.strip() or None)
-        st.success(f"Saved {stored.name!r} version {stored.version}. Exports record this version.")
+            stored = save_recipe(session, save_name.strip(), recipe, curator.strip() or None, dataset=name)
+        st.success(f"Saved {stored.name!r} version {stored.version} for {name}. The Export page uses it for "
+                       f"{name} by default, and the export's manifest records this version.")

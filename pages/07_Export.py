@@ -27,7 +27,9 @@ from workbench.schemes import list_schemes  # noqa: E402
 with session_scope(engine) as session:
     schemes = [s.name for s in list_schemes(session)]
 
-from workbench.export import ExportRecipe, export_argv, list_exports, read_manifest  # noqa: E402
+from workbench.captions.mixing import latest_recipe_for, list_recipe_names  # noqa: E402
+from workbench.export import (ExportRecipe, export_argv, list_exports, read_manifest,  # noqa: E402
+                              undecided_flags, undecided_message)
 from workbench.jobs import start_job  # noqa: E402
 
 # -- the form ---------------------------------------------------------------------------------
@@ -35,6 +37,9 @@ dataset = st.selectbox("Dataset", names, key="export_dataset")
 with session_scope(engine) as session:
     categories = list(session.scalars(select(Category.name).join(Dataset)
                                       .where(Dataset.name == dataset).order_by(Category.name)))
+    recipes = list_recipe_names(session)
+    own_recipe = latest_recipe_for(session, dataset)
+    undecided_count = undecided_flags(session, dataset)
 
 left, middle, right = st.columns(3)
 fmt = left.radio("Format", ["imagefolder", "controlnet"], key="export_format",
@@ -49,6 +54,13 @@ crop = left.radio("Crop", ["center", "person"], key="export_crop", horizontal=Tr
                   help="person: centred on the union box of the garment masks.")
 target_format = middle.radio("Photos as", ["jpeg", "png"], key="export_target", horizontal=True)
 buckets = right.checkbox("Aspect buckets instead of squares", key="export_buckets")
+DATASET_PROMPT = "(dataset prompt, no recipe)"
+recipe_choices = [DATASET_PROMPT, *recipes]
+caption_recipe = st.selectbox(
+    "Prompts: mixing recipe", recipe_choices, key=f"export_caption_recipe_{dataset}",
+    index=recipe_choices.index(own_recipe.name) if own_recipe else 0,
+    help="A recipe saved on the Mixing page (its newest version; the manifest records which). "
+         "The default is the recipe saved last for this dataset.")
 
 with st.expander("Filters", expanded=False):
     a, b = st.columns(2)
@@ -56,13 +68,25 @@ with st.expander("Filters", expanded=False):
     validation_fraction = a.slider("Validation share", 0.0, 0.5, 0.1, 0.01, key="export_fraction")
     seed = a.number_input("Seed", min_value=0, value=0, step=1, key="export_seed")
     people = b.radio("People decisions", ["exclude", "crop", "ignore"], key="export_people",
-                     horizontal=True, help="exclude: leave out every flagged image; crop: crop the "
-                     "flagged regions away where possible; ignore: keep every image.")
+                     horizontal=True, help="exclude: leave out the images a curator excluded or marked "
+                     "person regions on; crop: crop the marked regions away where possible; "
+                     "ignore: keep every image. Flagged images not decided yet: the choice below.")
+    undecided = b.radio("Flagged images not decided yet", ["exclude", "include", "wait"],
+                        key="export_undecided", horizontal=True,
+                        help="Images a detector or curator flagged that no curator has decided: "
+                             "leave them out, export them as they are, or wait (refuse to export "
+                             "while any remain).")
     min_size = b.number_input("Minimum short side (px)", min_value=0, value=0, step=64,
                               key="export_min_size")
     require = b.multiselect("Require one of these categories", categories, key="export_require")
     exclude = b.multiselect("Exclude images with these categories", categories, key="export_exclude")
     reviewed = b.checkbox("Only images with a reviewed caption", key="export_reviewed")
+
+if people != "ignore" and undecided_count:
+    st.warning(f"{undecided_count} flagged image(s) of {dataset} are not decided yet: "
+               + {"exclude": "they are left out", "include": "they are exported as they are",
+                  "wait": "the export is refused until they are"}[undecided]
+               + " (Filters: “Flagged images not decided yet”). Decide them on the People page.")
 
 default_out = Path(settings.data_dir) / "exports" / f"{dataset}-{fmt}-{int(resolution)}"
 out_dir = st.text_input("Destination folder (on the server)", value=str(default_out), key="export_out")
@@ -76,13 +100,16 @@ if st.button("Export", type="primary"):
             buckets=buckets, target_format=target_format, split=split,
             validation_fraction=validation_fraction, seed=int(seed), people=people,
             min_size=int(min_size), require_categories=require, exclude_categories=exclude,
-            reviewed_captions_only=reviewed)
+            reviewed_captions_only=reviewed, undecided=undecided,
+            caption_recipe=None if caption_recipe == DATASET_PROMPT else caption_recipe)
     except ValidationError as exc:
         st.error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     else:
         destination = Path(out_dir.strip()).expanduser()
         if not out_dir.strip():
             st.error("Fill in the destination folder.")
+        elif people != "ignore" and undecided == "wait" and undecided_count:
+            st.error(undecided_message(dataset, undecided_count))
         elif destination.exists() and not overwrite:
             st.error(f"{destination} already exists: choose another folder, or tick “Replace”.")
         else:

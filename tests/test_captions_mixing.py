@@ -192,3 +192,35 @@ def test_cli_mix_preview_and_save(mixed, tmp_path) -> None:
     assert len(json.loads(out.read_text())["prompts"]) == 12
     bad = runner.invoke(app, ["--db", db, "captions", "mix", "--dataset", "demo", "--name", "missing", "--preview", "2"])
     assert bad.exit_code == 2 and "no recipe 'missing'" in bad.output
+    assert shown["empty_sources"] == {}
+    recipe_file.write_text(json.dumps({"parts": ["dataset", "caption"], "weights": {"blip": 1, "kosmos2": 1}}))
+    result = runner.invoke(app, ["--db", db, "captions", "mix", "--dataset", "demo", "--recipe", str(recipe_file),
+                                 "--preview", "2"])
+    assert json.loads(result.stdout)["empty_sources"] == {"kosmos2": "no kosmos2 captions in demo"}
+
+
+def test_a_new_recipe_weighs_the_sources_the_dataset_has(demo_engine, mixed) -> None:
+    from workbench.captions.mixing import caption_counts, empty_sources, new_recipe
+
+    with session_scope(mixed) as session:
+        assert caption_counts(session, "demo", ["accepted"]) == {"blip": (12, 12), "clip-fast": (12, 11)}
+        recipe = new_recipe(session, "demo")
+        assert recipe.weights == {"blip": 1.0, "clip-fast": 1.0}
+        assert empty_sources(session, "demo", recipe) == {}
+        # BLIP at 1.0 (the model's default) and a named part, on sources this dataset lacks.
+        assert empty_sources(session, "demo", MixRecipe(parts=["dataset", "kosmos2", "caption"],
+                                                        weights={"blip": 1.0, "git": 2.0, "clip-fast": 0})) == {
+            "kosmos2": "no kosmos2 captions in demo", "git": "no git captions in demo"}
+        pending = MixRecipe(statuses=["rejected"], weights={"blip": 1.0})
+        assert empty_sources(session, "demo", pending) == {
+            "blip": "12 blip caption(s) in demo, none rejected yet (review them on the Captions page)"}
+        assert {p.image_id: p.prompt for p in mix_prompts(session, "demo", pending)} == \
+            {p.image_id: p.prompt for p in mix_prompts(session, "demo", MixRecipe(parts=["trigger", "dataset"]))}
+
+
+def test_a_new_recipe_on_a_dataset_without_captions_has_no_weights(demo_engine) -> None:
+    from workbench.captions.mixing import empty_sources, new_recipe
+
+    with session_scope(demo_engine) as session:
+        assert new_recipe(session, "demo").weights == {}
+        assert empty_sources(session, "demo", MixRecipe()) == {"blip": "no blip captions in demo"}

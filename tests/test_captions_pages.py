@@ -123,6 +123,35 @@ def test_mixing_page_previews_and_saves_versions(store) -> None:
         assert get_recipe(session, "page-recipe").version == 2
 
 
+def weight_inputs(app: AppTest) -> dict[str, float]:
+    """The Mixing page's caption weights, by source."""
+    return {n.label: n.value for n in app.number_input if n.key.startswith("mix_weight_")}
+
+
+def test_a_new_recipe_weighs_the_sources_there_are_and_names_the_empty_ones(store) -> None:
+    from sqlalchemy import delete
+
+    from db.captions import Caption
+    from workbench.captions.mixing import MixRecipe, save_recipe
+
+    app = run("06_Mixing.py")
+    assert weight_inputs(app) == {"blip": 1.0}  # the store's only captioner besides the dataset prompt
+    # Its captions are all pending, and the recipe uses accepted and edited ones.
+    assert any("12 blip caption(s) in demo, none accepted or edited yet" in w.value for w in app.warning)
+    with session_scope(store) as session:
+        session.execute(delete(Caption).where(Caption.source == "blip"))
+    app = run("06_Mixing.py")
+    assert weight_inputs(app) == {}
+    assert not app.warning
+    assert any("demo has no captions besides its dataset prompt yet" in i.value for i in app.info)
+    with session_scope(store) as session:  # a recipe made elsewhere, with BLIP at 1.0
+        save_recipe(session, "blip-heavy", MixRecipe(weights={"blip": 1.0}))
+    app = run("06_Mixing.py")
+    app.selectbox(key="mix_start").set_value("blip-heavy").run()
+    assert weight_inputs(app) == {"blip": 1.0}
+    assert any("no blip captions in demo" in w.value for w in app.warning)
+
+
 def test_generate_runs_a_background_job_and_follows_it_to_the_end(store) -> None:
     app = run("05_Captions.py")
     app.selectbox(key="captions_gen_kind").set_value("dataset")

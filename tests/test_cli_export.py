@@ -84,3 +84,39 @@ def test_background_export_runs_as_a_job(cli, demo_engine, tmp_path):
     assert job["kind"] == "export" and job["dataset"] == "demo"
     assert job["done"] == job["total"] == read_manifest(out)["counts"]["images"]
     assert job["details"]["manifest_sha256"] and verify_export(out) == []
+
+
+@pytest.fixture
+def undecided_flag(demo_engine):
+    """One demo image flagged by a detector and not decided yet; its file name."""
+    from sqlalchemy import select
+
+    from db.models import Image
+    from workbench.people.queue import flag_image
+
+    with session_scope(demo_engine) as session:
+        image_id, name = session.execute(select(Image.id, Image.file_name).order_by(Image.file_name)).first()
+        flag_image(session, image_id, "ana")
+    return name
+
+
+def test_undecided_wait_refuses_with_the_way_on(cli, tmp_path, undecided_flag):
+    result = cli("export", "--dataset", "demo", "--out", str(tmp_path / "out"), "--resolution", "64",
+                 "--undecided", "wait", "--workers", "1")
+    assert result.exit_code == 2
+    assert f"1 flagged image(s) are not decided yet ({undecided_flag})" in result.output
+    assert "--undecided" in result.output and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("choice", ["include", "exclude"])
+def test_undecided_include_or_exclude_warns_and_records_the_choice(cli, tmp_path, undecided_flag, choice):
+    out = tmp_path / choice
+    result = cli("export", "--dataset", "demo", "--out", str(out), "--resolution", "64",
+                 "--undecided", choice, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert "warning: 1 flagged image(s) of 'demo' are not decided yet" in result.output
+    manifest = read_manifest(out)
+    assert manifest["recipe"]["undecided"] == choice
+    assert manifest["sources"]["people"]["undecided_left_out"] == (choice == "exclude")
+    exported = {i["file_name"] for i in manifest["items"]}
+    assert (undecided_flag in exported) == (choice == "include")

@@ -7,7 +7,8 @@ from sqlalchemy import select
 
 from db.engine import session_scope
 from db.models import Image
-from workbench.datasets import DatasetNotFound, get_dataset, pipeline_status
+from workbench.datasets import DatasetNotFound, get_dataset
+from workbench.pipeline import pipeline_status
 
 
 def _steps(engine) -> dict[str, tuple[int, int]]:

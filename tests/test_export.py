@@ -356,6 +356,48 @@ def test_people_decisions_exclude_or_crop(demo_engine, settings, tmp_path, decid
     assert read_manifest(tmp_path / "all")["counts"]["images"] == len(names)
 
 
+@pytest.mark.parametrize("choice", ["exclude", "include", "wait"])
+def test_flagged_images_no_curator_decided_follow_the_undecided_choice(demo_engine, settings, tmp_path, decided,
+                                                                        choice):
+    from workbench.export import UNDECIDED_REASON, undecided_flags
+    from workbench.people.queue import flag_image
+
+    names, ids, _ = decided
+    pending = names[4:6]
+    for name in pending:
+        with session_scope(demo_engine) as session:
+            flag_image(session, ids[name], "ana")
+    with session_scope(demo_engine) as session:
+        assert undecided_flags(session, "demo") == 2
+    out = tmp_path / choice
+    if choice == "wait":
+        with pytest.raises(ExportError, match=r"2 flagged image\(s\) are not decided yet .*People page"):
+            export_dataset(demo_engine, settings, recipe(undecided="wait"), out, workers=1)
+        assert not out.exists()
+        return
+    result = export_dataset(demo_engine, settings, recipe(undecided=choice), out, workers=1)
+    manifest = read_manifest(out)
+    exported = {i["file_name"] for i in manifest["items"]}
+    assert manifest["recipe"]["undecided"] == choice
+    people = manifest["sources"]["people"]
+    assert (people["undecided"], people["flagged"], people["decided"], people["undecided_images"]) == \
+        (choice, 6, 4, 2)
+    assert "2 flagged image(s) of 'demo' are not decided yet" in result.warnings[0]
+    if choice == "exclude":
+        assert manifest["excluded"][UNDECIDED_REASON] == pending and not exported & set(pending)
+        assert people["undecided_left_out"] == 2
+    else:
+        assert UNDECIDED_REASON not in manifest["excluded"] and set(pending) <= exported
+        assert people["undecided_left_out"] == 0
+    assert names[0] not in exported  # the decided ones follow their decisions either way
+
+
+def test_wait_exports_once_every_flag_is_decided(demo_engine, settings, tmp_path, decided):
+    result = export_dataset(demo_engine, settings, recipe(undecided="wait"), tmp_path / "out", workers=1)
+    assert result.warnings == []
+    assert read_manifest(tmp_path / "out")["sources"]["people"]["undecided_images"] == 0
+
+
 def test_category_filters_and_minimum_size(demo_engine, settings, tmp_path):
     result = export_dataset(demo_engine, settings, recipe(require_categories=["dress"]), tmp_path / "d", workers=1)
     with session_scope(demo_engine) as session:

@@ -80,3 +80,76 @@ def test_bad_requests_are_messages_and_start_nothing(page_store, tmp_path):
     press_export(app)
     assert "already exists" in app.error[0].value
     assert "export_job" not in app.session_state
+
+
+def wait_for_export(app: AppTest, out: Path) -> None:
+    """Re-run the page until its export job has written ``out``."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not any(s.value.startswith("Exported to") for s in app.success):
+        time.sleep(0.5)
+        run(app)
+    assert any(s.value == f"Exported to {out.resolve()}" for s in app.success), [e.value for e in app.error]
+
+
+def test_the_datasets_latest_saved_recipe_is_the_default_and_the_manifest_names_it(page_store, tmp_path):
+    from workbench.captions.mixing import MixRecipe, save_recipe
+
+    with session_scope(page_store) as session:
+        save_recipe(session, "elsewhere", MixRecipe(parts=["dataset"]), "ana")  # saved for no dataset
+        save_recipe(session, "tagged", MixRecipe(parts=["trigger", "dataset"], trigger_word="fshn"), "ana",
+                    dataset="demo")
+    app = run(AppTest.from_file(str(PAGE), default_timeout=60))
+    picker = app.selectbox(key="export_caption_recipe_demo")
+    assert picker.value == "tagged"
+    assert picker.options == ["(dataset prompt, no recipe)", "elsewhere", "tagged"]
+    out = tmp_path / "exports" / "tagged"
+    fill(app, out)
+    press_export(app)
+    wait_for_export(app, out)
+    manifest = read_manifest(out)
+    assert manifest["recipe"]["caption_recipe"] == "tagged"
+    assert (manifest["sources"]["prompts"]["caption_recipe"],
+            manifest["sources"]["prompts"]["caption_recipe_version"]["version"]) == ("tagged", 1)
+    prompts = [line for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert prompts and all('"text": "fshn, ' in line for line in prompts)
+
+
+@pytest.fixture
+def undecided(page_store):
+    """Two demo images flagged and not decided; their file names."""
+    from sqlalchemy import select
+
+    from db.models import Image
+    from workbench.people.queue import flag_image
+
+    with session_scope(page_store) as session:
+        rows = session.execute(select(Image.id, Image.file_name).order_by(Image.file_name).limit(2)).all()
+        for image_id, _ in rows:
+            flag_image(session, image_id, "ana")
+    return [name for _, name in rows]
+
+
+def test_undecided_flags_warn_and_wait_refuses_to_start(page_store, tmp_path, undecided):
+    app = run(AppTest.from_file(str(PAGE), default_timeout=60))
+    assert app.radio(key="export_undecided").value == "exclude"
+    assert any("2 flagged image(s) of demo are not decided yet: they are left out" in w.value for w in app.warning)
+    app.radio(key="export_undecided").set_value("wait")
+    fill(app, tmp_path / "out")
+    press_export(app)
+    assert "2 flagged image(s) are not decided yet" in app.error[0].value
+    assert "export_job" not in app.session_state and not (tmp_path / "out").exists()
+
+
+def test_undecided_include_from_the_page_is_recorded_in_the_manifest(page_store, tmp_path, undecided):
+    app = run(AppTest.from_file(str(PAGE), default_timeout=60))
+    app.radio(key="export_undecided").set_value("include")
+    out = tmp_path / "out"
+    fill(app, out)
+    run(app)
+    assert any("they are exported as they are" in w.value for w in app.warning)
+    press_export(app)
+    wait_for_export(app, out)
+    manifest = read_manifest(out)
+    assert manifest["recipe"]["undecided"] == "include"
+    assert manifest["sources"]["people"]["undecided_images"] == 2
+    assert set(undecided) <= {i["file_name"] for i in manifest["items"]}

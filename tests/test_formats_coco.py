@@ -26,13 +26,8 @@ from workbench.rle import RLEError, counts_to_runs, decode_runs, parse_runs
 # pycocotools' decode (the reference here, not used by the importer) trips numpy 2's copy warning.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
-FASHIONPEDIA_LABELS = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "taxonomies"
-    / "fashionpedia_category_attributes_descriptions.json"
-)
+# The real Fashionpedia taxonomy, shipped with the tests (tests/data/PROVENANCE-fashionpedia.txt).
+FASHIONPEDIA_LABELS = Path(__file__).resolve().parent / "data" / "fashionpedia_category_attributes_descriptions.json"
 
 # Deliberately sparse ids and names no built-in list has: categories must come from the file.
 CATEGORIES = [
@@ -224,8 +219,6 @@ def test_categories_and_attributes_come_from_the_file(engine, coco):
 
 
 def test_fashionpedia_taxonomy_file(engine, coco):
-    if not FASHIONPEDIA_LABELS.is_file():
-        pytest.skip(f"the Fashionpedia label file is not at {FASHIONPEDIA_LABELS}")
     labels = json.loads(FASHIONPEDIA_LABELS.read_text(encoding="utf-8"))
     attribute_ids = sorted(a["id"] for a in labels["attributes"])
     gap = next(i for i in range(attribute_ids[-1]) if i not in set(attribute_ids))

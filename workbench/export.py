@@ -71,6 +71,7 @@ import workbench
 from db.engine import session_scope
 from db.models import Annotation, Category, Dataset, Image, utcnow
 from db.training import Export
+from workbench.datasets import get_dataset
 from workbench.files import write_atomically
 from workbench.progress import Cancelled, ProgressFn, StopFn, check_stop, report
 from workbench.settings import Settings
@@ -117,9 +118,13 @@ class ExportRecipe(BaseModel):
     validation_fraction: float = Field(0.1, ge=0.0, le=1.0)
     seed: int = Field(0, ge=0, description="Seed of the split and of the prompt mixing.")
     people: Literal["ignore", "exclude", "crop"] = Field(
-        "exclude", description="Use of people decisions: ignore them; exclude every flagged "
-                               "image; or crop the flagged regions away (excluding the image "
-                               "when no crop avoids them).")
+        "exclude", description="Use of people decisions: ignore them; exclude the images a "
+                               "curator excluded or marked regions on; or crop the marked "
+                               "regions away (excluding the image when no crop avoids them).")
+    undecided: Literal["include", "exclude", "wait"] = Field(
+        "exclude", description="Flagged images no curator has decided yet (pending, skipped, "
+                               "in conflict): include them, exclude them, or wait (refuse to "
+                               "export while any remain). Ignored with people=ignore.")
     min_size: int = Field(0, ge=0, description="Leave out photos whose short side is smaller.")
     require_categories: list[str] = Field(
         default_factory=list, description="Keep only images with at least one of these.")
@@ -274,6 +279,24 @@ class PeopleDecision:
     regions: tuple[tuple[float, float, float, float], ...] = ()
 
 
+UNDECIDED_REASON = "people: flagged, not decided yet"
+
+
+def undecided_message(dataset: str, count: int, examples: Sequence[str] = ()) -> str:
+    """Why an export with ``undecided="wait"`` is refused, and the ways on."""
+    shown = f" ({', '.join(examples)}{', ...' if count > len(examples) else ''})" if examples else ""
+    return (f"dataset {dataset!r}: {count} flagged image(s) are not decided yet{shown}; decide them "
+            f"on the People page (`python -m workbench people list --dataset {dataset} --status "
+            f"pending`), or choose what to do with them: include or exclude (--undecided)")
+
+
+def undecided_flags(session: Session, dataset: str) -> int:
+    """Flagged images of ``dataset`` that no curator has decided (pending, skipped, in conflict)."""
+    from workbench.people.queue import people_decisions
+
+    return sum(1 for d in people_decisions(session, dataset).values() if d.kind is None)
+
+
 def people_decisions_for(session: Session, dataset: Dataset
                          ) -> tuple[dict[int, PeopleDecision], dict[str, Any]]:
     """People decisions per image id and where they come from (recorded in the manifest)."""
@@ -317,6 +340,7 @@ class ExportPlan:
     excluded: dict[str, list[str]]
     sources: dict[str, Any]
     images_in_dataset: int
+    warnings: list[str] = field(default_factory=list)
 
 
 def assign_split(file_name: str, seed: int, validation_fraction: float) -> str:
@@ -327,7 +351,6 @@ def assign_split(file_name: str, seed: int, validation_fraction: float) -> str:
 
 def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
     """Choose the images of an export and their geometry, from the store alone (no decoding)."""
-    from workbench.datasets import get_dataset
     from workbench.schemes import SchemeNotFound, get_scheme, scheme_for_dataset
 
     dataset = get_dataset(session, recipe.dataset)
@@ -360,6 +383,15 @@ def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
 
     prompts, prompt_source = training_prompts_for(session, dataset, recipe)
     decisions, people_source = people_decisions_for(session, dataset)
+    undecided = sorted(session.scalars(select(Image.file_name).where(
+        Image.id.in_([i for i, d in decisions.items() if d.kind is None]))))
+    warnings = []
+    if recipe.people != "ignore" and undecided:
+        if recipe.undecided == "wait":
+            raise ExportError(undecided_message(dataset.name, len(undecided), undecided[:3]))
+        warnings.append(f"{len(undecided)} flagged image(s) of {dataset.name!r} are not decided yet; "
+                        f"they are {'left out' if recipe.undecided == 'exclude' else 'exported as they are'} "
+                        f"(undecided={recipe.undecided}); decide them on the People page")
     root = Path(dataset.images_root)
     excluded: dict[str, list[str]] = defaultdict(list)
     planned: list[PlannedImage] = []
@@ -383,6 +415,8 @@ def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
             reason = "none of the required categories"
         elif names & exclude:
             reason = "an excluded category"
+        elif recipe.people != "ignore" and decision is not None and kind is None and recipe.undecided == "exclude":
+            reason = UNDECIDED_REASON
         elif recipe.people != "ignore" and kind == "exclude":
             reason = "people: excluded by a curator"
         elif recipe.people == "exclude" and kind == "mask-region":
@@ -407,11 +441,15 @@ def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
             continue
         planned.append(PlannedImage(image_id, file_name, str(path), width, height, checksum, split,
                                     prompts[image_id], geometry))
+    people_source.update(
+        undecided=recipe.undecided if recipe.people != "ignore" else None,
+        flagged=len(decisions), decided=len(decisions) - len(undecided), undecided_images=len(undecided),
+        undecided_left_out=len(excluded.get(UNDECIDED_REASON, [])))
     return ExportPlan(recipe=recipe.model_copy(update={"scheme_version": scheme.version}),
                       dataset=dataset, scheme=scheme, images=planned,
                       excluded={k: v for k, v in sorted(excluded.items())},
                       sources={"prompts": prompt_source, "people": people_source},
-                      images_in_dataset=len(rows))
+                      images_in_dataset=len(rows), warnings=warnings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -580,13 +618,14 @@ class ExportResult:
     cache_hits: int
     seconds: float
     excluded: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (CLI output)."""
         return {"export_id": self.export_id, "out_dir": str(self.out_dir), "images": self.images,
                 "counts": self.counts, "manifest_sha256": self.manifest_sha256,
                 "decoded": self.decoded, "cache_hits": self.cache_hits,
-                "seconds": round(self.seconds, 3)}
+                "seconds": round(self.seconds, 3), "warnings": self.warnings}
 
 
 def _partial_dir(out_dir: Path) -> Path:
@@ -764,7 +803,8 @@ def export_dataset(
     _finish_row(engine, export_id, "finished", counts=counts, manifest_sha256=sha)
     return ExportResult(export_id=export_id, out_dir=out_dir, images=n, counts=counts,
                         manifest_sha256=sha, decoded=decoded, cache_hits=n - decoded,
-                        seconds=time.monotonic() - started, excluded=plan.excluded)
+                        seconds=time.monotonic() - started, excluded=plan.excluded,
+                        warnings=plan.warnings)
 
 
 def _write_index(root: Path, plan: ExportPlan, layout: tuple[str, str, str], ext: str,

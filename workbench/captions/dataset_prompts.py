@@ -1,6 +1,8 @@
 """Dataset prompts: each image's garments and attributes, as the annotations name them.
 
-"top, t-shirt, sweatshirt" reads as "top", "above-the-knee (length)" as "above-the-knee".
+"top, t-shirt, sweatshirt" reads as "top"; attributes read as a person writes them, by their
+supercategory (:mod:`workbench.captions.attribute_words`): "hip (length)", "single breasted"
+and "lining" on a jacket give "hip-length single-breasted jacket with lining".
 Garments come largest first (by mask area); garment parts, closures and decorations (sleeve,
 zipper, sequin ...) are left out unless asked for. A template places the garments; a symbol
 style sets garment names off (``<dress>``, ``[dress]``, ``(dress:1.2)``), and a trigger word
@@ -21,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Annotation, AnnotationAttribute, Attribute, Category, Image
+from workbench.captions.attribute_words import attribute_words, garment_words
 from workbench.taxonomy import short_name
 
 SymbolStyle = Literal["plain", "angle", "square", "weight"]
@@ -67,6 +70,7 @@ class Garment:
     supercategory: str
     box: tuple[int, int, int, int] = (0, 0, 0, 0)  # x, y, w, h in pixels
     annotation_id: int = 0
+    attribute_supercategories: dict[str, str] = field(default_factory=dict)  # name -> supercategory
 
     @property
     def is_part(self) -> bool:
@@ -100,15 +104,16 @@ def load_garments(session: Session, dataset_id: int, image_ids: Iterable[int] | 
            for row in session.execute(images.order_by(Image.id))}
     if not out:
         return out
-    attrs: dict[int, list[tuple[int, str]]] = defaultdict(list)
-    attr_query = (select(AnnotationAttribute.annotation_id, Attribute.source_id, Attribute.name)
+    attrs: dict[int, list[tuple[int, str, str]]] = defaultdict(list)
+    attr_query = (select(AnnotationAttribute.annotation_id, Attribute.source_id, Attribute.name,
+                         Attribute.supercategory)
                   .join(Attribute, Attribute.id == AnnotationAttribute.attribute_id)
                   .join(Annotation, Annotation.id == AnnotationAttribute.annotation_id)
                   .where(Annotation.dataset_id == dataset_id))
     if wanted is not None:
         attr_query = attr_query.where(Annotation.image_id.in_(wanted))
-    for ann_id, source_id, name in session.execute(attr_query):
-        attrs[ann_id].append((source_id, name))
+    for ann_id, source_id, name, supercategory in session.execute(attr_query):
+        attrs[ann_id].append((source_id, name, supercategory or ""))
     ann_query = (select(Annotation.id, Annotation.image_id, Annotation.area, Annotation.bbox_x,
                         Annotation.bbox_y, Annotation.bbox_w, Annotation.bbox_h,
                         Category.name, Category.supercategory)
@@ -117,11 +122,11 @@ def load_garments(session: Session, dataset_id: int, image_ids: Iterable[int] | 
     if wanted is not None:
         ann_query = ann_query.where(Annotation.image_id.in_(wanted))
     for row in session.execute(ann_query):
-        names = [name for _, name in sorted(attrs.get(row.id, []))]
+        own = sorted(attrs.get(row.id, []))
         out[row.image_id].garments.append(Garment(
-            name=short_name(row.name), attributes=names, area=row.area, category=row.name,
+            name=short_name(row.name), attributes=[name for _, name, _ in own], area=row.area, category=row.name,
             supercategory=row.supercategory or "", box=(row.bbox_x, row.bbox_y, row.bbox_w, row.bbox_h),
-            annotation_id=row.id))
+            annotation_id=row.id, attribute_supercategories={name: sc for _, name, sc in own if sc}))
     for item in out.values():
         item.garments.sort(key=lambda g: (-g.area, g.annotation_id))
     return out
@@ -145,21 +150,24 @@ def garment_phrases(garments: list[Garment], settings: DatasetPromptSettings) ->
     for garment in garments:
         if garment.is_part and not settings.include_parts:
             continue
-        words: list[str] = []
+        words = []
         if settings.include_attributes:
             for attribute in garment.attributes:
                 if attribute.lower() in skip:
                     continue
                 if settings.drop_negative_attributes and attribute.lower().startswith("no "):
                     continue
-                readable = readable_attribute(attribute)
-                if readable and readable not in words:
-                    words.append(readable)
+                read = attribute_words(attribute, garment.attribute_supercategories.get(attribute, ""))
+                if read.text and read not in words:
+                    words.append(read)
             words = words[: settings.max_attributes]
+        before, noun, after = garment_words(garment.name, words)
         if settings.symbol_scope == "phrase" and settings.symbol_style != "plain":
-            phrase = styled_name(" ".join([*words, garment.name]), settings.symbol_style, settings.symbol_weight)
+            phrase = styled_name(" ".join([*before, noun, " and ".join(after)]).strip(), settings.symbol_style,
+                                 settings.symbol_weight)
         else:
-            phrase = " ".join([*words, styled_name(garment.name, settings.symbol_style, settings.symbol_weight)])
+            phrase = " ".join([*before, styled_name(noun, settings.symbol_style, settings.symbol_weight),
+                               " and ".join(after)]).strip()
         if phrase not in phrases:
             phrases.append(phrase)
     return phrases

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.captions import Caption, MixRecipe as MixRecipeRow
@@ -300,6 +300,47 @@ def preview_mix(session: Session, dataset_name: str, recipe: MixRecipe, n: int =
     )
 
 
+# -- which sources a dataset has -------------------------------------------------------------------
+def caption_counts(session: Session, dataset_name: str, statuses: list[str]) -> dict[str, tuple[int, int]]:
+    """``{source: (captions, usable)}`` for each caption source of the dataset but its own
+    dataset prompt: usable ones have one of ``statuses`` and some text."""
+    dataset = get_dataset(session, dataset_name)
+    out: dict[str, list[int]] = {}
+    for source, status, count in session.execute(
+        select(Caption.source, Caption.status, func.count())
+        .where(Caption.dataset_id == dataset.id, Caption.source != "dataset", func.trim(Caption.text) != "")
+        .group_by(Caption.source, Caption.status)
+    ):
+        counts = out.setdefault(source, [0, 0])
+        counts[0] += count
+        counts[1] += count if status in statuses else 0
+    return {source: (total, usable) for source, (total, usable) in sorted(out.items())}
+
+
+def new_recipe(session: Session, dataset_name: str) -> MixRecipe:
+    """A fresh recipe for the dataset: its caption part weighs every source the dataset has
+    captions from equally (none: the caption part stays empty until some are made)."""
+    sources = caption_counts(session, dataset_name, MixRecipe().statuses)
+    return MixRecipe(weights={source: 1.0 for source in sources})
+
+
+def empty_sources(session: Session, dataset_name: str, recipe: MixRecipe) -> dict[str, str]:
+    """``{source: why}`` for each source the recipe draws on (a weight above 0, or a part by
+    name) that gives no caption for this dataset."""
+    counts = caption_counts(session, dataset_name, recipe.statuses)
+    wanted = [s for s, w in recipe.weights.items() if w > 0]
+    wanted += [p for p in recipe.parts if p not in FIXED_PARTS]
+    out = {}
+    for source in dict.fromkeys(wanted):
+        total, usable = counts.get(source, (0, 0))
+        if not total:
+            out[source] = f"no {source} captions in {dataset_name}"
+        elif not usable:
+            out[source] = (f"{total} {source} caption(s) in {dataset_name}, none "
+                           f"{' or '.join(recipe.statuses)} yet (review them on the Captions page)")
+    return out
+
+
 # -- storing recipes ----------------------------------------------------------------------------------
 def load_recipe_file(path: str | Path) -> tuple[str | None, MixRecipe]:
     """``(name or None, recipe)`` from a JSON file holding a recipe, or ``{"name": ..., "recipe": {...}}``."""
@@ -313,16 +354,20 @@ def load_recipe_file(path: str | Path) -> tuple[str | None, MixRecipe]:
     return None, MixRecipe.model_validate(data)
 
 
-def save_recipe(session: Session, name: str, recipe: MixRecipe, curator: str | None = None) -> StoredRecipe:
-    """Save ``recipe`` as the next version of ``name`` (the same definition again saves nothing)."""
+def save_recipe(session: Session, name: str, recipe: MixRecipe, curator: str | None = None,
+                dataset: str | None = None) -> StoredRecipe:
+    """Save ``recipe`` as the next version of ``name``, for ``dataset`` when named (the same
+    definition for the same dataset again saves nothing)."""
     if not name.strip():
         raise ValueError("a recipe needs a name")
+    dataset_id = get_dataset(session, dataset).id if dataset is not None else None
     latest = session.scalar(select(MixRecipeRow).where(MixRecipeRow.name == name).order_by(MixRecipeRow.version.desc()))
     definition = recipe.model_dump(mode="json")
-    if latest is not None and latest.definition == definition:
+    if latest is not None and latest.definition == definition and latest.dataset_id == dataset_id:
         return StoredRecipe(latest.name, latest.version, recipe, latest.curator, latest.created_at)
     version = (latest.version + 1) if latest else 1
-    row = MixRecipeRow(name=name, version=version, definition=definition, curator=curator, created_at=utcnow())
+    row = MixRecipeRow(name=name, version=version, definition=definition, curator=curator, created_at=utcnow(),
+                       dataset_id=dataset_id)
     session.add(row)
     session.flush()
     from db.models import AuditLog
@@ -341,6 +386,13 @@ def get_recipe(session: Session, name: str, version: int | None = None) -> Store
         known = ", ".join(list_recipe_names(session)) or "none saved yet"
         raise LookupError(f"no recipe {name!r}{'' if version is None else f' version {version}'} (recipes: {known})")
     return StoredRecipe(row.name, row.version, MixRecipe.model_validate(row.definition), row.curator, row.created_at)
+
+
+def latest_recipe_for(session: Session, dataset: str) -> StoredRecipe | None:
+    """The recipe saved most recently for ``dataset`` (its newest version), or None."""
+    name = session.scalar(select(MixRecipeRow.name).where(MixRecipeRow.dataset_id == get_dataset(session, dataset).id)
+                          .order_by(MixRecipeRow.id.desc()).limit(1))
+    return get_recipe(session, name) if name is not None else None
 
 
 def list_recipe_names(session: Session) -> list[str]:

@@ -163,13 +163,15 @@ def mix_cmd(
     version: Annotated[Optional[int], typer.Option("--version")] = None,
     preview: Annotated[Optional[int], typer.Option("--preview", help="Show the prompts of N sampled images and the token histogram.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    save: Annotated[Optional[str], typer.Option("--save", help="Save the recipe under this name (a new version).")] = None,
+    save: Annotated[Optional[str], typer.Option("--save", help="Save the recipe under this name (a new version), for this dataset "
+                                                                          "(the Export page's default recipe).")] = None,
     curator: Annotated[Optional[str], typer.Option("--curator")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write {image_id: prompt} JSON here.")] = None,
 ) -> None:
     """Mix the dataset prompt and reviewed captions into training prompts with a recipe."""
     from db.engine import session_scope
-    from workbench.captions.mixing import get_recipe, load_recipe_file, preview_mix, recipe_version, save_recipe, training_prompts
+    from workbench.captions.mixing import (empty_sources, get_recipe, load_recipe_file, preview_mix, recipe_version,
+                                           save_recipe, training_prompts)
     from workbench.datasets import DatasetNotFound
 
     try:
@@ -178,7 +180,7 @@ def mix_cmd(
                 file_name, mix = load_recipe_file(recipe)
                 ref = mix
                 if save or file_name:
-                    ref = save_recipe(session, save or file_name, mix, curator)
+                    ref = save_recipe(session, save or file_name, mix, curator, dataset=dataset)
             elif name is not None:
                 ref = get_recipe(session, name, version)
                 mix = ref.recipe
@@ -193,6 +195,7 @@ def mix_cmd(
                                  "truncated": p.truncated, "dropped": p.dropped, "sources": p.sources} for p in shown.samples],
                     "token_histogram": shown.histogram(),
                     "truncated": shown.truncated, "dropped": shown.dropped, "images": len(shown.lengths_after),
+                    "empty_sources": empty_sources(session, dataset, mix),
                 })
             prompts = training_prompts(session, dataset, ref, seed) if (out or preview is None) else None
     except (DatasetNotFound, LookupError, ValueError) as exc:

@@ -19,6 +19,12 @@ class Format(str, Enum):
     imagefolder = "imagefolder"
 
 
+class Undecided(str, Enum):
+    include = "include"
+    exclude = "exclude"
+    wait = "wait"
+
+
 @app.command("export")
 def export(
     ctx: typer.Context,
@@ -42,6 +48,9 @@ def export(
     seed: Annotated[Optional[int], typer.Option(help="Seed of the split and prompt mixing (default 0).")] = None,
     people: Annotated[Optional[str], typer.Option(help="People decisions: ignore, exclude or "
                                                        "crop (default exclude).")] = None,
+    undecided: Annotated[Optional[Undecided], typer.Option(
+        help="Flagged images no curator decided yet: include, exclude, or wait (refuse to export "
+             "while any remain) (default exclude).")] = None,
     min_size: Annotated[Optional[int], typer.Option(help="Minimum short side of a photo, px.")] = None,
     require: Annotated[Optional[list[str]], typer.Option(
         help="Keep images with at least one of these categories (repeatable).")] = None,
@@ -73,7 +82,7 @@ def export(
     given = {"dataset": dataset, "format": fmt.value if fmt else None, "resolution": resolution,
              "scheme": scheme, "crop": crop, "buckets": buckets, "target_format": target_format,
              "split": split, "validation_fraction": validation_fraction, "seed": seed,
-             "people": people, "min_size": min_size, "require_categories": require or None,
+             "people": people, "undecided": undecided.value if undecided else None, "min_size": min_size, "require_categories": require or None,
              "exclude_categories": exclude or None, "reviewed_captions_only": reviewed_captions_only,
              "caption_recipe": caption_recipe}
     if scheme is not None and values.get("scheme") != scheme:
@@ -110,6 +119,8 @@ def export(
                                     job_id=job.job_id if job is not None else None)
     except (ExportError, DatasetNotFound) as exc:
         fail(str(exc))
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if job is not None:
         job.update_details(export_id=result.export_id, out_dir=str(result.out_dir),
                            manifest_sha256=result.manifest_sha256)
