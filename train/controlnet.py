@@ -17,7 +17,9 @@ trainer does differently from that example, and why:
 - optional caches of VAE latent distributions (mean and std; a fresh sample each step) and
   text embeddings, computed once into ``output_dir/cache`` and shared by all processes;
 - losses stay on the device and are read back every ``logging_steps`` steps (one host sync),
-  then written as one ``metrics.jsonl`` line per optimisation step.
+  then written as one ``metrics.jsonl`` line per optimisation step;
+- a run stops with a checkpoint when ``<output_dir>/stop.request`` appears (all ranks at the same
+  step; ``train/distributed.py``): that is how a job stops a launched multi-process run.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import torch.nn.functional as F
 
 from train import sdxl
 from train.config import ConfigError, TrainConfig, load_config
+from train.distributed import agreed_stop, stop_file_requested
 from train.data import (
     DataError,
     ExportDataset,
@@ -355,6 +358,8 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
     device = accelerator.device
+    if world > 1 and should_stop is not None:  # every rank must stop at the same step
+        should_stop = agreed_stop(should_stop, accelerator, config.logging_steps)
 
     def log(message: str) -> None:
         if main:
@@ -824,7 +829,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"resume_from_checkpoint={args.resume_from_checkpoint}")
     try:
         config = load_config(args.config, overrides)
-        train(config)
+        train(config, should_stop=stop_file_requested(config.output_dir))
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,11 +13,18 @@ through accumulation, and proposes enough steps to pass the far end of the windo
 The memory table is a rule of thumb for SD 1.5 at 512 px with the UNet locked, measured shapes
 scaled by pixel count; it errs on the safe side. Check the ``memory_mib`` column of
 ``metrics.jsonl`` after the first steps and adjust.
+
+SDXL (``sdxl=True``, 1024 px by default) is counted from its parts: the frozen UNet (2.6B
+parameters) in the compute dtype, the ControlNet (1.25B) trained in fp32 with as much again in
+gradients, AdamW's two moments (a quarter of that with 8-bit AdamW), the two text encoders and
+the VAE unless their outputs are cached. On a 24 GB card that leaves room for batch 1-2 only with
+cached latents and text embeddings, gradient checkpointing and 8-bit AdamW together (about
+17.5 GiB before the first sample); the suggestion turns those on in that order until it fits.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 # Approximate GiB per sample at 512 px (activations + ControlNet grads) and fixed GiB (weights,
 # optimizer, CUDA context), by (mixed precision, gradient checkpointing).
@@ -25,6 +32,15 @@ PER_SAMPLE_GIB = {("no", False): 4.6, ("no", True): 1.6, ("fp16", False): 2.4, (
                   ("bf16", False): 2.4, ("bf16", True): 0.9}
 FIXED_GIB = {"no": 9.0, "fp16": 6.5, "bf16": 6.5}
 EIGHT_BIT_ADAM_SAVES_GIB = 2.0
+# SDXL at 1024 px, GiB (see the module docstring)
+SDXL_UNET_GIB = {"no": 9.6, "fp16": 4.8, "bf16": 4.8}
+SDXL_CONTROLNET_GIB = 9.4  # fp32 weights and their gradients
+SDXL_ADAM_GIB = {False: 9.3, True: 2.3}
+SDXL_TEXT_ENCODERS_GIB = {"no": 3.1, "fp16": 1.6, "bf16": 1.6}
+SDXL_VAE_ENCODE_GIB = 3.0  # weights plus the activations of encoding a batch at 1024 px
+SDXL_CONTEXT_GIB = 1.0
+SDXL_PER_SAMPLE_GIB = {("no", False): 14.0, ("no", True): 4.0, ("fp16", False): 7.0, ("fp16", True): 2.0,
+                       ("bf16", False): 7.0, ("bf16", True): 2.0}
 CONVERGENCE_STEPS = 7_000  # the far end of the "3k-7k steps" window
 MAX_EFFECTIVE_BATCH = 256
 
@@ -42,12 +58,17 @@ class Suggestion:
     use_8bit_adam: bool
     estimated_memory_gib: float
     note: str
+    cache_latents: bool = False
+    cache_text_embeddings: bool = False
 
     def as_overrides(self) -> dict[str, object]:
-        """The settings as config keys (for ``TrainConfig``)."""
+        """The settings as config keys (for ``TrainConfig``); caches only where the memory needs them."""
         data = asdict(self)
         for key in ("effective_batch", "estimated_memory_gib", "note"):
             data.pop(key)
+        for key in ("cache_latents", "cache_text_embeddings"):
+            if not data[key]:
+                data.pop(key)  # the config's own default stands
         return data
 
 
@@ -55,6 +76,51 @@ def _memory(batch: int, resolution: int, precision: str, checkpointing: bool, ei
     scale = (resolution / 512) ** 2
     fixed = FIXED_GIB[precision] - (EIGHT_BIT_ADAM_SAVES_GIB if eight_bit else 0)
     return fixed + batch * PER_SAMPLE_GIB[(precision, checkpointing)] * scale
+
+
+def _sdxl_memory(batch: int, resolution: int, precision: str, checkpointing: bool, eight_bit: bool) -> float:
+    """GiB for SDXL with cached latents and text embeddings (the only way it fits below 48 GB)."""
+    fixed = SDXL_UNET_GIB[precision] + SDXL_CONTROLNET_GIB + SDXL_ADAM_GIB[eight_bit] + SDXL_CONTEXT_GIB
+    return fixed + batch * SDXL_PER_SAMPLE_GIB[(precision, checkpointing)] * (resolution / 1024) ** 2
+
+
+def suggest_sdxl_settings(gpu_memory_gib: float, target_effective_batch: int = 64, resolution: int = 1024,
+                          processes: int = 1, bf16_supported: bool = True, have_bitsandbytes: bool = False,
+                          max_batch: int = 16) -> Suggestion:
+    """SDXL: cached latents and text embeddings, then gradient checkpointing, then 8-bit AdamW, until it fits."""
+    target = max(1, min(target_effective_batch, MAX_EFFECTIVE_BATCH))
+    precision = "bf16" if bf16_supported else "fp16"
+    if gpu_memory_gib <= 0:
+        return replace(suggest_settings(0, target, resolution, processes), cache_latents=True,
+                       cache_text_embeddings=True)
+    chosen = None
+    for checkpointing, eight_bit in ((False, False), (True, False), (True, True)):
+        fits = [b for b in range(max_batch, 0, -1)
+                if _sdxl_memory(b, resolution, precision, checkpointing, eight_bit) <= 0.9 * gpu_memory_gib]
+        if fits:
+            chosen = (fits[0], checkpointing, eight_bit)
+            break
+    note = ""
+    if chosen is None:
+        chosen = (1, True, True)
+        note = (f"SDXL does not fit in {gpu_memory_gib:g} GiB even at batch 1 with cached latents and text "
+                f"embeddings, gradient checkpointing and 8-bit AdamW (about "
+                f"{_sdxl_memory(1, resolution, precision, True, True):.0f} GiB at {resolution} px); "
+                "use a larger GPU or a lower resolution")
+    batch, checkpointing, eight_bit = chosen
+    batch = 1 << (batch.bit_length() - 1)
+    accumulation = max(1, round(target / (batch * processes)))
+    effective = batch * processes * accumulation
+    memory = _sdxl_memory(batch, resolution, precision, checkpointing, eight_bit)
+    if not note:
+        levers = ["cached latents and text embeddings"] + (["gradient checkpointing"] if checkpointing else []) + \
+            (["8-bit AdamW"] if eight_bit else [])
+        note = (f"SDXL at {resolution} px: micro-batch {batch} fits in {gpu_memory_gib:g} GiB (about {memory:.1f} GiB) "
+                f"with {', '.join(levers)}; {accumulation} accumulation steps give an effective batch of {effective}.")
+        if eight_bit and not have_bitsandbytes:
+            note += " 8-bit AdamW needs bitsandbytes: `pip install bitsandbytes`."
+    return Suggestion(batch, accumulation, effective, CONVERGENCE_STEPS, precision, checkpointing, eight_bit,
+                      round(memory, 1), note, cache_latents=True, cache_text_embeddings=True)
 
 
 def suggest_settings(gpu_memory_gib: float, target_effective_batch: int = 64, resolution: int = 512,
@@ -104,3 +170,13 @@ def detect_gpu_memory_gib() -> float:
     except Exception:  # a broken driver is "no GPU" for a suggestion
         pass
     return 0.0
+
+
+def count_gpus() -> int:
+    """CUDA GPUs this process sees (``CUDA_VISIBLE_DEVICES`` applies; 0 when there is none)."""
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # a broken driver is "no GPU" here too
+        return 0
