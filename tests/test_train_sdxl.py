@@ -14,6 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.test_train_controlnet import _config as train_config
+from tests.test_train_controlnet import _metrics
 from tests.tiny_models import write_export
 from train import sdxl
 from train.config import load_config
@@ -24,16 +26,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _config(base: Path, export: Path, out: Path, **overrides):
-    values = dict(pretrained_model_name_or_path=str(base), train_data_dir=str(export), output_dir=str(out),
-                  resolution=64, train_batch_size=2, max_train_steps=4, checkpointing_steps=2,
-                  validation_steps=100, num_validation_images=0, validation_inference_steps=2,
-                  validation_loss_samples=2, logging_steps=2, learning_rate=1e-4, report_to="none")
-    values.update(overrides)
-    return load_config(None, values)
-
-
-def _metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return train_config(base, export, out, **{"validation_steps": 100, "num_validation_images": 0, **overrides})
 
 
 def test_sdxl_is_read_from_the_base_folder_or_the_config_flag(tiny_sd, tiny_sdxl, tmp_path):

@@ -201,14 +201,11 @@ def suggest(gpu_memory: Annotated[Optional[float], typer.Option(help="GiB per GP
     import importlib.util
     from dataclasses import asdict
 
-    from train.suggest import detect_gpu_memory_gib, suggest_sdxl_settings, suggest_settings
+    from train.suggest import detect_gpu_memory_gib, suggest_settings
 
     memory = detect_gpu_memory_gib() if gpu_memory is None else gpu_memory
-    if sdxl:
-        suggestion = suggest_sdxl_settings(memory, target_batch, resolution or 1024, processes,
-                                           have_bitsandbytes=importlib.util.find_spec("bitsandbytes") is not None)
-    else:
-        suggestion = suggest_settings(memory, target_batch, resolution or 512, processes)
+    suggestion = suggest_settings(memory, target_batch, resolution, processes, sdxl=sdxl,
+                                  have_bitsandbytes=importlib.util.find_spec("bitsandbytes") is not None)
     if json_:
         print_json(asdict(suggestion))
         return
