@@ -52,7 +52,7 @@ def test_two_processes_train_on_different_samples_into_one_output(tiny_sd, tiny_
 # -- launched from the Train page and `train start`: every rank watched, cancelled, failed -----------
 from tests.test_train_jobs import _config_file, _wait, store  # noqa: E402,F401
 from tests.test_train_page import run_page, start_from_page, wait_ended  # noqa: E402
-from workbench.train_launch import TRAINER_SCRIPT, launch_argv  # noqa: E402
+from workbench.train_launch import TRAINER_SCRIPT, default_processes, launch_argv  # noqa: E402
 
 
 def test_the_launcher_is_an_argument_list_of_accelerates_own_launch(tmp_path):
@@ -68,7 +68,7 @@ def test_the_launcher_is_an_argument_list_of_accelerates_own_launch(tmp_path):
 @pytest.mark.timeout(600)
 def test_two_processes_from_the_train_page(app_store, tiny_sd, tiny_export):
     app = run_page()
-    assert app.number_input(key="train_processes").value == 1  # no GPU here: one process by default
+    assert app.number_input(key="train_processes").value == default_processes()  # every GPU; 1 without one
     app.number_input(key="train_processes").set_value(2)
     app = start_from_page(app, tiny_export, str(tiny_sd), app_store / "out")
     assert not app.error, [e.value for e in app.error]
