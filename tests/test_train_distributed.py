@@ -120,5 +120,6 @@ def test_cancel_stops_every_rank_and_a_dead_rank_fails_the_job(store, tiny_sd, t
     ranks[1].kill()
     job = _wait(store, job_id, lambda j: j["status"] not in ("queued", "running"), timeout=200)
     assert job["status"] == "failed" and "a training process failed" in job["error"], job
+    assert f"(pid {ranks[1].pid})" in job["error"] and "ended first" in job["error"]  # the dead rank is named
     _gone, alive = psutil.wait_procs(ranks, timeout=30)
     assert not alive

@@ -121,6 +121,15 @@ def rank_processes(launcher: psutil.Process) -> list[psutil.Process]:
     return found
 
 
+def _rank_name(process: psutil.Process) -> str:
+    """``rank R (pid P)``, the rank read from the process's environment where it can be."""
+    try:
+        rank = process.environ().get("RANK")
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        rank = None
+    return f"rank {rank} (pid {process.pid})" if rank is not None else f"pid {process.pid}"
+
+
 def _alive(process: psutil.Process) -> bool:
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
@@ -147,8 +156,9 @@ def run_launched(config: TrainConfig, config_path: Path, overrides: list[str] | 
     watched = psutil.Process(launcher.pid)
     tail = MetricsTail(output_dir / METRICS_FILE)
     ranks: dict[int, psutil.Process] = {}
+    names: dict[int, str] = {}
     shown: dict[str, Any] = {}
-    stop_sent, vanished_at, error = False, None, None
+    stop_sent, vanished_at, first_gone, error = False, None, [], None
 
     def report() -> tuple[int, Path | None]:
         tail.poll()
@@ -169,13 +179,14 @@ def run_launched(config: TrainConfig, config_path: Path, overrides: list[str] | 
     try:
         while launcher.poll() is None:
             for process in rank_processes(watched):
-                ranks.setdefault(process.pid, process)
-            gone = [pid for pid, process in ranks.items() if not _alive(process)]
+                if process.pid not in ranks:
+                    ranks[process.pid], names[process.pid] = process, _rank_name(process)
+            gone = [names[pid] for pid, process in ranks.items() if not _alive(process)]
             if gone and vanished_at is None:
-                vanished_at = time.monotonic()
-                print(f"rank process(es) {gone} ended; waiting for the others", flush=True)
+                vanished_at, first_gone = time.monotonic(), gone
+                print(f"{', '.join(gone)} ended; waiting for the others", flush=True)
             if vanished_at is not None and time.monotonic() - vanished_at > RANK_GRACE_SECONDS:
-                error = (f"rank process(es) {gone} ended and the others did not follow within "
+                error = (f"{', '.join(first_gone)} ended and the other ranks did not follow within "
                          f"{RANK_GRACE_SECONDS:.0f} s; all were stopped")
                 kill_tree(watched)
                 break
@@ -193,6 +204,7 @@ def run_launched(config: TrainConfig, config_path: Path, overrides: list[str] | 
     step, last = report()
     stop.unlink(missing_ok=True)
     if code and error is None:
-        error = (f"a training process failed: accelerate's launcher exited with code {code} "
-                 f"(ranks {sorted(ranks)}); see the job's log for the rank's traceback")
+        first = f"{', '.join(first_gone)} ended first; " if first_gone else ""
+        error = (f"a training process failed: {first}accelerate's launcher exited with code {code}; "
+                 "see the job's log for the rank's traceback")
     return LaunchResult(code, stop_sent and not code, step, last, error)
