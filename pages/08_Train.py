@@ -20,9 +20,10 @@ settings, engine = store_or_stop()
 
 from train.config import ConfigError  # noqa: E402
 from workbench.jobs import (  # noqa: E402
-    ACTIVE, JobError, cancel_job, get_job, list_jobs, read_log_tail, refresh_jobs, resume_job, start_job,
+    ACTIVE, JobError, cancel_job, get_job, list_jobs, read_log_tail, refresh_jobs, resume_job,
 )
 from workbench import training  # noqa: E402
+from workbench.train_launch import start_training  # noqa: E402
 
 try:
     from workbench.export import list_exports
@@ -33,6 +34,13 @@ except Exception:  # no export module or table yet: a typed path still works
     exports = []
 
 from train.suggest import suggest_settings  # noqa: E402
+
+
+@st.cache_resource(show_spinner=False)
+def _default_processes() -> int:
+    from workbench.train_launch import default_processes
+
+    return default_processes()
 
 
 @st.cache_resource(show_spinner=False)
@@ -89,6 +97,14 @@ with st.expander("New training run", expanded=not exports or "train_job" not in 
     checkpointing = c11.checkbox("Gradient checkpointing", value=suggestion.gradient_checkpointing,
                                  key="train_gc")
 
+    p1, p2 = st.columns([1, 3])
+    processes = p1.number_input("Processes (GPUs)", min_value=1, max_value=1024, value=_default_processes(),
+                                key="train_processes",
+                                help="One training process per GPU; more than 1 launches through `accelerate launch`.")
+    accelerate_config = p2.text_input("Accelerate config file (optional: multi-node)", key="train_accelerate_config",
+                                      help="Made with `accelerate config --config_file PATH`; the runs are launched "
+                                           "with it (machines, addresses, ranks).")
+
     extra = st.text_area("More settings (key=value per line)", key="train_extra",
                          placeholder="validation_inference_steps=20\nproportion_empty_prompts=0.5\nrandom_flip=true",
                          help="Any key of train/config.py, e.g. lr_scheduler, lr_warmup_steps, random_flip, "
@@ -111,10 +127,8 @@ with st.expander("New training run", expanded=not exports or "train_job" not in 
                                                 **{**chosen, **extra_values})
             path = training.write_config(config, Path(settings.data_dir) / "train" / "configs" /
                                          f"{run_name}-{int(time.time())}.yaml")
-            job_id = start_job(engine, settings, kind="train", argv=training.train_argv(path),
-                               details={"config": str(path), "output_dir": str(config.output_dir),
-                                        "metrics_path": str(Path(config.output_dir) / training.METRICS_FILE),
-                                        "max_train_steps": config.max_train_steps})
+            job_id = start_training(engine, settings, config, path, num_processes=int(processes),
+                                    accelerate_config=Path(accelerate_config.strip()) if accelerate_config.strip() else None)
         except (ConfigError, training.TrainingError) as exc:
             st.error(str(exc))
         else:

@@ -51,7 +51,7 @@ def demo_files(demo_template):
 
 
 # Tiny Stable Diffusion and export folders for the training tests (session-built, read-only).
-from tests.tiny_models import single_thread, tiny_export, tiny_sd  # noqa: E402,F401
+from tests.tiny_models import single_thread, tiny_export, tiny_sd, tiny_sdxl  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True)

@@ -57,3 +57,31 @@ def test_suggestions_fit_the_gpu_and_reach_the_target_batch(memory):
     bigger = suggest_settings(memory, 1000)
     assert bigger.effective_batch <= MAX_EFFECTIVE_BATCH
     assert "converge" in s.note
+
+
+def test_sdxl_at_1024_px_on_24_gb_needs_cached_latents_checkpointing_and_8bit_adam():
+    s = suggest_settings(24, sdxl=True)
+    assert s.estimated_memory_gib <= 0.9 * 24 and s.train_batch_size >= 1
+    assert s.gradient_checkpointing and s.use_8bit_adam and s.mixed_precision == "bf16"
+    assert s.as_overrides()["cache_latents"] is True and s.as_overrides()["cache_text_embeddings"] is True
+    assert s.effective_batch == 64
+    assert "bitsandbytes" in suggest_settings(24, have_bitsandbytes=False, sdxl=True).note
+    assert "bitsandbytes" not in suggest_settings(24, have_bitsandbytes=True, sdxl=True).note
+    roomy = suggest_settings(80, sdxl=True)
+    assert not roomy.use_8bit_adam and not roomy.gradient_checkpointing and roomy.train_batch_size >= 2
+    assert "does not fit" in suggest_settings(12, sdxl=True).note
+    assert "cache_latents" not in suggest_settings(24).as_overrides()  # SD: the config's own default stands
+
+
+def test_train_suggest_sdxl_on_the_command_line():
+    import json
+
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    result = CliRunner().invoke(app, ["train", "suggest", "--sdxl", "--gpu-memory", "24", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["use_8bit_adam"] and data["gradient_checkpointing"] and data["cache_latents"]
+    assert "1024 px" in data["note"]

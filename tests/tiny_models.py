@@ -10,30 +10,17 @@ image folder) with single-channel palette PNG masks and a ``manifest.json`` nami
 from __future__ import annotations
 
 import json
-import string
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from workbench.tiny.sdxl import build_tiny_sdxl
+from workbench.tiny.tokenizer import write_tiny_tokenizer
+
 TINY_CLASSES = {"0": "background", "1": "upper body", "2": "lower body", "3": "full body"}
 TINY_COLOURS = [(0, 0, 0), (255, 0, 0), (0, 0, 255), (0, 255, 0)]
-
-
-def write_tiny_tokenizer(folder: Path) -> Path:
-    """A working CLIPTokenizer: single characters (and their end-of-word forms), no merges."""
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = sorted(set(string.ascii_lowercase + string.digits + string.punctuation))
-    vocab: dict[str, int] = {}
-    for char in chars:
-        vocab[char] = len(vocab)
-        vocab[f"{char}</w>"] = len(vocab)
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return folder
 
 
 def build_tiny_sd(folder: Path) -> Path:
@@ -144,6 +131,12 @@ def write_export(root: Path, fmt: str = "controlnet", n: int = 8, size: int = 64
 def tiny_sd(tmp_path_factory) -> Path:
     """A tiny Stable Diffusion diffusers folder, built once per test session (read-only)."""
     return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd") / "sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory) -> Path:
+    """A tiny SDXL diffusers folder (two text encoders, text_time UNet), built once per session (read-only)."""
+    return build_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl") / "sdxl")
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,9 @@ class TrainConfig(BaseModel):
         None, description="Initial ControlNet (e.g. from train/add_control.py); default: copied from the UNet.")
     revision: str | None = None
     variant: str | None = None
+    sdxl: bool | None = Field(
+        None, description="An SDXL base (two text encoders, pooled embeddings, time ids); default: what the "
+                          "base's model_index.json names (StableDiffusionXLPipeline).")
     train_data_dir: Path = Field(description="An export folder: prompt.json (ControlNet layout) or metadata.jsonl.")
     output_dir: Path = Field(description="Receives checkpoint-<step>/, metrics.jsonl, validation/, the final model.")
     resolution: int = Field(512, ge=8, description="Side of the square training images (multiple of 8).")

@@ -17,7 +17,9 @@ trainer does differently from that example, and why:
 - optional caches of VAE latent distributions (mean and std; a fresh sample each step) and
   text embeddings, computed once into ``output_dir/cache`` and shared by all processes;
 - losses stay on the device and are read back every ``logging_steps`` steps (one host sync),
-  then written as one ``metrics.jsonl`` line per optimisation step.
+  then written as one ``metrics.jsonl`` line per optimisation step;
+- a run stops with a checkpoint when ``<output_dir>/stop.request`` appears (all ranks at the same
+  step; ``train/distributed.py``): that is how a job stops a launched multi-process run.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from train import sdxl
 from train.config import ConfigError, TrainConfig, load_config
+from train.distributed import agreed_stop, stop_file_requested
 from train.data import (
     DataError,
     ExportDataset,
@@ -124,13 +128,17 @@ class ControlledUNet(torch.nn.Module):
         super().__init__()
         self.controlnet = controlnet
         self.unet = unet
+        self.sdxl = unet.config.addition_embed_type == "text_time"
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor,
-                control: torch.Tensor) -> torch.Tensor:
+                control: torch.Tensor, time_ids: torch.Tensor | None = None) -> torch.Tensor:
+        added = None  # SDXL: text is packed (train/sdxl.py); time_ids default to the latents' size
+        if self.sdxl:
+            text, added = sdxl.unpack(text, time_ids, noisy, self.unet.config)
         down, mid = self.controlnet(noisy, timesteps, encoder_hidden_states=text, controlnet_cond=control,
-                                    return_dict=False)
+                                    added_cond_kwargs=added, return_dict=False)
         dtype = self.unet.dtype
-        return self.unet(noisy, timesteps, encoder_hidden_states=text,
+        return self.unet(noisy, timesteps, encoder_hidden_states=text, added_cond_kwargs=added,
                          down_block_additional_residuals=[d.to(dtype) for d in down],
                          mid_block_additional_residual=mid.to(dtype), return_dict=False)[0]
 
@@ -143,7 +151,9 @@ def _is_decoder(name: str) -> bool:
 
 
 def load_models(config: TrainConfig, channels: int):
-    """Tokenizer, text encoder, VAE, UNet, noise scheduler and the ControlNet to train."""
+    """Tokenizer, text encoder, VAE, UNet, noise scheduler and the ControlNet to train.
+
+    For an SDXL base the text encoder is :class:`train.sdxl.SDXLTextEncoders` (both encoders)."""
     from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -153,13 +163,16 @@ def load_models(config: TrainConfig, channels: int):
                           "with `python train/add_control.py --save-base DIR` (a diffusers folder) and train on DIR")
     kw = {"revision": config.revision}
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", **kw)
-        text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", variant=config.variant, **kw)
+        if sdxl.uses_sdxl(config):
+            tokenizer, text_encoder = sdxl.load_text_encoders(base, config.variant, **kw)
+        else:
+            tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", **kw)
+            text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", variant=config.variant, **kw)
+            # a tokenizer saved without model_max_length reports a huge one; the encoder's positions bound it
+            tokenizer.model_max_length = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
         vae = AutoencoderKL.from_pretrained(base, subfolder="vae", variant=config.variant, **kw)
         unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", variant=config.variant, **kw)
         noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler", **kw)
-        # a tokenizer saved without model_max_length reports a huge one; the encoder's positions bound it
-        tokenizer.model_max_length = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"pretrained_model_name_or_path={base}: cannot load a Stable Diffusion from it "
                           f"(a hub id or a diffusers folder with unet/, vae/, text_encoder/ ...): {exc}") from exc
@@ -257,7 +270,9 @@ def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_prompts(tokenizer, text_encoder, prompts: list[str], device) -> torch.Tensor:
-    """Text embeddings (B, 77, D) of ``prompts``."""
+    """Text embeddings (B, 77, D) of ``prompts`` (SDXL: packed, see train/sdxl.py)."""
+    if isinstance(text_encoder, sdxl.SDXLTextEncoders):
+        return text_encoder.encode(prompts, device)
     return text_encoder(tokenize(tokenizer, prompts).to(device), return_dict=False)[0]
 
 
@@ -271,7 +286,14 @@ def cache_text(config: TrainConfig, records: list[Record], tokenizer, text_encod
             prompts = [r.prompt for r in records[start:start + 32]]
             array[start:start + len(prompts)] = encode_prompts(tokenizer, text_encoder, prompts, device).float().cpu().numpy()
 
-    return _write_cache(path, (len(records), tokenizer.model_max_length, text_encoder.config.hidden_size), fill)
+    return _write_cache(path, (len(records), *text_shape(tokenizer, text_encoder)), fill)
+
+
+def text_shape(tokenizer, text_encoder) -> tuple[int, int]:
+    """(rows, width) of one prompt's embedding as :func:`encode_prompts` returns it."""
+    if isinstance(text_encoder, sdxl.SDXLTextEncoders):
+        return text_encoder.shape
+    return tokenizer.model_max_length, text_encoder.config.hidden_size
 
 
 def prompt_dropout(seed: int, step: int, rank: int, batch: int, proportion: float) -> torch.Tensor:
@@ -336,6 +358,8 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
     device = accelerator.device
+    if world > 1 and should_stop is not None:  # every rank must stop at the same step
+        should_stop = agreed_stop(should_stop, accelerator, config.logging_steps)
 
     def log(message: str) -> None:
         if main:
@@ -396,6 +420,7 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
         controlnet.compile()
         unet.compile()
     model = ControlledUNet(controlnet, unet)
+    time_ids = sdxl.time_ids_table(train_records, config.resolution) if model.sdxl else None
 
     # caches (computed once by the main process; the others read its files)
     latent_cache = text_cache = None
@@ -576,7 +601,8 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
                 noise = torch.randn_like(latents)
                 timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), device=device)
                 noisy = noise_scheduler.add_noise(latents, noise, timesteps).contiguous(memory_format=memory_format)
-                prediction = model(noisy, timesteps, text, control.to(controlnet.dtype))
+                prediction = model(noisy, timesteps, text, control.to(controlnet.dtype),
+                                   sdxl.batch_time_ids(time_ids, indices, device))
                 target = noise if noise_scheduler.config.prediction_type == "epsilon" else \
                     noise_scheduler.get_velocity(latents, noise, timesteps)
                 loss = F.mse_loss(prediction.float(), target.float())
@@ -745,10 +771,13 @@ def _validation_images(config, accelerator, inner, val, vae, tokenizer, text_enc
     from PIL import Image
 
     device = accelerator.device
-    pipe = StableDiffusionControlNetPipeline(
-        vae=vae, text_encoder=None, tokenizer=tokenizer, unet=inner.unet, controlnet=inner.controlnet,
-        scheduler=UniPCMultistepScheduler.from_config(noise_scheduler.config), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False)
+    scheduler = UniPCMultistepScheduler.from_config(noise_scheduler.config)
+    if inner.sdxl:
+        pipe = sdxl.validation_pipeline(vae, inner.unet, inner.controlnet, scheduler)
+    else:
+        pipe = StableDiffusionControlNetPipeline(
+            vae=vae, text_encoder=None, tokenizer=tokenizer, unet=inner.unet, controlnet=inner.controlnet,
+            scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     channels = inner.controlnet.config.conditioning_channels
     rows = []
@@ -762,8 +791,10 @@ def _validation_images(config, accelerator, inner, val, vae, tokenizer, text_enc
         else:
             text = encode_prompts(tokenizer, text_encoder, [prompt], device).to(dtype)
         generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        prompts = sdxl.prompt_arguments(text, empty_text, inner.unet.config) if inner.sdxl else \
+            dict(prompt_embeds=text, negative_prompt_embeds=empty_text[None])
         with accelerator.autocast():
-            image = pipe(prompt_embeds=text, negative_prompt_embeds=empty_text[None], image=control,
+            image = pipe(**prompts, image=control,
                          height=config.resolution, width=config.resolution,
                          num_inference_steps=config.validation_inference_steps, generator=generator).images[0]
         shown = Image.fromarray(colours[val.masks[i]].numpy().astype(np.uint8))
@@ -798,7 +829,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"resume_from_checkpoint={args.resume_from_checkpoint}")
     try:
         config = load_config(args.config, overrides)
-        train(config)
+        train(config, should_stop=stop_file_requested(config.output_dir))
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

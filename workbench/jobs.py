@@ -126,7 +126,8 @@ def _process_of(job: Job) -> psutil.Process | None:
         return None
 
 
-def _kill_tree(process: psutil.Process) -> None:
+def kill_tree(process: psutil.Process) -> None:
+    """Kill ``process`` and every descendant (a launched training's ranks included)."""
     try:
         procs = [*process.children(recursive=True), process]
     except psutil.NoSuchProcess:
@@ -165,7 +166,7 @@ def cancel_job(engine: Engine, job_id: int, grace_seconds: float = 10, *, wait: 
         try:
             process.wait(timeout=grace_seconds)
         except psutil.TimeoutExpired:
-            _kill_tree(process)
+            kill_tree(process)
         except psutil.NoSuchProcess:
             pass
         _children.pop(process.pid, None)
@@ -193,7 +194,7 @@ def refresh_jobs(engine: Engine) -> None:
     for job_id, status, process, beat, deadline in checks:
         if status == "cancelling" and deadline and now > datetime.fromisoformat(deadline):
             if process is not None:
-                _kill_tree(process)
+                kill_tree(process)
             _settle_dead(engine, job_id, "cancelled")
         elif process is None and (status != "queued" or now - beat > HEARTBEAT_TIMEOUT):
             _settle_dead(engine, job_id, "cancelled" if status == "cancelling" else "failed",

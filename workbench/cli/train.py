@@ -20,6 +20,11 @@ ConfigOpt = Annotated[Path, typer.Option("--config", help="YAML or JSON training
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: key=value (repeatable).")]
 ResumeOpt = Annotated[Optional[str], typer.Option("--resume-from-checkpoint",
                                                   help="'latest' or a checkpoint folder.")]
+ProcessesOpt = Annotated[Optional[int], typer.Option(
+    "--num-processes", help="Training processes, one per GPU (run: default 1; start: every visible GPU, 1 on CPU). "
+                            "More than 1 launches through `accelerate launch`.")]
+AccelerateOpt = Annotated[Optional[Path], typer.Option(
+    "--accelerate-config", help="An accelerate config file (multi-node and the like); launches through it.")]
 
 
 def _overrides(values: Optional[list[str]], resume: Optional[str]) -> list[str]:
@@ -30,17 +35,23 @@ def _overrides(values: Optional[list[str]], resume: Optional[str]) -> list[str]:
 
 
 @train_app.command("run")
-def run(config: ConfigOpt, set_: SetOpt = None, resume_from_checkpoint: ResumeOpt = None) -> None:
-    """Train in this process (what a background job runs); Ctrl+C or a job cancel stops it."""
+def run(config: ConfigOpt, set_: SetOpt = None, resume_from_checkpoint: ResumeOpt = None,
+        num_processes: ProcessesOpt = None, accelerate_config: AccelerateOpt = None) -> None:
+    """Train in this process, or launch and watch several (what a background job runs); a job cancel stops it."""
     from train.config import ConfigError, load_config
     from train.data import DataError
     from workbench.jobs import current_job
     from workbench.progress import Cancelled
+    from workbench.train_launch import is_launched
 
+    overrides = _overrides(set_, resume_from_checkpoint)
     try:
-        cfg = load_config(config, _overrides(set_, resume_from_checkpoint))
+        cfg = load_config(config, overrides)
     except ConfigError as exc:
         fail(str(exc))
+    if is_launched(num_processes, accelerate_config):
+        _run_launched(cfg, config, overrides, num_processes, accelerate_config)
+        return
     from train.controlnet import StopRequested, train
 
     job = current_job()
@@ -59,22 +70,47 @@ def run(config: ConfigOpt, set_: SetOpt = None, resume_from_checkpoint: ResumeOp
                f"last checkpoint {result.last_checkpoint}")
 
 
+def _run_launched(cfg, config: Path, overrides: list[str], num_processes: Optional[int],
+                  accelerate_config: Optional[Path]) -> None:
+    """Several processes through accelerate's launcher, watched from here (train/controlnet.py's ranks)."""
+    from workbench.jobs import current_job
+    from workbench.progress import Cancelled
+    from workbench.train_launch import run_launched
+    from workbench.training import TrainingError
+
+    job = current_job()
+    try:
+        result = run_launched(
+            cfg, config, overrides, num_processes, accelerate_config,
+            progress=(lambda done, total: job.progress(done, total, f"step {done}/{total}")) if job else None,
+            should_stop=job.should_stop if job else None,
+            on_details=(lambda d: job.update_details(**d)) if job else None)
+    except TrainingError as exc:
+        fail(str(exc))
+    if result.error:
+        raise TrainingError(result.error)  # the job's error; the ranks' tracebacks are in its log
+    if result.stopped:
+        typer.echo(f"stopped at step {result.global_step} on request; resume from {result.last_checkpoint}")
+        raise Cancelled(f"stopped at step {result.global_step}")
+    typer.echo(f"trained {result.global_step} steps on {num_processes or 'the configured'} processes; "
+               f"ControlNet in {cfg.output_dir}; last checkpoint {result.last_checkpoint}")
+
+
 @train_app.command("start")
-def start(ctx: typer.Context, config: ConfigOpt, set_: SetOpt = None, resume_from_checkpoint: ResumeOpt = None) -> None:
+def start(ctx: typer.Context, config: ConfigOpt, set_: SetOpt = None, resume_from_checkpoint: ResumeOpt = None,
+          num_processes: ProcessesOpt = None, accelerate_config: AccelerateOpt = None) -> None:
     """Start training as a background job; prints the job id."""
     from train.config import ConfigError, load_config
-    from workbench.jobs import start_job
-    from workbench.training import METRICS_FILE, train_argv
+    from workbench.train_launch import start_training
+    from workbench.training import TrainingError
 
     overrides = _overrides(set_, resume_from_checkpoint)
     try:
         cfg = load_config(config, overrides)  # fail here, not in the job's log
-    except ConfigError as exc:
+        job_id = start_training(engine_of(ctx), settings_of(ctx), cfg, config, overrides, num_processes,
+                                accelerate_config)
+    except (ConfigError, TrainingError) as exc:
         fail(str(exc))
-    job_id = start_job(engine_of(ctx), settings_of(ctx), kind=KIND, argv=train_argv(config, overrides),
-                       details={"config": str(Path(config).resolve()), "output_dir": str(cfg.output_dir),
-                                "metrics_path": str(Path(cfg.output_dir) / METRICS_FILE),
-                                "max_train_steps": cfg.max_train_steps})
     typer.echo(job_id)
 
 
@@ -157,16 +193,19 @@ def resume(ctx: typer.Context, job_id: int) -> None:
 @train_app.command("suggest")
 def suggest(gpu_memory: Annotated[Optional[float], typer.Option(help="GiB per GPU (default: this machine's).")] = None,
             target_batch: Annotated[int, typer.Option(help="Target effective batch (up to 256).")] = 64,
-            resolution: Annotated[int, typer.Option(help="Training resolution.")] = 512,
+            resolution: Annotated[Optional[int], typer.Option(help="Training resolution (default 512; SDXL 1024).")] = None,
             processes: Annotated[int, typer.Option(help="GPUs.")] = 1,
+            sdxl: Annotated[bool, typer.Option("--sdxl", help="For an SDXL base (two text encoders, 1024 px).")] = False,
             json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Suggested batch size, accumulation and steps for a GPU (see train/suggest.py for why)."""
+    import importlib.util
     from dataclasses import asdict
 
     from train.suggest import detect_gpu_memory_gib, suggest_settings
 
     memory = detect_gpu_memory_gib() if gpu_memory is None else gpu_memory
-    suggestion = suggest_settings(memory, target_batch, resolution, processes)
+    suggestion = suggest_settings(memory, target_batch, resolution, processes, sdxl=sdxl,
+                                  have_bitsandbytes=importlib.util.find_spec("bitsandbytes") is not None)
     if json_:
         print_json(asdict(suggestion))
         return

@@ -1,0 +1,1 @@
+"""Tiny randomly initialised models built from configs (tests, benchmarks, the "tiny models" button)."""
