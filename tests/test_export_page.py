@@ -80,3 +80,21 @@ def test_bad_requests_are_messages_and_start_nothing(page_store, tmp_path):
     press_export(app)
     assert "already exists" in app.error[0].value
     assert "export_job" not in app.session_state
+
+
+def test_an_export_that_fails_shows_its_reason_and_no_resume(page_store, tmp_path):
+    app = run(AppTest.from_file(str(PAGE), default_timeout=60))
+    fill(app, tmp_path / "exports" / "too-strict")
+    app.number_input(key="export_min_size").set_value(64 * 1000)  # no demo image is that large
+    press_export(app)
+    job_id = app.session_state["export_job"]
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not any(e.value.startswith(f"Export job {job_id}") for e in app.error):
+        time.sleep(0.5)
+        run(app)
+    error = next(e.value for e in app.error if e.value.startswith(f"Export job {job_id}"))
+    assert error.startswith(f"Export job {job_id} failed before its first step: dataset 'demo': no image left "
+                            "after the filters")
+    assert "loosen them" in error
+    assert next(c for c in app.code if "no image left" in c.value).proto.wrap_lines
+    assert not [b for b in app.button if b.label in ("Resume", "Run again")]

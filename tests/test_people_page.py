@@ -3,6 +3,7 @@ skip, undo, conflicts, progress, starting a detection job."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,23 @@ def test_an_empty_queue_says_so(store):
         app.button(key="people_ok").click().run()
     assert any("Nothing left for you" in s.value for s in app.success)
     assert "12 of 12 flagged images decided" in app.get("progress")[-1].proto.text
+
+
+def test_a_detection_that_fails_shows_its_reason_on_the_page(store, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the job cannot reach the hub, nor has it the weights
+    app = page(curator=None)
+    app.selectbox(key="people_detector").set_value("grounding-dino").run()
+    app.button(key="people_start_detection").click().run()
+    with session_scope(store) as session:
+        [job] = list_jobs(session, kind="people-detect", dataset="demo")
+        job_id = job.id
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not any(e.value.startswith(f"Detection job {job_id}") for e in app.error):
+        time.sleep(1)
+        app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    error = next(e.value for e in app.error if e.value.startswith(f"Detection job {job_id}"))
+    assert error.startswith(f"Detection job {job_id} failed before its first step: cannot load Grounding DINO")
+    assert app.code[0].proto.wrap_lines and "cannot load Grounding DINO" in app.code[0].value
+    assert not [b for b in app.button if b.label == "Resume"]  # nothing was done that a rerun would keep
+    assert [b.label for b in app.button if b.label == "Run again"] == ["Run again"]

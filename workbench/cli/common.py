@@ -37,11 +37,16 @@ FIX_PREFIX = "fix: "
 
 
 def fail(message: str, code: int = 2, *, fix: str | None = None) -> NoReturn:
-    """Print ``error: message`` (then ``fix: fix`` when given) on stderr and exit with ``code``."""
-    typer.echo(f"{ERROR_PREFIX}{message}", err=True)
+    """Print ``error: message`` (then ``fix: fix`` when given) on stderr, each on one line (a
+    library's multi-line text is joined), and exit with ``code``."""
+    typer.echo(f"{ERROR_PREFIX}{_one_line(message)}", err=True)
     if fix:
-        typer.echo(f"{FIX_PREFIX}{fix}", err=True)
+        typer.echo(f"{FIX_PREFIX}{_one_line(fix)}", err=True)
     raise typer.Exit(code)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def failure_lines(log: str) -> tuple[str | None, str | None]:
