@@ -132,8 +132,11 @@ with st.expander("New training run", expanded=form_default, key="train_form", on
             st.error(str(exc))
         else:
             st.session_state["train_job"] = job_id
-            st.success(f"Training job {job_id} started; config {path}")
+            # kept, so that the rerun a status change causes (below) does not wipe it
+            st.session_state["train_started"] = f"Training job {job_id} started; config {path}"
             jobs = train_jobs()
+    if "train_started" in st.session_state:
+        st.success(st.session_state["train_started"])
 
 # -- jobs ---------------------------------------------------------------------------------------------
 if not jobs:

@@ -33,7 +33,7 @@ def run_page() -> AppTest:
     return app
 
 
-def wait_ended(job_id: int, timeout: float = 120) -> dict:
+def wait_ended(job_id: int, timeout: float = 300) -> dict:
     engine = make_engine(get_settings().database_url)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
