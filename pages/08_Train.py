@@ -34,7 +34,6 @@ except Exception:  # no export module or table yet: a typed path still works
 from train.suggest import suggest_settings  # noqa: E402
 
 
-
 def train_jobs() -> list[tuple[int, str, str]]:
     """Training jobs, newest first, as (id, status, output folder); dead processes found first."""
     refresh_jobs(engine)

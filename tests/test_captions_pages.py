@@ -11,6 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from db.engine import dispose_engines, make_engine, session_scope
+from tests.apptest_events import job_error
 from workbench.captions.mixing import get_recipe
 from workbench.captions.review import edit
 from workbench.captions.run import store_dataset_prompts
@@ -147,12 +148,7 @@ def test_a_captioning_job_that_fails_shows_its_reason_and_no_resume(store, tmp_p
     next(b for b in app.button if b.label == "Start captioning job").click()
     app.run()
     job_id = app.session_state["captions_job"]
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not any(e.value.startswith(f"Captioning job {job_id}") for e in app.error):
-        time.sleep(1)
-        app.run()
-    assert not app.exception, [e.value for e in app.exception]
-    error = next(e.value for e in app.error if e.value.startswith(f"Captioning job {job_id}"))
+    error = job_error(app, f"Captioning job {job_id}")
     # the captioner's reason, naming the model, rather than "exit code 2"
     assert error.startswith(f"Captioning job {job_id} failed before its first step: could not load the caption model")
     assert str(missing) in error

@@ -10,6 +10,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from db.engine import dispose_engines, session_scope
+from tests.apptest_events import job_error
 from workbench.export import list_exports, read_manifest
 
 PAGE = Path(__file__).resolve().parent.parent / "pages" / "07_Export.py"
@@ -88,11 +89,7 @@ def test_an_export_that_fails_shows_its_reason_and_no_resume(page_store, tmp_pat
     app.number_input(key="export_min_size").set_value(64 * 1000)  # no demo image is that large
     press_export(app)
     job_id = app.session_state["export_job"]
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and not any(e.value.startswith(f"Export job {job_id}") for e in app.error):
-        time.sleep(0.5)
-        run(app)
-    error = next(e.value for e in app.error if e.value.startswith(f"Export job {job_id}"))
+    error = job_error(app, f"Export job {job_id}")
     assert error.startswith(f"Export job {job_id} failed before its first step: dataset 'demo': no image left "
                             "after the filters")
     assert "loosen them" in error

@@ -3,7 +3,6 @@ skip, undo, conflicts, progress, starting a detection job."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from db.engine import dispose_engines, session_scope
 from db.models import AuditLog
+from tests.apptest_events import job_error
 from workbench.jobs import list_jobs
 from workbench.people.detect import detect_people
 from workbench.people.detectors import make_detector
@@ -159,12 +159,7 @@ def test_a_detection_that_fails_shows_its_reason_on_the_page(store, monkeypatch)
     with session_scope(store) as session:
         [job] = list_jobs(session, kind="people-detect", dataset="demo")
         job_id = job.id
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not any(e.value.startswith(f"Detection job {job_id}") for e in app.error):
-        time.sleep(1)
-        app.run()
-    assert not app.exception, [e.value for e in app.exception]
-    error = next(e.value for e in app.error if e.value.startswith(f"Detection job {job_id}"))
+    error = job_error(app, f"Detection job {job_id}")
     assert error.startswith(f"Detection job {job_id} failed before its first step: cannot load Grounding DINO")
     assert app.code[0].proto.wrap_lines and "cannot load Grounding DINO" in app.code[0].value
     assert not [b for b in app.button if b.label == "Resume"]  # nothing was done that a rerun would keep
