@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 from ui.common import store_or_stop
-from ui.jobs import cli_error, watch_job
+from ui.jobs import watch_job
 from workbench.jobs import start_job
 from workbench.taxonomy import BUNDLED_IMAT2019_LABELS
 
@@ -70,17 +70,12 @@ if st.button("Import", type="primary"):
             st.session_state.pop("import_report", None)
 
 
-def import_failed(job: dict, log: str) -> str:
-    """What went wrong, in the CLI's words (the source that cannot be read, the strict row)."""
-    return f"Import of {job['dataset']} {job['status']}: {cli_error(log) or job['error'] or 'see its log'}"
-
-
 # -- watch the job; once it has finished, its report file is the result -----------------------
 job_id = st.session_state.get("import_job")
 if job_id is not None:
     try:
         job = watch_job(engine, job_id, label="Import job", unit=None, cancellable=True,
-                        finished=lambda job: f"Imported {job['dataset']}", failed=import_failed)
+                        finished=lambda job: f"Imported {job['dataset']}")
         if job["status"] == "finished" and "import_report" not in st.session_state:
             st.session_state["import_report"] = json.loads(
                 Path(job["details"]["report"]).read_text(encoding="utf-8"))

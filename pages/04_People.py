@@ -6,6 +6,7 @@ import streamlit as st
 
 from db.engine import session_scope
 from ui.common import datasets_or_stop, open_store, store_or_stop
+from ui.jobs import job_log, restart_button, show_ending
 from workbench.cli.people import DETECT_JOB_KIND, detect_argv
 from workbench.people.coverage import DEFAULT_THRESHOLDS
 from workbench.people.detectors import DETECTOR_NAMES
@@ -91,7 +92,19 @@ if curator == NEW_CURATOR:
     curator = right.text_input("Your name", key="people_curator_new", placeholder="e.g. ana")
 
 # -- detection jobs -------------------------------------------------------------------------
-with st.expander("Detection", expanded=False):
+from workbench.jobs import ACTIVE, job_summary, list_jobs, refresh_jobs  # noqa: E402
+
+
+def detection_job_rows() -> list[dict]:
+    """The dataset's five latest detection jobs, newest first (dead processes found first)."""
+    refresh_jobs(engine)
+    with session_scope(engine) as session:
+        return [job_summary(j) for j in list_jobs(session, kind=DETECT_JOB_KIND, dataset=dataset)[:5]]
+
+
+# Open while the latest detection runs or when it stopped, so its progress or its reason is in view.
+latest = detection_job_rows()[:1]
+with st.expander("Detection", expanded=bool(latest) and latest[0]["status"] != "finished"):
     c1, c2, c3 = st.columns([2, 1, 1])
     detector = c1.selectbox("Detector", DETECTOR_NAMES, index=DETECTOR_NAMES.index("opencv"), key="people_detector",
                             help="opencv and annotations work offline; grounding-dino and torchvision need "
@@ -103,21 +116,22 @@ with st.expander("Detection", expanded=False):
 
     @st.fragment(run_every=2)
     def detection_jobs() -> None:
-        """Running and recent detection jobs of this dataset, polled every two seconds."""
-        from workbench.jobs import list_jobs, refresh_jobs
-
-        refresh_jobs(engine)
-        with session_scope(engine) as session:
-            jobs = [(j.id, j.status, j.done, j.total, j.argv, j.error)
-                    for j in list_jobs(session, kind=DETECT_JOB_KIND, dataset=dataset)[:5]]
+        """Running and recent detection jobs of this dataset, polled every two seconds; the
+        latest one's reason, fix and log when it stopped."""
+        jobs = detection_job_rows()
         if not jobs:
             st.caption("No detection has run on this dataset yet.")
-        for job_id, status, done, total, argv, error in jobs:
-            text = f"job {job_id} · {argv[argv.index('--detector') + 1]} · {status} · {done}/{total or '?'}"
-            if status in ("queued", "running", "cancelling"):
+        for job in jobs:
+            argv, done, total = job["argv"], job["done"], job["total"]
+            text = f"job {job['id']} · {argv[argv.index('--detector') + 1]} · {job['status']} · {done}/{total or '?'}"
+            if job["status"] in ACTIVE:
                 st.progress(done / total if total else 0.0, text=text)
             else:
-                st.caption(text + (f" · {error}" if error else ""))
+                st.caption(text + (f" · {job['error']}" if job["error"] else ""))
+        if jobs and jobs[0]["ending"]:
+            newest = jobs[0]
+            show_ending(newest, job_log(engine, newest["id"]), f"Detection job {newest['id']} {newest['ending']}")
+            restart_button(engine, newest, key=f"people_restart_{newest['id']}")  # the list shows the new job
 
     detection_jobs()
 

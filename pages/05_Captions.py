@@ -58,15 +58,16 @@ with st.expander("Generate captions (runs as a background job)"):
                                                      details={"captioners": [kind]})
     if (job_id := st.session_state.get("captions_job")) is not None:
         watch_job(engine, job_id, label="Captioning job", unit="images", cancellable=True,
-                  finished=lambda job: "Captions stored: review them below.")
+                  finished=lambda job: "Captions stored: review them below.", restart_key="captions_job")
     from workbench.jobs import list_jobs, refresh_jobs
 
     refresh_jobs(engine)
     with session_scope(engine) as session:
-        jobs = [(j.id, j.status, j.message, " ".join(j.argv[4:6])) for j in list_jobs(session, kind="captions", dataset=name)[:5]]
+        jobs = [(j.id, j.status, j.message, " ".join(j.argv[4:6]), j.error or "")
+                for j in list_jobs(session, kind="captions", dataset=name)[:5]]
     if jobs:
         st.caption("Recent captioning jobs of this dataset (`python -m workbench jobs status ID` follows one)")
-        st.dataframe(pd.DataFrame(jobs, columns=["job", "status", "progress", "captioner"]), hide_index=True)
+        st.dataframe(pd.DataFrame(jobs, columns=["job", "status", "progress", "captioner", "reason"]), hide_index=True)
 
 
 def forget(caption_id: int) -> None:

@@ -9,6 +9,7 @@ import streamlit as st
 
 from db.engine import session_scope
 from ui.common import store_or_stop
+from ui.jobs import job_log, job_now, restart_button, show_ending
 
 st.set_page_config(page_title="Train · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
 st.title("Train a ControlNet")
@@ -19,9 +20,7 @@ st.caption("Training runs as a background job (`python -m workbench train start 
 settings, engine = store_or_stop()
 
 from train.config import ConfigError  # noqa: E402
-from workbench.jobs import (  # noqa: E402
-    ACTIVE, JobError, cancel_job, get_job, list_jobs, read_log_tail, refresh_jobs, resume_job,
-)
+from workbench.jobs import ACTIVE, cancel_job, list_jobs, refresh_jobs  # noqa: E402
 from workbench import training  # noqa: E402
 from workbench.train_launch import start_training  # noqa: E402
 
@@ -34,6 +33,16 @@ except Exception:  # no export module or table yet: a typed path still works
     exports = []
 
 from train.suggest import suggest_settings  # noqa: E402
+
+
+def train_jobs() -> list[tuple[int, str, str]]:
+    """Training jobs, newest first, as (id, status, output folder); dead processes found first."""
+    refresh_jobs(engine)
+    with session_scope(engine) as session:
+        return [(j.id, j.status, (j.details or {}).get("output_dir", "")) for j in list_jobs(session, kind="train")]
+
+
+jobs = train_jobs()
 
 
 @st.cache_resource(show_spinner=False)
@@ -51,7 +60,10 @@ def _gpu_memory() -> float:
 
 
 # -- a new run ----------------------------------------------------------------------------------
-with st.expander("New training run", expanded=not exports or "train_job" not in st.session_state):
+# Open or closed as the user leaves it (its state is kept under its key); `expanded` is only the
+# first state, and must not change between runs, or the expander would be a new one.
+form_default = st.session_state.setdefault("train_form_default", not exports or not jobs)
+with st.expander("New training run", expanded=form_default, key="train_form", on_change="rerun"):
     OTHER = "Other folder…"
     choices = [e.out_dir for e in exports] + [OTHER]
     labels = {e.out_dir: f"#{e.id} {e.dataset} · {e.format} · {e.images} images · {e.out_dir}" for e in exports}
@@ -133,11 +145,13 @@ with st.expander("New training run", expanded=not exports or "train_job" not in 
             st.error(str(exc))
         else:
             st.session_state["train_job"] = job_id
-            st.success(f"Training job {job_id} started; config {path}")
+            # kept, so that the rerun a status change causes (below) does not wipe it
+            st.session_state["train_started"] = f"Training job {job_id} started; config {path}"
+            jobs = train_jobs()
+    if "train_started" in st.session_state:
+        st.success(st.session_state["train_started"])
 
 # -- jobs ---------------------------------------------------------------------------------------------
-with session_scope(engine) as session:
-    jobs = [(j.id, j.status, (j.details or {}).get("output_dir", "")) for j in list_jobs(session, kind="train")]
 if not jobs:
     st.info("No training jobs yet: pick an export above and press Start training.")
     st.stop()
@@ -149,8 +163,7 @@ if st.session_state.get("train_job") not in ids:
     st.session_state["train_job"] = ids[0]
 job_id = st.selectbox("Training job", ids, key="train_job",
                       format_func=lambda i: next(f"#{j} · {s} · {o}" for j, s, o in jobs if j == i))
-with session_scope(engine) as session:
-    active = get_job(session, job_id).status in ACTIVE
+picked_status = next(s for j, s, _o in jobs if j == job_id)
 
 
 def show_job(job_id: int) -> None:
@@ -158,11 +171,11 @@ def show_job(job_id: int) -> None:
     import pandas as pd
     import plotly.graph_objects as go
 
-    refresh_jobs(engine)
-    with session_scope(engine) as session:
-        job = get_job(session, job_id)
-        status, error, details = job.status, job.error, dict(job.details or {})
-        log = read_log_tail(job, 60)
+    job = job_now(engine, job_id)
+    if job["status"] != picked_status:  # it moved on since the picker was drawn: redraw both
+        st.rerun(scope="app")
+    status, details = job["status"], dict(job["details"] or {})
+    log = job_log(engine, job_id, 60)
     output_dir = Path(details.get("output_dir", ""))
     max_steps = details.get("max_train_steps")
     tails = st.session_state.setdefault("train_tails", {})
@@ -176,8 +189,8 @@ def show_job(job_id: int) -> None:
     badge = {"running": "🟢", "queued": "⏳", "cancelling": "🟠", "finished": "✅", "failed": "❌",
              "cancelled": "⏹️"}.get(status, "")
     st.subheader(f"{badge} Job {job_id}: {status}")
-    if status == "failed":
-        st.error(f"The training job failed: {error or 'see its log'}. Resume continues from its last checkpoint.")
+    if job["ending"]:
+        show_ending(job, log, f"Training job {job_id} {job['ending']}")
     m1, m2, m3, m4, m5 = st.columns(5)
     m1.metric("Step", f"{last.get('step', 0)} / {max_steps or '?'}")
     m2.metric("ETA", training.format_duration(training.eta_seconds(records, max_steps or 0)) if status in ACTIVE else "-")
@@ -201,21 +214,21 @@ def show_job(job_id: int) -> None:
         figure.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="step",
                              yaxis_title="loss", title="Loss")
         st.plotly_chart(figure, key=f"train_loss_{job_id}")
-    else:
-        st.info("No metrics yet: the first steps are being prepared (model loading, caches).")
+    elif status in ACTIVE:
+        stage = details.get("stage")  # what the trainer says it is doing before its first step
+        st.info(f"No metrics yet: {stage}…" if stage else
+                "No metrics yet: the first steps are being prepared (model loading, caches).")
 
     b1, b2 = st.columns(2)
     if status in ACTIVE and b1.button("Cancel (saves a checkpoint)", key=f"train_cancel_{job_id}"):
         cancel_job(engine, job_id, grace_seconds=60, wait=False)
         st.rerun(scope="app")
-    if status in ("failed", "cancelled") and b2.button("Resume from the last checkpoint", key=f"train_resume_{job_id}"):
-        try:
-            new_id = resume_job(engine, settings, job_id, extra_argv=["--resume-from-checkpoint=latest"])
-        except JobError as exc:
-            st.error(str(exc))
-        else:
-            st.session_state["train_job_next"] = new_id
-            st.rerun(scope="app")
+    with b2:
+        new_id = restart_button(engine, job, key=f"train_restart_{job_id}",
+                                resume_argv=("--resume-from-checkpoint=latest",))
+    if new_id is not None:
+        st.session_state["train_job_next"] = new_id
+        st.rerun(scope="app")
 
     grids = training.validation_grids(output_dir)
     if grids:
@@ -228,8 +241,9 @@ def show_job(job_id: int) -> None:
     checkpoints = training.checkpoints(output_dir)
     if checkpoints:
         st.caption("Checkpoints: " + ", ".join(p.name for _s, p in checkpoints))
-    with st.expander("Log", expanded=status == "failed"):
-        st.code(log or "(empty)", language=None)
+    if not job["ending"]:  # a stopped job shows its log with its reason, above
+        with st.expander("Log"):
+            st.code(log or "(empty)", language=None, wrap_lines=True)
 
 
-st.fragment(run_every=2.0 if active else None)(show_job)(job_id)
+st.fragment(run_every=2.0 if picked_status in ACTIVE else None)(show_job)(job_id)

@@ -96,3 +96,20 @@ def page_store(demo_engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     st.cache_resource.clear()
     st.cache_data.clear()
     dispose_engines()
+
+
+def job_error(app: AppTest, label: str, timeout: float = 240) -> str:
+    """The error box that starts with ``label`` (e.g. "Export job 3"), rerunning the page (as its
+    job panel's timer would) until the job has ended and shows it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert not app.exception, [e.value for e in app.exception]
+        found = [e.value for e in app.error if e.value.startswith(label)]
+        if found:
+            return found[0]
+        if time.monotonic() > deadline:
+            pytest.fail(f"no error of {label} after {timeout} s: {[e.value for e in app.error]}")
+        time.sleep(1)
+        app.run()

@@ -11,6 +11,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from db.engine import dispose_engines, make_engine, session_scope
+from tests.apptest_events import job_error
 from workbench.captions.mixing import get_recipe
 from workbench.captions.review import edit
 from workbench.captions.run import store_dataset_prompts
@@ -165,3 +166,27 @@ def test_generate_runs_a_background_job_and_follows_it_to_the_end(store) -> None
         app.run()
     assert any(s.value.startswith("Captions stored") for s in app.success), [e.value for e in app.error]
     assert app.dataframe[0].value.loc[0, "status"] == "finished"
+
+
+def test_a_captioning_job_that_fails_shows_its_reason_and_no_resume(store, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = tmp_path / "no-such-blip"
+    app = run("05_Captions.py")
+    app.selectbox(key="captions_gen_kind").set_value("blip")
+    app.text_input(key="captions_gen_model").set_value(str(missing))
+    next(b for b in app.button if b.label == "Start captioning job").click()
+    app.run()
+    job_id = app.session_state["captions_job"]
+    error = job_error(app, f"Captioning job {job_id}")
+    # the captioner's reason, naming the model, rather than "exit code 2"
+    assert error.startswith(f"Captioning job {job_id} failed before its first step: could not load the caption model")
+    assert str(missing) in error
+    assert next(c for c in app.code if "could not load" in c.value).proto.wrap_lines
+    assert not [b for b in app.button if b.label == "Resume"]  # no image was captioned: nothing to continue
+    next(b for b in app.button if b.label == "Run again").click()
+    app.run()
+    assert app.session_state["captions_job"] == job_id + 1  # the same command, watched as a new job
+    from workbench.jobs import cancel_job
+
+    cancel_job(store, job_id + 1, grace_seconds=10)
+    assert app.dataframe[0].value.loc[1, "reason"].startswith("could not load the caption model")

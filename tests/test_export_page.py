@@ -10,6 +10,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from db.engine import dispose_engines, session_scope
+from tests.apptest_events import job_error
 from workbench.export import list_exports, read_manifest
 
 PAGE = Path(__file__).resolve().parent.parent / "pages" / "07_Export.py"
@@ -153,3 +154,17 @@ def test_undecided_include_from_the_page_is_recorded_in_the_manifest(page_store,
     assert manifest["recipe"]["undecided"] == "include"
     assert manifest["sources"]["people"]["undecided_images"] == 2
     assert set(undecided) <= {i["file_name"] for i in manifest["items"]}
+
+
+def test_an_export_that_fails_shows_its_reason_and_no_resume(page_store, tmp_path):
+    app = run(AppTest.from_file(str(PAGE), default_timeout=60))
+    fill(app, tmp_path / "exports" / "too-strict")
+    app.number_input(key="export_min_size").set_value(64 * 1000)  # no demo image is that large
+    press_export(app)
+    job_id = app.session_state["export_job"]
+    error = job_error(app, f"Export job {job_id}")
+    assert error.startswith(f"Export job {job_id} failed before its first step: dataset 'demo': no image left "
+                            "after the filters")
+    assert "loosen them" in error
+    assert next(c for c in app.code if "no image left" in c.value).proto.wrap_lines
+    assert not [b for b in app.button if b.label in ("Resume", "Run again")]

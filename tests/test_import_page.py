@@ -148,7 +148,12 @@ def test_unusable_source_is_an_error_and_the_form_keeps_its_values(
     missing = tmp_path / "nowhere.csv"
     fill_imat(app, "shop", missing, shop["images"])
     press_import(app)
-    assert "CSV file not found" in app.error[0].value
+    job_id = app.session_state["import_job"]
+    # the reason in the importer's words, not an exit code; its log wraps; nothing to resume
+    assert app.error[0].value.startswith(f"Import job {job_id} failed before its first step: ")
+    assert "CSV file not found" in app.error[0].value and str(missing) in app.error[0].value
+    assert app.code[0].proto.wrap_lines and "CSV file not found" in app.code[0].value
+    assert not [b for b in app.button if b.label in ("Resume", "Run again")]
     assert "import_report" not in app.session_state
     assert app.text_input(key="import_csv").value == str(missing)
     assert app.text_input(key="import_name").value == "shop"

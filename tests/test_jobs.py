@@ -11,7 +11,11 @@ from typer.testing import CliRunner
 
 from db.engine import dispose_engines, make_engine, session_scope
 from workbench.cli import app
-from workbench.jobs import JobError, cancel_job, get_job, job_summary, refresh_jobs, resume_job, start_job
+from db.jobs import Job
+from workbench.cli.common import failure_lines
+from workbench.jobs import (
+    JobError, cancel_job, failure_from_log, get_job, job_summary, refresh_jobs, restart_offer, resume_job, start_job,
+)
 from workbench.settings import get_settings
 
 
@@ -61,12 +65,55 @@ def test_a_job_runs_the_command_in_its_own_process_and_reports_progress(store):
     assert json.loads(stats.output)["images"] == 3  # the job's work is in the store
 
 
-def test_a_failing_command_ends_the_job_as_failed_with_its_message_in_the_log(store):
+def test_a_failing_command_ends_the_job_with_its_error_line_and_fix_as_the_reason(store):
     engine, settings = store
     job_id = start_job(engine, settings, kind="stats", argv=["stats", "--dataset", "nope"])
     job = _wait(engine, job_id, _ended)
-    assert (job["status"], job["error"]) == ("failed", "exit code 2")
-    assert "no dataset named 'nope'" in (settings.data_dir / "jobs" / f"{job_id}.log").read_text()
+    assert job["status"] == "failed"
+    assert job["error"].startswith("no dataset named 'nope'")  # the CLI's words, not "exit code 2"
+    assert job["ending"] == f"failed before its first step: {job['error']}"
+    assert "`python -m workbench datasets`" in job["fix"]
+    assert job["restart"] is None  # running `stats` again would not continue anything
+    log = (settings.data_dir / "jobs" / f"{job_id}.log").read_text()
+    assert f"error: {job['error']}\nfix: {job['fix']}\n" in log
+
+
+def test_the_reason_is_the_last_error_line_else_the_traceback_s_last_line():
+    log = ("job 3: python -m workbench x\nerror: first\nfix: for the first\nsome output\n"
+           "error: line 3: bad (strict mode)\njob 3: failed\n")
+    assert failure_lines(log) == ("line 3: bad (strict mode)", None)  # a fix belongs to its own error
+    assert failure_from_log("error: no model\nfix: hf download some/model\n") == ("no model", "hf download some/model")
+    traceback_log = """loading
+Traceback (most recent call last):
+  File "x.py", line 1, in <module>
+    load()
+KeyError: 'a'
+
+During handling of the above exception, another exception occurred:
+
+Traceback (most recent call last):
+  File "x.py", line 3, in <module>
+    raise OSError("cannot load base: no such folder")
+    ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+OSError: cannot load base: no such folder
+accelerate: process 0 exited with 1
+"""
+    assert failure_from_log(traceback_log) == ("OSError: cannot load base: no such folder", None)
+    assert failure_from_log("job 3: finished\n") == (None, None)
+
+
+def test_resume_is_offered_only_where_the_job_would_continue(tmp_path):
+    out = tmp_path / "run"
+    train = Job(kind="train", status="failed", done=0, details={"output_dir": str(out)})
+    assert restart_offer(train) == "run again"  # no checkpoint: it would start from step 0
+    (out / "checkpoint-2").mkdir(parents=True)
+    assert restart_offer(train) == "run again"  # an unfinished checkpoint (no train_state.json) does not count
+    (out / "checkpoint-2" / "train_state.json").write_text("{}")
+    assert restart_offer(train) == "resume"
+    assert restart_offer(Job(kind="train", status="running", done=0, details={"output_dir": str(out)})) is None
+    assert restart_offer(Job(kind="captions", status="cancelled", done=5, details={})) == "resume"
+    assert restart_offer(Job(kind="captions", status="failed", done=0, details={})) == "run again"
+    assert restart_offer(Job(kind="import", status="failed", done=0, details={})) is None
 
 
 def test_cancel_stops_a_job_gracefully_and_resume_starts_it_again(store):

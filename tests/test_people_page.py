@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from db.engine import dispose_engines, session_scope
 from db.models import AuditLog
+from tests.apptest_events import job_error
 from workbench.jobs import list_jobs
 from workbench.people.detect import detect_people
 from workbench.people.detectors import make_detector
@@ -148,3 +149,18 @@ def test_an_empty_queue_says_so(store):
         app.button(key="people_ok").click().run()
     assert any("Nothing left for you" in s.value for s in app.success)
     assert "12 of 12 flagged images decided" in app.get("progress")[-1].proto.text
+
+
+def test_a_detection_that_fails_shows_its_reason_on_the_page(store, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the job cannot reach the hub, nor has it the weights
+    app = page(curator=None)
+    app.selectbox(key="people_detector").set_value("grounding-dino").run()
+    app.button(key="people_start_detection").click().run()
+    with session_scope(store) as session:
+        [job] = list_jobs(session, kind="people-detect", dataset="demo")
+        job_id = job.id
+    error = job_error(app, f"Detection job {job_id}")
+    assert error.startswith(f"Detection job {job_id} failed before its first step: cannot load Grounding DINO")
+    assert app.code[0].proto.wrap_lines and "cannot load Grounding DINO" in app.code[0].value
+    assert not [b for b in app.button if b.label == "Resume"]  # nothing was done that a rerun would keep
+    assert [b.label for b in app.button if b.label == "Run again"] == ["Run again"]

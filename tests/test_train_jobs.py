@@ -113,3 +113,25 @@ def test_bad_configs_fail_before_a_job_starts(store, tmp_path):
         from workbench.jobs import list_jobs
 
         assert list_jobs(session, kind="train") == []
+
+
+@pytest.mark.timeout(400)
+def test_a_job_that_fails_before_its_first_step_says_why_and_resume_says_it_starts_over(store, tiny_export, tmp_path):
+    runner = CliRunner()
+    missing = tmp_path / "no-such-model"
+    path = load_config(None, dict(
+        pretrained_model_name_or_path=str(missing), train_data_dir=str(tiny_export), output_dir=str(tmp_path / "run"),
+        resolution=64, max_train_steps=2, report_to="none")).to_file(tmp_path / "train.yaml")
+    job_id = int(runner.invoke(app, ["train", "start", "--config", str(path)]).output.strip())
+    job = _wait(store, job_id, lambda j: j["status"] not in ("queued", "running"), timeout=300)
+    assert job["status"] == "failed"
+    assert job["error"].startswith(f"pretrained_model_name_or_path={missing}: cannot load a Stable Diffusion")
+    assert job["details"]["stage"] == f"loading the base model {missing}"  # where it was when it failed
+    shown = runner.invoke(app, ["train", "status", str(job_id)]).output
+    assert shown.startswith(f"job {job_id}: failed before its first step: pretrained_model_name_or_path={missing}")
+    resumed = runner.invoke(app, ["train", "resume", str(job_id)])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"note: job {job_id} saved no checkpoint; the new job starts from step 0" in resumed.output
+    from workbench.jobs import cancel_job
+
+    cancel_job(store, int(resumed.output.strip().splitlines()[-1]), grace_seconds=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -9,7 +10,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from db.engine import dispose_engines, make_engine
-from ui.jobs import cli_error, progress_text
+from ui.jobs import progress_text
 from workbench.jobs import start_job
 from workbench.settings import get_settings
 
@@ -27,15 +28,17 @@ def store(tmp_path, monkeypatch):
 
 
 def watcher(job_id: int, cancellable: bool) -> None:
-    """A page that watches one job (AppTest runs this function's source as the script)."""
+    """A page that watches one job (AppTest runs this function's source as the script); a Resume /
+    Run again button points ``watched`` at the new job."""
     import streamlit as st
 
     from ui.common import open_store
     from ui.jobs import watch_job
     from workbench.settings import get_settings
 
-    job = watch_job(open_store(get_settings()), job_id, label="Demo job", unit="%", cancellable=cancellable,
-                    finished=lambda j: f"Demo of job {j['id']} done")
+    st.session_state.setdefault("watched", job_id)
+    job = watch_job(open_store(get_settings()), st.session_state["watched"], label="Demo job", unit="%",
+                    cancellable=cancellable, finished=lambda j: f"Demo of job {j['id']} done", restart_key="watched")
     st.caption(f"page saw {job['status']}")
 
 
@@ -70,9 +73,10 @@ def test_the_cancel_button_stops_a_running_job_and_its_log_is_shown(store):
     next(b for b in app.button if b.label == "Cancel").click()
     run(app)
     poll(app, lambda a: "cancelled" in bar(a))
-    assert app.error[0].value.startswith(f"Demo job {job_id} cancelled")
+    assert app.warning[0].value == f"Demo job {job_id} cancelled"
     assert f"job {job_id}: cancelled" in app.code[0].value
     assert not [b for b in app.button if b.label == "Cancel"]
+    assert not [b for b in app.button if b.label in ("Resume", "Run again")]  # a demo would start over
     assert app.caption[0].value == "page saw cancelled"
 
 
@@ -87,8 +91,31 @@ def test_a_finished_job_shows_its_message_and_a_failed_one_its_error(store):
     failed = start_job(engine, settings, kind="stats", argv=["stats", "--dataset", "nope"])
     app = run(AppTest.from_function(watcher, args=(failed, False), default_timeout=60))
     poll(app, lambda a: "failed" in bar(a))
-    assert app.error[0].value == f"Demo job {failed} failed: exit code 2"
-    assert cli_error(app.code[0].value).startswith("no dataset named 'nope'")
+    assert app.error[0].value.startswith(f"Demo job {failed} failed before its first step: no dataset named 'nope'")
+    assert app.info[0].value.startswith("Fix: `python -m workbench datasets` lists the stored datasets")
+    log = app.code[0]
+    assert "error: no dataset named 'nope'" in log.value
+    assert log.proto.wrap_lines  # long lines wrap instead of running off the edge
+    assert not [b for b in app.button if b.label in ("Resume", "Run again")]
+
+
+def test_a_stopped_job_that_skips_done_work_offers_resume_and_it_continues(store):
+    engine, settings = store
+    # captions jobs skip the images already done, so a stopped one continues: Resume
+    job_id = start_job(engine, settings, kind="captions", argv=["demo", "--images", "400"])
+    app = run(AppTest.from_function(watcher, args=(job_id, True), default_timeout=60))
+    poll(app, lambda a: re.search(r"running — [1-9]\d*/", bar(a)))  # some work done
+    next(b for b in app.button if b.label == "Cancel").click()
+    run(app)
+    poll(app, lambda a: "cancelled" in bar(a))
+    assert not [b for b in app.button if b.label == "Run again"]
+    next(b for b in app.button if b.label == "Resume").click()
+    run(app)
+    resumed = app.session_state["watched"]
+    assert resumed != job_id and bar(app).startswith(f"Demo job {resumed}: ")
+    from workbench.jobs import cancel_job
+
+    cancel_job(engine, resumed, grace_seconds=10)
 
 
 def test_progress_text_counts_or_shows_a_percentage():
@@ -96,9 +123,3 @@ def test_progress_text_counts_or_shows_a_percentage():
     assert progress_text(job, "Export job", "images") == (0.25, "Export job 7: running — 30/120 images")
     assert progress_text(job, "Import job", None) == (0.25, "Import job 7: running — 25%")
     assert progress_text({**job, "total": None, "message": "loading"}, "Job", "") == (0.0, "Job 7: running — loading")
-
-
-def test_cli_error_is_the_last_error_line():
-    log = "job 3: python -m workbench stats\nerror: first\nTraceback\nerror: line 3: bad (strict mode)\njob 3: failed\n"
-    assert cli_error(log) == "line 3: bad (strict mode)"
-    assert cli_error("job 3: finished\n") is None

@@ -365,6 +365,11 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
         if main:
             print(message, flush=True)
 
+    def stage(text: str) -> None:  # what the run is preparing; the Train page shows it until the first step
+        log(text)
+        if on_details is not None and main:
+            on_details({"stage": text})
+
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)
         config.to_file(output_dir / "train_config.json")
@@ -390,6 +395,7 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
         f"(scheme {scheme.name}, conditioning {config.conditioning}, {channels} channels)")
 
     # models
+    stage(f"loading the base model {config.pretrained_model_name_or_path}")
     tokenizer, text_encoder, vae, unet, noise_scheduler, controlnet = load_models(config, channels)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     vae.requires_grad_(False)
@@ -426,12 +432,15 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     latent_cache = text_cache = None
     with accelerator.main_process_first():
         if config.cache_latents:
+            stage(f"building the latent cache ({len(train_records)} photos)")
             latent_cache = cache_latents(config, train_records, vae, device, weight_dtype)
         if config.cache_text_embeddings:
+            stage(f"building the text-embedding cache ({len(train_records)} prompts)")
             text_cache = cache_text(config, train_records, tokenizer, text_encoder, device)
     empty_text = encode_prompts(tokenizer, text_encoder, [""], device)[0].to(weight_dtype)
 
     # validation inputs, fixed once
+    stage("preparing the validation inputs")
     validation = _validation_set(config, held_out or train_records[:1], tokenizer, text_encoder, vae,
                                  device, weight_dtype, channels, colours, log) if main else None
     if text_cache is not None:
@@ -566,6 +575,7 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     empty_count = 0
     stopped = False
     details()
+    stage("running the first step")
     log(f"training {config.max_train_steps} steps from step {global_step}: batch {config.train_batch_size} x "
         f"{config.gradient_accumulation_steps} accumulation x {world} processes")
     while global_step < config.max_train_steps and not stopped:

@@ -1,4 +1,5 @@
-"""Watching a background job on a page: live progress, cancel, its end, its error and log."""
+"""Watching a background job on a page: live progress, cancel, its end; when it stopped, its
+reason, the fix when known, its log (wrapped) and Resume / Run again where that is honest."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from db.engine import session_scope
-from workbench.jobs import ACTIVE, cancel_job, get_job, job_summary, read_log_tail, refresh_jobs
+from workbench.jobs import (
+    ACTIVE, JobError, cancel_job, get_job, job_summary, read_log_tail, refresh_jobs, resume_job,
+)
+from workbench.settings import get_settings
 
 JobInfo = dict[str, Any]  # a job as plain data: workbench.jobs.job_summary
 
@@ -27,11 +31,30 @@ def job_log(engine: Engine, job_id: int, lines: int = 40) -> str:
         return read_log_tail(get_job(session, job_id), lines=lines)
 
 
-def cli_error(log: str) -> str | None:
-    """The last ``error: ...`` line a CLI command printed (``workbench.cli.common.fail``), without
-    its prefix; ``None`` if it printed none."""
-    lines = [line.strip() for line in log.splitlines() if line.startswith("error: ")]
-    return lines[-1].removeprefix("error: ") if lines else None
+RESTART_LABELS = {"resume": "Resume", "run again": "Run again"}
+
+
+def show_ending(job: JobInfo, log: str, headline: str) -> None:
+    """A stopped job's reason (``headline``: an error box when it failed, a warning when it was
+    cancelled), the fix when one is known, and the tail of its log with long lines wrapped."""
+    (st.error if job["status"] == "failed" else st.warning)(headline)
+    if job.get("fix"):
+        st.info(f"Fix: {job['fix']}")
+    st.code(log or "(empty log)", language=None, wrap_lines=True)
+
+
+def restart_button(engine: Engine, job: JobInfo, *, key: str, resume_argv: tuple[str, ...] = ()) -> int | None:
+    """"Resume" or "Run again" for a stopped job, as ``workbench.jobs.restart_offer`` allows
+    (nothing where neither is honest); the new job's id on the run where it was pressed.
+    ``resume_argv`` is added to the command when it resumes (e.g. from the latest checkpoint)."""
+    offer = job.get("restart")
+    if offer is None or not st.button(RESTART_LABELS[offer], key=key):
+        return None
+    try:
+        return resume_job(engine, get_settings(), job["id"], extra_argv=resume_argv if offer == "resume" else ())
+    except JobError as exc:
+        st.error(str(exc))
+        return None
 
 
 def progress_text(job: JobInfo, label: str, unit: str | None) -> tuple[float, str]:
@@ -54,6 +77,7 @@ def watch_job(
     finished: Callable[[JobInfo], str | None] | None = None,
     failed: Callable[[JobInfo, str], str] | None = None,
     cancellable: bool = False,
+    restart_key: str | None = None,
     every: float = 1.0,
     log_lines: int = 40,
 ) -> JobInfo:
@@ -64,7 +88,9 @@ def watch_job(
     ``label`` starts the bar's text ("Export job 3: running — 5/12 images"); ``unit`` names what
     done/total count (``None``: show a percentage, e.g. for bytes read). ``finished(job)`` gives the
     success message (none by default); ``failed(job, log_tail)`` the error message (by default
-    "<label> <id> <status>: <error>").
+    "<label> <id> failed[ before its first step]: <reason>"). With ``restart_key`` (the session
+    state key holding the page's job id), a stopped job that can go on gets a Resume / Run again
+    button that starts it and points the key at the new job.
     """
     job = job_now(engine, job_id)
     was_active = job["status"] in ACTIVE
@@ -80,9 +106,10 @@ def watch_job(
                 st.success(message)
         elif status in ("failed", "cancelled"):
             log = job_log(engine, job_id, log_lines)
-            st.error(failed(now, log) if failed is not None
-                     else f"{label} {job_id} {status}: {now['error'] or ''}")
-            st.code(log or "(empty log)", language=None)
+            show_ending(now, log, failed(now, log) if failed is not None else f"{label} {job_id} {now['ending']}")
+            if restart_key and (new_id := restart_button(engine, now, key=f"job_restart_{job_id}")) is not None:
+                st.session_state[restart_key] = new_id
+                st.rerun(scope="app")
         elif cancellable and status != "cancelling":
             # A callback, so the rerun that the click causes already sees "cancelling".
             st.button("Cancel", key=f"job_cancel_{job_id}", on_click=cancel_job, args=(engine, job_id),

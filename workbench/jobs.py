@@ -9,6 +9,10 @@ process that died is found by its missing process or its stale heartbeat.
 
 Cancelling is graceful first (the job sees ``should_stop()``, saves what it has and returns),
 then forced once the grace period has passed.
+
+A failed job's ``error`` is its reason in the command's words: the last ``error: ...`` line it
+printed (``workbench.cli.common.fail``), else the last line of a traceback, else its exit code;
+a ``fix: ...`` line printed with the error is kept as ``details["fix"]``.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ HEARTBEAT_SECONDS = 2.0
 # A running job whose heartbeat is older than this is taken for dead (e.g. its machine died).
 HEARTBEAT_TIMEOUT = timedelta(seconds=60)
 PROGRESS_WRITE_SECONDS = 1.0
+# Kinds whose command skips the work a stopped run already did, so running it again continues.
+SKIPS_DONE_WORK = ("captions", "people-detect")
 
 _children: dict[int, subprocess.Popen] = {}  # launched here; polled so they never linger as zombies
 _current: JobReporter | None = None
@@ -190,15 +196,17 @@ def refresh_jobs(engine: Engine) -> None:
     with session_scope(engine) as session:
         active = session.scalars(select(Job).where(Job.status.in_(ACTIVE))).all()
         checks = [(job.id, job.status, _process_of(job), _aware(job.heartbeat_at or job.created_at),
-                   job.details.get("cancel_deadline")) for job in active]
-    for job_id, status, process, beat, deadline in checks:
+                   job.details.get("cancel_deadline"), job.log_path) for job in active]
+    for job_id, status, process, beat, deadline, log_path in checks:
         if status == "cancelling" and deadline and now > datetime.fromisoformat(deadline):
             if process is not None:
                 kill_tree(process)
             _settle_dead(engine, job_id, "cancelled")
         elif process is None and (status != "queued" or now - beat > HEARTBEAT_TIMEOUT):
+            reason, _fix = failure_from_log(_tail(log_path, 200))
             _settle_dead(engine, job_id, "cancelled" if status == "cancelling" else "failed",
-                         "the job's process ended without reporting (killed, or crashed); see its log")
+                         "the job's process ended without reporting (killed, or crashed)"
+                         + (f"; its log ends with: {reason}" if reason else "; see its log"))
         elif beat is not None and now - beat > HEARTBEAT_TIMEOUT:
             _settle_dead(engine, job_id, "failed",
                          f"no heartbeat for {int((now - beat).total_seconds())} s; the process is taken for dead")
@@ -212,7 +220,8 @@ def resume_job(engine: Engine, settings: Settings, job_id: int, extra_argv: list
         if job.status in ACTIVE:
             raise JobError(f"job {job_id} is still {job.status}; cancel it before resuming")
         kind, dataset, argv, details = job.kind, job.dataset, list(job.argv), dict(job.details)
-    details.pop("cancel_deadline", None)
+    for stale in ("cancel_deadline", "fix", "stage"):  # they described the old run
+        details.pop(stale, None)
     return start_job(engine, settings, kind=kind, argv=argv + [a for a in extra_argv if a not in argv],
                      dataset=dataset, details=details, resumed_from=job_id)
 
@@ -239,13 +248,61 @@ def list_jobs(session: Session, kind: str | None = None, dataset: str | None = N
     return list(session.scalars(query))
 
 
+def _tail(log_path: str | None, lines: int) -> str:
+    if not log_path or not Path(log_path).is_file():
+        return ""
+    with Path(log_path).open("r", encoding="utf-8", errors="replace") as handle:
+        return "".join(deque(handle, maxlen=lines))
+
+
 def read_log_tail(job: Job, lines: int = 200) -> str:
     """The last ``lines`` lines of the job's log ("" before it has written any)."""
-    path = Path(job.log_path)
-    if not job.log_path or not path.is_file():
-        return ""
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
-        return "".join(deque(handle, maxlen=lines))
+    return _tail(job.log_path, lines)
+
+
+def failure_from_log(log: str) -> tuple[str | None, str | None]:
+    """``(reason, fix)`` a failed command left in its log: its last ``error: ...`` line and the
+    ``fix: ...`` printed with it, else the ``Type: message`` line that ends its last traceback."""
+    from workbench.cli.common import failure_lines
+
+    error, fix = failure_lines(log)
+    if error:
+        return error, fix
+    lines = log.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if starts:
+        # the first unindented line after the frames (their source lines and ^^^ marks are indented)
+        for line in lines[starts[-1] + 1:]:
+            if line.strip() and not line[0].isspace():
+                return line.strip(), None
+    return None, None
+
+
+def restart_offer(job: Job) -> str | None:
+    """What a stopped job's page can offer: ``"resume"`` where running it again continues where
+    it stopped (a training run with a checkpoint; a kind that skips done work, once it did some),
+    ``"run again"`` where it would start over, ``None`` where the page's form is the way back."""
+    if job.status not in ("failed", "cancelled"):
+        return None
+    if job.kind == "train":
+        from workbench.training import checkpoints
+
+        output_dir = (job.details or {}).get("output_dir")
+        return "resume" if output_dir and checkpoints(Path(output_dir)) else "run again"
+    if job.kind in SKIPS_DONE_WORK:
+        return "resume" if job.done else "run again"
+    return None
+
+
+def ending(job: Job) -> str | None:
+    """How a job that did not finish ended, in words: ``"failed before its first step: <reason>"``,
+    ``"failed: <reason>"`` or ``"cancelled"``; ``None`` for a job that finished or is active."""
+    reason = job.error or "no reason recorded; see its log"
+    if job.status == "failed":
+        return f"failed before its first step: {reason}" if not job.done else f"failed: {reason}"
+    if job.status == "cancelled":
+        return f"cancelled: {job.error}" if job.error else "cancelled"
+    return None
 
 
 def job_summary(job: Job) -> dict[str, Any]:
@@ -256,6 +313,7 @@ def job_summary(job: Job) -> dict[str, Any]:
         "argv": job.argv, "created_at": job.created_at, "started_at": job.started_at,
         "finished_at": job.finished_at, "heartbeat_at": job.heartbeat_at, "error": job.error,
         "log_path": job.log_path, "details": job.details, "resumed_from": job.resumed_from,
+        "ending": ending(job), "fix": (job.details or {}).get("fix"), "restart": restart_offer(job),
     }
 
 
@@ -343,25 +401,21 @@ def run_job(job_id: int) -> int:
             job.status, job.finished_at = "cancelled", utcnow()
             return 0
         job.status, job.started_at, job.heartbeat_at = "running", utcnow(), utcnow()
-        argv = list(job.argv)
+        argv, log_path = list(job.argv), job.log_path
     reporter = JobReporter(engine, job_id)
     _current = reporter
     if os.name != "nt":
         signal.signal(signal.SIGTERM, lambda *_: reporter.request_stop())
     reporter.start_heartbeat()
     print(f"job {job_id}: python -m workbench {' '.join(argv)}", flush=True)
-    status, error, code = "finished", None, 0
+    status, error, fix, code = "finished", None, None, 0
     try:
         # Without standalone mode click returns the exit code of typer.Exit instead of exiting.
         code = app(args=argv, prog_name="python -m workbench", standalone_mode=False) or 0
-        if code:
-            status, error = "failed", f"exit code {code}"
     except Cancelled:
         status = "cancelled"
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-        if code:
-            status, error = "failed", f"exit code {code}"
     except Exception as exc:
         from click import ClickException
 
@@ -373,12 +427,19 @@ def run_job(job_id: int) -> int:
             status, error, code = "failed", f"{type(exc).__name__}: {exc}", 1
     finally:
         reporter.stop_heartbeat()
+    if status == "finished" and code:  # the command exited with an error: find its words in the log
+        sys.stdout.flush()
+        sys.stderr.flush()
+        reason, fix = failure_from_log(_tail(log_path, 200))
+        status, error = "failed", reason or f"exit code {code}"
     if status == "finished" and reporter.should_stop():
         status = "cancelled"
     reporter._flush()
     with session_scope(engine) as session:
         job = session.get(Job, job_id)
         job.status, job.finished_at, job.error = status, utcnow(), error
+        if fix:
+            job.details = {**job.details, "fix": fix}
     print(f"job {job_id}: {status}" + (f" ({error})" if error else ""), flush=True)
     return code
 

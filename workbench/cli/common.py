@@ -27,10 +27,38 @@ def engine_of(ctx: typer.Context) -> Engine:
     return make_engine(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``error: message`` on stderr and exit with ``code``."""
-    typer.echo(f"error: {message}", err=True)
+# A failing command tells why on one line, and how to fix it on the next when that is known:
+#   error: pretrained_model_name_or_path=runwayml/stable-diffusion-v1-5: cannot load ...
+#   fix: hf download runwayml/stable-diffusion-v1-5
+# The job runner (workbench.jobs) records these as a failed job's error and fix, which the
+# pages show; `fail` prints them, `failure_lines` reads them back from a log.
+ERROR_PREFIX = "error: "
+FIX_PREFIX = "fix: "
+
+
+def fail(message: str, code: int = 2, *, fix: str | None = None) -> NoReturn:
+    """Print ``error: message`` (then ``fix: fix`` when given) on stderr, each on one line (a
+    library's multi-line text is joined), and exit with ``code``."""
+    typer.echo(f"{ERROR_PREFIX}{_one_line(message)}", err=True)
+    if fix:
+        typer.echo(f"{FIX_PREFIX}{_one_line(fix)}", err=True)
     raise typer.Exit(code)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def failure_lines(log: str) -> tuple[str | None, str | None]:
+    """``(error, fix)`` of the last ``error: ...`` line in ``log`` and the ``fix: ...`` line
+    printed right after it by :func:`fail`; ``None`` for what is not there."""
+    lines = log.splitlines()
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].startswith(ERROR_PREFIX):
+            following = lines[index + 1] if index + 1 < len(lines) else ""
+            fix = following.removeprefix(FIX_PREFIX).strip() if following.startswith(FIX_PREFIX) else None
+            return lines[index].removeprefix(ERROR_PREFIX).strip(), fix or None
+    return None, None
 
 
 def print_json(data: Any) -> None:

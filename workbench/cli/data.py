@@ -147,7 +147,8 @@ def stats(
         with session_scope(engine_of(ctx)) as session:
             data = dataset_stats(session, dataset)
     except DatasetNotFound as exc:
-        fail(str(exc))
+        fail(str(exc), fix="`python -m workbench datasets` lists the stored datasets; import one first "
+                           "(Import page or `python -m workbench import ...`) if it is not there")
     if as_json:
         print_json(data)
         return

@@ -168,7 +168,9 @@ def status(ctx: typer.Context, job_id: int,
         print_json(data)
         return
     run_info = data.get("run") or {}
-    typer.echo(f"job {job_id}: {data['status']}" + (f" ({data['error']})" if data["error"] else ""))
+    typer.echo(f"job {job_id}: {data['ending'] or data['status']}")
+    if data["fix"]:
+        typer.echo(f"fix: {data['fix']}")
     typer.echo(f"step {run_info.get('step', 0)}/{run_info.get('max_train_steps') or '?'}  loss {run_info.get('loss')}  "
                f"val_loss {run_info.get('val_loss')}  {run_info.get('samples_per_s')} samples/s  "
                f"ETA {format_duration(run_info.get('eta_s'))}")
@@ -186,7 +188,18 @@ def cancel(ctx: typer.Context, job_id: int,
 
 @train_app.command("resume")
 def resume(ctx: typer.Context, job_id: int) -> None:
-    """Start a stopped or failed training job again from its latest checkpoint; prints the new id."""
+    """Start a stopped or failed training job again from its latest checkpoint (from step 0 when it
+    saved none); prints the new id."""
+    from db.engine import session_scope
+    from workbench.jobs import JobError, get_job, restart_offer
+
+    try:
+        with session_scope(engine_of(ctx)) as session:
+            offer = restart_offer(get_job(session, job_id))
+    except JobError as exc:
+        fail(str(exc))
+    if offer == "run again":
+        typer.echo(f"note: job {job_id} saved no checkpoint; the new job starts from step 0", err=True)
     typer.echo(resume_or_fail(ctx, job_id, ("--resume-from-checkpoint=latest",)))
 
 
