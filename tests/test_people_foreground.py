@@ -12,17 +12,10 @@ from db.engine import session_scope
 from db.models import Dataset, Image
 from workbench.people.annotations import AnnotationDetector, AnnotationSettings
 from workbench.people.detect import load_samples
-from workbench.people.detectors import Box
+from workbench.people.detectors import box_iou as iou
 from workbench.people.foreground import foreground_box
 
 W, H = 300, 240
-
-
-def iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    union = a[2] * a[3] + b[2] * b[3] - ix * iy
-    return ix * iy / union if union else 0.0
 
 
 def scene() -> tuple[np.ndarray, np.ndarray]:

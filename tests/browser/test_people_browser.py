@@ -32,6 +32,7 @@ def test_a_curator_decides_an_image_with_the_keyboard(browser, demo_app, tmp_pat
         name = page.get_by_label("Your name")
         name.fill("kim")
         name.press("Enter")
+        curator.filter(has_text="kim").wait_for(timeout=30_000)  # the picker now reads the new name
         heading = page.locator("h3").filter(has_text="score")
         heading.wait_for(timeout=60_000)
         file_name = heading.inner_text().split(" · ")[0].strip()
