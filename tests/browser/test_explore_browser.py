@@ -52,7 +52,7 @@ def test_click_a_bar_see_its_gallery_inspect_and_toggle(browser, demo_app, tmp_p
     # Every bar carries its category's name (plotly's own ticks skipped every other one).
     labels = page.locator(".st-key-chart_categories .js-plotly-plot .yaxislayer-above .ytick text")
     assert labels.count() == bars.count() > 1
-    assert len({t.strip() for t in labels.all_inner_texts()}) == bars.count()
+    assert len({t.strip() for t in labels.all_text_contents()}) == bars.count()
     bars.last.click(force=True)  # the top bar: the most frequent category
 
     heading = page.get_by_text(re.compile(r"^Gallery: images with a .+ mask \(\d+\)$"))
