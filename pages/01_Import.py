@@ -19,11 +19,9 @@ st.title("Import a dataset")
 st.caption("Paths are on the machine running the workbench. The import runs as a background job; "
            "the CLI twin is `python -m workbench import ...`.")
 
-# The store's libraries (SQLAlchemy, pydantic, pandas) take seconds to import in a fresh server:
-# load them after the title, under a spinner, so the page never sits blank.
+# The store's libraries (SQLAlchemy, pydantic) take seconds to import in a fresh server: load
+# them after the title, under a spinner, so the page never sits blank (pandas waits for a report).
 with st.spinner("Loading the import form…"):
-    import pandas as pd  # noqa: E402
-
     from ui.common import store_or_stop  # noqa: E402
     from ui.jobs import cli_error, watch_job  # noqa: E402
     from workbench.jobs import start_job  # noqa: E402
@@ -101,6 +99,8 @@ if result is not None:
         col.metric(key.replace("_", " ").capitalize(), f"{result[key]:,}")
     cols[4].metric("Rejected", f"{len(result['rejected']):,}")
     if result["rejected"]:
+        import pandas as pd
+
         st.dataframe(pd.DataFrame(result["rejected"], columns=["line", "image_id", "reason"]),
                      hide_index=True)
     else:
