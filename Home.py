@@ -8,7 +8,7 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from db.engine import session_scope
-from ui.common import open_store, progress_bar, shown_url
+from ui.common import open_store, shown_url, staged_progress_bar
 from workbench.datasets import dataset_stats, ensure_demo_dataset, list_datasets
 from workbench.pipeline import pipeline_status
 from workbench.settings import Settings, get_settings
@@ -22,10 +22,10 @@ def import_demo_once(engine: Engine, settings: Settings) -> None:
     """Generate and import the demo dataset into an empty store, showing progress."""
     with st.status(f"First start: building the demo dataset ({settings.demo_images} images)…",
                    expanded=True) as status:
-        bar = st.progress(0.0, text="0%")
+        bar = st.progress(0.0, text="Starting…")
         try:
             report = ensure_demo_dataset(engine, settings, n_images=settings.demo_images,
-                                         progress=progress_bar(bar))
+                                         stage=staged_progress_bar(bar, stages=2))
         except Exception as exc:  # shown, not raised: a page must never end in a traceback
             status.update(label="The demo dataset could not be built", state="error")
             st.error(f"{type(exc).__name__}: {exc}. Run `python -m workbench demo` to see details.")

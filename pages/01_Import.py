@@ -7,12 +7,7 @@ import json
 import uuid
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
-from ui.common import store_or_stop
-from ui.jobs import watch_job
-from workbench.jobs import start_job
-from workbench.taxonomy import BUNDLED_IMAT2019_LABELS
 
 IMAT = "iMaterialist 2019/2020 CSV"
 COCO = "COCO JSON (Fashionpedia)"
@@ -24,7 +19,15 @@ st.title("Import a dataset")
 st.caption("Paths are on the machine running the workbench. The import runs as a background job; "
            "the CLI twin is `python -m workbench import ...`.")
 
-settings, engine = store_or_stop()
+# The store's libraries (SQLAlchemy, pydantic) take seconds to import in a fresh server: load
+# them after the title, under a spinner, so the page never sits blank (pandas waits for a report).
+with st.spinner("Loading the import form…"):
+    from ui.common import store_or_stop  # noqa: E402
+    from ui.jobs import watch_job  # noqa: E402
+    from workbench.jobs import start_job  # noqa: E402
+    from workbench.taxonomy import BUNDLED_IMAT2019_LABELS  # noqa: E402
+
+    settings, engine = store_or_stop()
 
 # -- the form: widget values are kept by key, so nothing typed is lost when an import fails ---
 kind = st.radio("Format", [IMAT, COCO, FOLDER], horizontal=True, key="import_format")
@@ -91,6 +94,8 @@ if result is not None:
         col.metric(key.replace("_", " ").capitalize(), f"{result[key]:,}")
     cols[4].metric("Rejected", f"{len(result['rejected']):,}")
     if result["rejected"]:
+        import pandas as pd
+
         st.dataframe(pd.DataFrame(result["rejected"], columns=["line", "image_id", "reason"]),
                      hide_index=True)
     else:

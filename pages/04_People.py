@@ -86,10 +86,25 @@ with session_scope(engine) as session:
 left, right = st.columns(2)
 dataset = left.selectbox("Dataset", names, key="people_dataset")
 NEW_CURATOR = "New curator…"
-curator = right.selectbox("Curator", [*curators, NEW_CURATOR], index=None, key="people_curator",
+
+
+def on_new_curator() -> None:
+    """Make the typed name the picked curator (the store knows it once it decides something)."""
+    name = st.session_state.get("people_curator_new", "").strip()
+    if name:
+        typed = st.session_state.setdefault("people_new_curators", [])
+        if name not in typed:
+            typed.append(name)
+        st.session_state["people_curator"] = name
+
+
+typed = [n for n in st.session_state.get("people_new_curators", []) if n not in curators]
+curator = right.selectbox("Curator", [*curators, *typed, NEW_CURATOR], index=None, key="people_curator",
                           placeholder="Pick your name", help="Every decision is recorded under this name.")
 if curator == NEW_CURATOR:
-    curator = right.text_input("Your name", key="people_curator_new", placeholder="e.g. ana")
+    right.text_input("Your name", key="people_curator_new", placeholder="e.g. ana", on_change=on_new_curator,
+                     help="Press Enter: the name becomes the picked curator.")
+    curator = None
 
 # -- detection jobs -------------------------------------------------------------------------
 from workbench.jobs import ACTIVE, job_summary, list_jobs, refresh_jobs  # noqa: E402

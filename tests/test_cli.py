@@ -102,3 +102,16 @@ def test_module_entry_point_runs(db_url, source):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["annotations"] == 1
     assert "rejected line 3: odd number of tokens" in out.stderr
+
+
+def test_demo_counts_images_drawn_then_rows_stored(db_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(app, ["--db", db_url, "demo", "--images", "3"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    bars = result.stderr.replace("\r", "\n")
+    # One bar per stage, each ending at its real count (no percent per second).
+    assert "demo: drawing images: 100%" in bars and "3/3" in bars
+    rows = report["annotations"] + len(report["rejected"])
+    assert "demo: importing rows: 100%" in bars and f"{rows}/{rows}" in bars
+    assert "%/s" not in bars

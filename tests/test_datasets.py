@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from db.engine import session_scope
 from db.models import Image
-from workbench.datasets import DatasetNotFound, get_dataset
+from workbench.datasets import DatasetNotFound, ensure_demo_dataset, get_dataset
 from workbench.pipeline import pipeline_status
 
 
@@ -37,3 +37,26 @@ def test_pipeline_status_follows_each_step_of_the_road(demo_engine):
 def test_unknown_dataset_names_the_ones_there_are(demo_engine):
     with session_scope(demo_engine) as session, pytest.raises(DatasetNotFound, match=r"datasets: demo\)"):
         get_dataset(session, "nope")
+
+
+def test_the_demo_build_counts_images_drawn_then_rows_stored(engine, tmp_path, monkeypatch):
+    from workbench.settings import Settings
+
+    monkeypatch.setenv("WORKBENCH_IMAGE_CHECK", "header")
+    settings = Settings(data_dir=tmp_path / "data")
+    calls: dict[tuple[str, str], list[tuple[int, int | None]]] = {}
+
+    def stage(what: str, unit: str):
+        calls[(what, unit)] = []
+        return lambda done, total: calls[(what, unit)].append((done, total))
+
+    report = ensure_demo_dataset(engine, settings, n_images=6, stage=stage)
+    assert list(calls) == [("drawing images", "images"), ("importing rows", "rows")]
+    images, rows = calls.values()
+    assert images[0] == (0, 6) and images[-1] == (6, 6)
+    rows_total = report.annotations + len(report.rejected)
+    assert rows[0] == (0, rows_total) and rows[-1] == (rows_total, rows_total)
+    for counts in (images, rows):
+        assert [d for d, _ in counts] == sorted(d for d, _ in counts)
+    # The rows are reported as they are stored, in many steps, not all at the end.
+    assert len({d for d, _ in rows if 0 < d < rows_total}) >= 10

@@ -56,6 +56,18 @@ def test_first_run_shows_the_demo_statistics(page_store) -> None:
     assert not app.error
 
 
+def test_every_category_and_attribute_bar_is_labelled(page_store) -> None:
+    # Plotly's automatic ticks label only every other bar of a long category axis.
+    app = run(AppTest.from_file(str(EXPLORE), default_timeout=60))
+    for key in ("chart_categories", "chart_attributes"):
+        spec = chart_spec(app, key)
+        bars = set(bar_totals(spec))
+        assert len(bars) > 10, key
+        axis = spec["layout"]["yaxis"]
+        assert axis["tickmode"] == "array"
+        assert set(values(axis["ticktext"])) == bars == set(values(axis["tickvals"])), key
+
+
 def test_a_filter_changes_every_chart(page_store) -> None:
     app = run(AppTest.from_file(str(EXPLORE), default_timeout=60))
     before = chart_spec(app, "chart_masks")

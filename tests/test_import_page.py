@@ -186,3 +186,27 @@ def test_folder_import_rejects_a_corrupt_file(store: Path, tmp_path: Path) -> No
     shown = {m.label: int(str(m.value).replace(",", "")) for m in app.metric}
     assert (shown["Images"], shown["Annotations"], shown["Rejected"]) == (1, 0, 1)
     assert "broken.jpg" in " ".join(app.dataframe[0].value["image_id"].astype(str))
+
+
+def test_the_title_is_drawn_before_the_slow_libraries_load(store: Path) -> None:
+    # In a fresh server the store's libraries take seconds to import: the page must show its
+    # title (and a spinner) before it imports them, not a blank page. A fresh interpreter
+    # records which of them are loaded when the title is drawn.
+    import subprocess
+    import sys
+
+    probe = (
+        "import json, runpy, sys\n"
+        "import streamlit as st\n"
+        "def title(*args, **kwargs):\n"
+        "    print(json.dumps(sorted(m for m in ('pandas', 'sqlalchemy', 'pydantic', 'db', 'ui.common')"
+        " if m in sys.modules)))\n"
+        "    raise SystemExit(0)\n"
+        "st.title = title\n"
+        f"runpy.run_path({str(PAGE)!r})\n"
+        "raise SystemExit('the page drew no title')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=PAGE.parent.parent, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []

@@ -63,6 +63,17 @@ def test_without_a_curator_the_page_asks_for_one(store):
     assert not app.subheader and "0 of 12 flagged images decided" in app.get("progress")[0].proto.text
 
 
+def test_a_new_curator_s_name_becomes_the_picked_curator(store):
+    app = page("zoe")
+    picker = app.selectbox(key="people_curator")
+    assert picker.value == "zoe" and "zoe" in picker.options
+    assert "people_curator_new" not in [t.key for t in app.text_input]  # the name box has done its job
+    assert app.subheader  # the queue is open for zoe
+    app.button(key="people_ok").click().run()
+    assert app.selectbox(key="people_curator").value == "zoe"
+    assert app.selectbox(key="people_curator").options.count("zoe") == 1  # stored now, listed once
+
+
 def test_the_worst_image_is_shown_with_its_proposals_and_decided_with_a_button(store):
     app = page()
     worst = list(flags(store).values())[0]

@@ -37,7 +37,7 @@ def watcher(job_id: int, cancellable: bool) -> None:
     from workbench.settings import get_settings
 
     st.session_state.setdefault("watched", job_id)
-    job = watch_job(open_store(get_settings()), st.session_state["watched"], label="Demo job", unit="%",
+    job = watch_job(open_store(get_settings()), st.session_state["watched"], label="Demo job", unit=None,
                     cancellable=cancellable, finished=lambda j: f"Demo of job {j['id']} done", restart_key="watched")
     st.caption(f"page saw {job['status']}")
 
@@ -69,7 +69,7 @@ def test_the_cancel_button_stops_a_running_job_and_its_log_is_shown(store):
     app = run(AppTest.from_function(watcher, args=(job_id, True), default_timeout=60))
     assert bar(app).startswith(f"Demo job {job_id}: ")
     poll(app, lambda a: " — " in bar(a) and "running" in bar(a))  # progress has arrived
-    assert bar(app).endswith("%")
+    assert bar(app).endswith("% — drawing images")  # the demo's first stage, as a share of its images
     next(b for b in app.button if b.label == "Cancel").click()
     run(app)
     poll(app, lambda a: "cancelled" in bar(a))

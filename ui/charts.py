@@ -31,6 +31,12 @@ def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
     return fig
 
 
+def _label_every_bar(fig: go.Figure, names: pd.Series) -> None:
+    # Left to itself plotly labels only every other bar of a long category axis; the bars are
+    # tall enough (BAR_HEIGHT) for every name, so name each one.
+    fig.update_yaxes(tickmode="array", tickvals=list(names), ticktext=list(names), automargin=True)
+
+
 def category_bars(result: EdaResult, measure: str = "masks") -> go.Figure:
     """Horizontal bars per category (masks or images), coloured by supercategory."""
     table = result.categories[result.categories[measure] > 0].sort_values(measure)
@@ -40,6 +46,7 @@ def category_bars(result: EdaResult, measure: str = "masks") -> go.Figure:
                     marker_color=_hex(i), customdata=part[["category"]].to_numpy(),
                     hovertemplate="%{y}: %{x} " + measure + "<extra>%{fullData.name}</extra>")
     fig.update_layout(barmode="stack", yaxis={"categoryorder": "total ascending"})
+    _label_every_bar(fig, table["category"])
     return _layout(fig, f"Categories ({measure}), by supercategory",
                    140 + BAR_HEIGHT * max(len(table), 1))
 
@@ -54,6 +61,7 @@ def attribute_bars(result: EdaResult, top: int = 40) -> go.Figure:
                     marker_color=_hex(i + 7), customdata=part[["attribute"]].to_numpy(),
                     hovertemplate="%{y}: %{x} masks<extra>%{fullData.name}</extra>")
     fig.update_layout(barmode="stack", yaxis={"categoryorder": "total ascending"})
+    _label_every_bar(fig, table["attribute"])
     return _layout(fig, f"Attributes (top {top} by masks), by supercategory",
                    140 + BAR_HEIGHT * max(len(table), 1))
 

@@ -7,7 +7,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from db.engine import make_engine
-from workbench.progress import ProgressFn
+from workbench.progress import ProgressFn, StageFn
 from workbench.settings import Settings
 
 
@@ -37,6 +37,26 @@ def progress_bar(bar) -> ProgressFn:
             bar.progress(min(done / total, 1.0), text=f"{100 * done // total}%")
 
     return update
+
+
+def staged_progress_bar(bar, stages: int) -> StageFn:
+    """A StageFn that moves one ``st.progress`` bar through ``stages`` equal parts, its text
+    naming the stage and its count ("Drawing images: 12/64 images")."""
+    started: list[str] = []
+
+    def stage(what: str, unit: str) -> ProgressFn:
+        index = len(started)
+        started.append(what)
+
+        def update(done: int, total: int | None) -> None:
+            share = min(done / total, 1.0) if total else 0.0
+            bar.progress(min((index + share) / stages, 1.0),
+                         text=f"{what.capitalize()}: {done}/{total or '?'} {unit}")
+
+        update(0, None)
+        return update
+
+    return stage
 
 
 def store_or_stop() -> tuple[Settings, Engine]:

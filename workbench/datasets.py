@@ -7,6 +7,7 @@ this module.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_right
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,11 @@ from sqlalchemy.orm import Session
 
 from db.engine import session_scope
 from db.models import Annotation, AnnotationAttribute, Attribute, Category, Dataset, Image, ImportRun
-from workbench.progress import ProgressFn, StopFn
+from workbench.progress import ProgressFn, StageFn, StopFn
 from workbench.settings import Settings
 
 DEMO_NAME = "demo"
+DEMO_IMPORT_UPDATES = 40  # about how often the demo's import reports the rows it has stored
 # One first-start demo import at a time in this process (several browser sessions may ask).
 _demo_lock = threading.Lock()
 
@@ -98,14 +100,16 @@ def ensure_demo_dataset(
     *,
     n_images: int = 64,
     seed: int = 0,
-    progress: ProgressFn | None = None,
+    stage: StageFn | None = None,
     should_stop: StopFn | None = None,
     force: bool = False,
 ) -> Any:
     """Generate the demo dataset into ``settings.demo_dir`` and import it as ``demo``.
 
     Without ``force`` nothing happens when the store already holds a dataset: the demo is the
-    default only for an empty workbench. Returns the import report, or ``None``.
+    default only for an empty workbench. Progress comes in two stages (see
+    :data:`~workbench.progress.StageFn`): images drawn, then CSV rows stored. Returns the import
+    report, or ``None``.
     """
     from workbench.demo import generate_demo
     from workbench.formats.imat2019 import import_imat2019
@@ -118,26 +122,33 @@ def ensure_demo_dataset(
             Path(settings.demo_dir),
             n_images=n_images,
             seed=seed,
-            progress=_half(progress, 0),
+            progress=stage("drawing images", "images") if stage else None,
             should_stop=should_stop,
         )
+        size = files.csv.stat().st_size
         return import_imat2019(
             engine,
             csv_path=files.csv,
             labels_path=files.labels,
             images_dir=files.images_dir,
             name=DEMO_NAME,
-            progress=_half(progress, 1),
+            # The demo's CSV is small enough for one chunk: read it in several, so that the
+            # rows stored are reported as they are written rather than all at the end.
+            chunk_bytes=max(1, size // DEMO_IMPORT_UPDATES),
+            progress=_rows_of(files.csv, stage("importing rows", "rows")) if stage else None,
         )
 
 
-def _half(progress: ProgressFn | None, which: int) -> ProgressFn | None:
-    """Map a sub-task's progress onto one half of an overall 0..100 bar."""
-    if progress is None:
-        return None
+def _rows_of(csv_path: Path, progress: ProgressFn) -> ProgressFn:
+    """A ``ProgressFn`` in bytes of ``csv_path`` read that reports the data rows read instead."""
+    ends: list[int] = []  # the byte offset just past each data row
+    with csv_path.open("rb") as handle:
+        handle.readline()  # the header
+        for _line in iter(handle.readline, b""):
+            ends.append(handle.tell())
+    progress(0, len(ends))
 
-    def update(done: int, total: int | None) -> None:
-        share = done / total if total else 0.0
-        progress(int(50 * which + 50 * share), 100)
+    def update(done_bytes: int, _total_bytes: int | None) -> None:
+        progress(bisect_right(ends, done_bytes), len(ends))
 
     return update

@@ -14,6 +14,11 @@ ProgressFn = Callable[[int, "int | None"], None]
 
 StopFn = Callable[[], bool]
 
+# Work done in stages, each counted in its own unit ("drawing images" in images, then
+# "importing rows" in rows): ``stage(what, unit)`` starts the next stage and returns the
+# ProgressFn that counts it.
+StageFn = Callable[[str, str], ProgressFn]
+
 
 class Cancelled(Exception):
     """Raised by long work when its caller asked it to stop (what was saved stays saved)."""
@@ -37,6 +42,35 @@ def tqdm_progress(desc: str, unit: str = "it") -> Iterator[ProgressFn]:
     from tqdm import tqdm
 
     bar = tqdm(desc=desc, unit=unit, dynamic_ncols=True)
+    try:
+        yield _tqdm_update(bar)
+    finally:
+        bar.close()
+
+
+@contextmanager
+def tqdm_stages(desc: str) -> Iterator[StageFn]:
+    """A ``StageFn`` drawing one tqdm bar per stage ("demo: drawing images"), each closed when
+    the next starts or on exit."""
+    from tqdm import tqdm
+
+    bars: list = []
+
+    def stage(what: str, unit: str) -> ProgressFn:
+        if bars:
+            bars[-1].close()
+        bars.append(tqdm(desc=f"{desc}: {what}", unit=f" {unit}", dynamic_ncols=True))
+        return _tqdm_update(bars[-1])
+
+    try:
+        yield stage
+    finally:
+        if bars:
+            bars[-1].close()
+
+
+def _tqdm_update(bar) -> ProgressFn:
+    """A ``ProgressFn`` moving ``bar`` to ``done`` of ``total``."""
 
     def update(done: int, total: int | None) -> None:
         if total is not None and bar.total != total:
@@ -44,7 +78,4 @@ def tqdm_progress(desc: str, unit: str = "it") -> Iterator[ProgressFn]:
             bar.refresh()
         bar.update(done - bar.n)
 
-    try:
-        yield update
-    finally:
-        bar.close()
+    return update

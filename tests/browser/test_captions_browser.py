@@ -27,8 +27,10 @@ def test_edit_then_accept_a_caption(browser, demo_app, tmp_path: Path) -> None:
         while True:
             with session_scope(engine) as session:
                 done = session.scalar(select(func.count(ImportRun.id)).where(ImportRun.status == "finished"))
-            if done or time.monotonic() > deadline:
+            if done:
                 break
+            if time.monotonic() > deadline:
+                pytest.fail(f"the demo import did not finish in 180 s:\n{demo_app.log.read_text(errors='replace')}")
             time.sleep(0.5)
         with session_scope(engine) as session:
             dataset = get_dataset(session, "demo")

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from db.engine import dispose_engines, make_engine, session_scope
 from db.models import Annotation, Category, Image
+from tests.browser.waits import url_contains
 
 DEMO_WAIT_MS = 180_000
 STEP_MS = 60_000
@@ -48,6 +49,10 @@ def test_click_a_bar_see_its_gallery_inspect_and_toggle(browser, demo_app, tmp_p
     page.goto(f"{demo_app.url}/Explore", wait_until="domcontentloaded")
     bars = page.locator(".st-key-chart_categories .js-plotly-plot .barlayer .point path")
     bars.first.wait_for(state="visible", timeout=STEP_MS)
+    # Every bar carries its category's name (plotly's own ticks skipped every other one).
+    labels = page.locator(".st-key-chart_categories .js-plotly-plot .yaxislayer-above .ytick text")
+    assert labels.count() == bars.count() > 1
+    assert len({t.strip() for t in labels.all_text_contents()}) == bars.count()
     bars.last.click(force=True)  # the top bar: the most frequent category
 
     heading = page.get_by_text(re.compile(r"^Gallery: images with a .+ mask \(\d+\)$"))
@@ -66,7 +71,7 @@ def test_click_a_bar_see_its_gallery_inspect_and_toggle(browser, demo_app, tmp_p
     page.get_by_role("heading", name="Inspect").wait_for(timeout=STEP_MS)
     first = expected[0]
     page.get_by_text(first, exact=False).first.wait_for(timeout=STEP_MS)
-    assert f"image={first}" in page.url
+    url_contains(page, f"image={first}", timeout_ms=STEP_MS)  # the address follows the drawn page
     n = masks_of(demo_app.db_url, first)
     shown = page.get_by_text(f"{n} of {n} masks shown")
     shown.wait_for(timeout=STEP_MS)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from db.engine import dispose_engines, make_engine, session_scope
+from tests.browser.waits import metric_values
 from workbench.datasets import dataset_stats
 
 DEMO_WAIT_MS = 180_000
@@ -16,15 +17,9 @@ DEMO_WAIT_MS = 180_000
 def test_home_shows_the_demo_counts(browser, demo_app, tmp_path: Path) -> None:
     page = browser.new_page()
     page.goto(demo_app.url, wait_until="domcontentloaded")
-    metrics = page.locator('[data-testid="stMetric"]')
-    metrics.nth(2).wait_for(state="visible", timeout=DEMO_WAIT_MS)
+    shown = metric_values(page, ("Images", "Annotations", "Categories"), timeout_ms=DEMO_WAIT_MS)
     page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=30_000)
     page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
-    shown = {}
-    for i in range(metrics.count()):
-        label = metrics.nth(i).locator('[data-testid="stMetricLabel"]').inner_text().strip()
-        value = metrics.nth(i).locator('[data-testid="stMetricValue"]').inner_text().strip()
-        shown[label] = int(value.replace(",", ""))
     page.screenshot(path=str(tmp_path / "home.png"), full_page=True)
 
     engine = make_engine(demo_app.db_url)

@@ -29,9 +29,13 @@ def test_a_curator_decides_an_image_with_the_keyboard(browser, demo_app, tmp_pat
         curator.wait_for(timeout=60_000)
         curator.click()
         page.get_by_role("option", name="New curator…").click()
-        name = page.get_by_label("Your name")
+        name = page.get_by_label("Your name", exact=True)
         name.fill("kim")
         name.press("Enter")
+        from playwright.sync_api import expect
+
+        # The picker now reads the new name (it read "New curator…").
+        expect(page.get_by_role("combobox", name="Curator")).to_have_value("kim", timeout=30_000)
         heading = page.locator("h3").filter(has_text="score")
         heading.wait_for(timeout=60_000)
         file_name = heading.inner_text().split(" · ")[0].strip()

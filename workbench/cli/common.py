@@ -10,7 +10,7 @@ from typing import Any, NoReturn, Optional
 import typer
 from sqlalchemy import Engine
 
-from workbench.progress import ProgressFn, StopFn, tqdm_progress
+from workbench.progress import ProgressFn, StageFn, StopFn, tqdm_progress, tqdm_stages
 from workbench.settings import Settings
 
 
@@ -91,3 +91,17 @@ def progress_hooks(desc: str, unit: str = "it") -> Iterator[tuple[ProgressFn, St
         return
     with tqdm_progress(desc, unit=unit) as progress:
         yield progress, None
+
+
+@contextmanager
+def stage_hooks(desc: str) -> Iterator[tuple[StageFn, StopFn | None]]:
+    """``(stage, should_stop)`` for a command whose work comes in stages: the job's progress
+    with the stage as its message in a background job, one tqdm bar per stage in the foreground."""
+    from workbench.jobs import current_job
+
+    job = current_job()
+    if job is not None:
+        yield (lambda what, unit: lambda done, total: job.progress(done, total, message=what)), job.should_stop
+        return
+    with tqdm_stages(desc) as stage:
+        yield stage, None

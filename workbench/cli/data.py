@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from workbench.cli.common import engine_of, fail, parse_size, print_json, progress_hooks, settings_of
+from workbench.cli.common import engine_of, fail, parse_size, print_json, progress_hooks, settings_of, stage_hooks
 
 app = typer.Typer()
 import_app = typer.Typer(help="Import a dataset into the store.", no_args_is_help=True)
@@ -37,9 +37,9 @@ def demo(
 
     if images < 1:
         fail("--images must be at least 1")
-    with progress_hooks("demo", unit="%") as (progress, should_stop):
+    with stage_hooks("demo") as (stage, should_stop):
         report = ensure_demo_dataset(
-            engine_of(ctx), settings_of(ctx), n_images=images, seed=seed, progress=progress,
+            engine_of(ctx), settings_of(ctx), n_images=images, seed=seed, stage=stage,
             should_stop=should_stop, force=True,
         )
     print_json(report.to_dict())
