@@ -582,6 +582,31 @@ def pose_tensor(detector: Any, photo: PILImage.Image | None, resolution: int):
     return torch.from_numpy(np.asarray(drawn).copy()).permute(2, 0, 1)[None].float().div(255)
 
 
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from ``"1, 2, 10-12"`` (ranges inclusive, seeds 0 or more); a clear error for anything else."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in text.replace(";", ",").split(",")):
+        if not part:
+            continue
+        try:
+            first, _, last = part.partition("-")
+            low, high = int(first), int(last or first)
+            if low < 0 or high < low or high - low >= 1000:
+                raise ValueError
+        except ValueError:
+            raise GenerateError(f"seeds: {part!r} is not a seed (0 or more) or a range like 10-12") from None
+        seeds.extend(range(low, high + 1))
+    if not seeds:
+        raise GenerateError("seeds: give at least one seed (e.g. 1, 2, 10-12)")
+    return seeds
+
+
+def save_upload(data_dir: Path, name: str, data: bytes) -> Path:
+    """Keep an uploaded file (a mask or a photo) under ``data_dir/generations/uploads``, named by its checksum."""
+    suffix = Path(name).suffix.lower()[:8] or ".bin"
+    return write_atomically(generations_dir(data_dir) / "uploads" / f"{hashlib.sha256(data).hexdigest()}{suffix}", data)
+
+
 # -- generating ----------------------------------------------------------------------------------------
 @dataclass
 class Prepared:
@@ -774,7 +799,7 @@ def provenance(row: Generation) -> dict[str, Any]:
             "controlnet": row.controlnet, "checkpoint_step": row.checkpoint_step,
             "export_manifest_sha256": row.export_manifest_sha256, "scheme": row.scheme, "seed": row.seed,
             "prompt": row.prompt, "negative_prompt": row.negative_prompt, "settings": row.settings,
-            "mask_source": row.mask_source, "mask_sha256": row.mask_sha256, "image_sha256": row.image_sha256,
+            "mask_source": row.mask_source, "mask_path": row.mask_path, "mask_sha256": row.mask_sha256, "image_sha256": row.image_sha256,
             "seconds": row.seconds, "created_at": row.created_at}
 
 
