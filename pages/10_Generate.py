@@ -29,8 +29,9 @@ by_path = {str(info.path): info for info in trained}
 
 # -- ControlNets and base model ---------------------------------------------------------------
 left, right = st.columns(2)
+newest_final = [p for p, i in by_path.items() if i.step is None][:1]  # jobs come newest first
 picked = left.multiselect("ControlNet checkpoints (several: side by side)", list(by_path),
-                          default=list(by_path)[-1:], format_func=lambda p: by_path[p].label, key="gen_controlnets",
+                          default=newest_final or list(by_path)[-1:], format_func=lambda p: by_path[p].label, key="gen_controlnets",
                           help="The checkpoints and final ControlNets of the training jobs.")
 other = left.text_input("Or a ControlNet folder", key="gen_controlnet_path",
                         help="A checkpoint-<step> folder, a run's output folder, or any ControlNet folder.")
@@ -160,7 +161,7 @@ if job_id is not None:
     watch_job(engine, job_id, label="Generation job", unit="images", cancellable=True,
               finished=lambda job: f"Generated {job['done']} images")
 with session_scope(engine) as session:
-    rows = gen.list_generations(session, job_id=job_id) if job_id is not None else gen.list_generations(session, limit=24)
+    rows = gen.list_generations(session, job_id=job_id, limit=24 if job_id is None else 200)
     shown = [gen.provenance(r) for r in rows]
 if not shown:
     st.stop()

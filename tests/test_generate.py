@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
 import time
@@ -17,6 +16,7 @@ from typer.testing import CliRunner
 
 from db.engine import make_engine, session_scope
 from db.generations import Generation
+from tests.job_waits import wait_job_ended
 from train.data import control_input, fit_mask, load_mask, palette_table, read_records, read_scheme
 from workbench import generate as gen
 from workbench.cli import app
@@ -82,7 +82,8 @@ def test_the_dataset_mask_and_control_input_are_what_the_trainer_was_fed(trained
 def test_generation_saves_every_image_with_its_provenance_and_lines_checkpoints_up(trained_run, store, tmp_path):
     item = _exported(trained_run)
     request = _request(trained_run, item["image_id"], seeds=[3, 4], negative_prompt="blurry", scheduler="ddim",
-                       controlnets=[str(trained_run.run_dir / "checkpoint-1"), str(trained_run.run_dir / "checkpoint-2")])
+                       controlnets=[str(trained_run.run_dir / "checkpoint-1"),
+                                    str(trained_run.run_dir / "checkpoint-2")])
     seen = []
     results = gen.generate(store, tmp_path / "data", request, progress=lambda d, t: seen.append((d, t)))
     assert seen == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]  # per-image progress
@@ -252,7 +253,8 @@ def test_cli_generates_lists_and_compares(trained_run, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     assert [(r["checkpoint_step"], r["seed"]) for r in rows] == [(1, 5), (None, 5)]
-    assert rows[0]["prompt"] == item["prompt"] and rows[0]["mask_source"]["edits"] == [{"op": "swap", "from": 1, "to": 2}]
+    assert rows[0]["prompt"] == item["prompt"]
+    assert rows[0]["mask_source"]["edits"] == [{"op": "swap", "from": 1, "to": 2}]
     listed = runner.invoke(app, ["--db", url, "generate", "list", "--json"])
     assert {r["id"] for r in json.loads(listed.stdout)} == {r["id"] for r in rows}
     compared = runner.invoke(app, ["--db", url, "generate", "compare", str(rows[1]["id"]), "--json"])
@@ -269,7 +271,7 @@ def test_cli_generates_lists_and_compares(trained_run, tmp_path, monkeypatch):
 
 
 def test_a_background_job_generates_with_progress(trained_run, tmp_path, monkeypatch):
-    from workbench.jobs import get_job, job_summary, refresh_jobs, start_job
+    from workbench.jobs import start_job
     from workbench.settings import get_settings
 
     copy = tmp_path / "store.db"
@@ -279,14 +281,7 @@ def test_a_background_job_generates_with_progress(trained_run, tmp_path, monkeyp
     engine = make_engine(url)
     request = _request(trained_run, _exported(trained_run)["image_id"], seeds=[1, 2])
     job_id = start_job(engine, settings, kind="generate", argv=gen.generate_argv(request))
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        refresh_jobs(engine)
-        with session_scope(engine) as session:
-            job = job_summary(get_job(session, job_id))
-        if job["status"] not in ("queued", "running"):
-            break
-        time.sleep(0.5)
+    job = wait_job_ended(engine, job_id, timeout=240)
     assert job["status"] == "finished", Path(job["log_path"]).read_text()[-3000:]
     assert (job["done"], job["total"]) == (2, 2)
     with session_scope(engine) as session:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from db.engine import dispose_engines, make_engine, session_scope
+from db.engine import dispose_engines, make_engine
 from workbench import generate as gen
-from workbench.jobs import get_job, job_summary, refresh_jobs
+from tests.job_waits import wait_job_ended
 
 PAGE = Path(__file__).resolve().parent.parent / "pages" / "10_Generate.py"
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -44,19 +43,6 @@ def captions(app: AppTest) -> list[str]:
     return [img.caption for element in app.get("image") for img in element.proto.imgs]
 
 
-def wait_ended(url: str, job_id: int, timeout: float = 240) -> dict:
-    engine = make_engine(url)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        refresh_jobs(engine)
-        with session_scope(engine) as session:
-            job = job_summary(get_job(session, job_id))
-        if job["status"] in ("finished", "failed", "cancelled"):
-            return job
-        time.sleep(0.5)
-    pytest.fail(f"job {job_id} still {job['status']}")
-
-
 def test_generate_two_seeds_and_see_them_in_the_grid_and_side_by_side(store, trained_run):
     app = run_page()
     assert app.multiselect(key="gen_controlnets").value == [str(trained_run.run_dir)]  # the final one
@@ -75,7 +61,7 @@ def test_generate_two_seeds_and_see_them_in_the_grid_and_side_by_side(store, tra
     app.button(key="gen_start").click()
     app = run_page(app)
     job_id = app.session_state["gen_job"]
-    job = wait_ended(store, job_id)
+    job = wait_job_ended(make_engine(store), job_id, timeout=240)
     assert job["status"] == "finished", Path(job["log_path"]).read_text()[-3000:]
 
     app = run_page(app)

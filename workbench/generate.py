@@ -400,7 +400,8 @@ def _fit(mask: np.ndarray, photo: PILImage.Image | None, resolution: int) -> tup
     try:
         pixels, fitted = prepare_pair(photo, mask, resolution, False)
     except DataError as exc:
-        raise GenerateError(f"the photo and the mask do not match: {exc}; give the photo the mask was made from") from None
+        raise GenerateError(f"the photo and the mask do not match: {exc}; "
+                            "give the photo the mask was made from") from None
     return fitted, PILImage.fromarray(pixels)
 
 
@@ -458,7 +459,8 @@ def read_image(data: bytes, what: str) -> PILImage.Image:
         image = PILImage.open(io.BytesIO(data))
         image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise GenerateError(f"{what} is not an image Pillow can read ({type(exc).__name__}); upload a PNG or JPEG") from None
+        raise GenerateError(f"{what} is not an image Pillow can read ({type(exc).__name__}); "
+                            "upload a PNG or JPEG") from None
     return image
 
 
@@ -521,7 +523,8 @@ def file_mask(info: ControlNetInfo, source: MaskSource, resolution: int) -> Cond
 def check_mask(mask: ConditioningMask, info: ControlNetInfo) -> None:
     """Refuse a mask the ControlNet cannot take: another scheme, classes it has no channel or name for."""
     if info.scheme and mask.scheme and mask.scheme != info.scheme:
-        raise GenerateError(f"ControlNet {info.label} was trained on {info.scheme} masks but this mask is {mask.scheme}; "
+        raise GenerateError(f"ControlNet {info.label} was trained on {info.scheme} masks but this mask is "
+                            f"{mask.scheme}; "
                             f"render or predict the mask in {info.scheme}")
     values = sorted(int(v) for v in np.unique(mask.array))
     if info.conditioning == "onehot":
@@ -651,7 +654,7 @@ def _png_bytes(image: PILImage.Image) -> bytes:
 def prepare(session: Session, request: GenerateRequest, controlnet: str, data_dir: Path,
             pose: tuple[Any, Any] | None = None) -> Prepared:
     """Load and check one ControlNet for ``request``: pipeline, mask, control inputs."""
-    device, dtype = pick_device(request.device)
+    _device, dtype = pick_device(request.device)
     info = resolve_controlnet(controlnet)
     resolution = request.resolution or info.resolution or 512
     if resolution % 8:
@@ -668,7 +671,14 @@ def prepare(session: Session, request: GenerateRequest, controlnet: str, data_di
         models.append(pose_cn)
         controls.append(pose_tensor(detector, mask.photo, resolution))
         scales.append(request.pose.scale)
-    pipe = build_pipeline(base, models, request.scheduler).to(device)
+    return assemble(request, info, mask, base, models, controls, scales, resolution, data_dir)
+
+
+def assemble(request: GenerateRequest, info: ControlNetInfo, mask: ConditioningMask, base: Any, models: list[Any],
+             controls: list[Any], scales: list[float], resolution: int, data_dir: Path) -> Prepared:
+    """The pipeline on its device with its control inputs, and the mask saved for the record."""
+    device, dtype = pick_device(request.device)
+    pipe = build_pipeline(base, models, request.scheduler).to(device)  # the models were loaded in dtype
     controls = [c.to(device, dtype) for c in controls]
     mask_sha = mask.sha256()
     mask_path = generations_dir(data_dir) / "masks" / f"{mask_sha}.png"
@@ -701,7 +711,8 @@ def generate_one(engine: Engine, prepared: Prepared, request: GenerateRequest, s
     info = prepared.info
     data = _png_bytes(image)
     tag = f"step{info.step}" if info.step is not None else "final"
-    path = generations_dir(data_dir) / run / f"{hashlib.sha1(str(info.path).encode()).hexdigest()[:8]}-{tag}-seed{seed}.png"
+    folder_key = hashlib.sha1(str(info.path).encode()).hexdigest()[:8]  # two runs can share a step
+    path = generations_dir(data_dir) / run / f"{folder_key}-{tag}-seed{seed}.png"
     write_atomically(path, data)
     settings = {"steps": request.steps, "guidance": request.guidance, "conditioning_scale": request.conditioning_scale,
                 "scheduler": request.scheduler, "resolution": prepared.resolution, "conditioning": info.conditioning,
@@ -799,7 +810,8 @@ def provenance(row: Generation) -> dict[str, Any]:
             "controlnet": row.controlnet, "checkpoint_step": row.checkpoint_step,
             "export_manifest_sha256": row.export_manifest_sha256, "scheme": row.scheme, "seed": row.seed,
             "prompt": row.prompt, "negative_prompt": row.negative_prompt, "settings": row.settings,
-            "mask_source": row.mask_source, "mask_path": row.mask_path, "mask_sha256": row.mask_sha256, "image_sha256": row.image_sha256,
+            "mask_source": row.mask_source, "mask_path": row.mask_path, "mask_sha256": row.mask_sha256,
+            "image_sha256": row.image_sha256,
             "seconds": row.seconds, "created_at": row.created_at}
 
 

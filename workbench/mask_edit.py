@@ -76,7 +76,8 @@ def paint(mask: np.ndarray, shape: str, box: Iterable[float], value: int) -> np.
     return out
 
 
-def apply_edits(mask: np.ndarray, edits: Iterable[Mapping[str, Any]], classes: Iterable[int] | None = None) -> np.ndarray:
+def apply_edits(mask: np.ndarray, edits: Iterable[Mapping[str, Any]],
+                classes: Iterable[int] | None = None) -> np.ndarray:
     """``mask`` with ``edits`` applied in order; ``classes`` (the scheme's values) bounds new values.
 
     Edits: ``{"op": "swap", "from": 1, "to": 2}``, ``{"op": "erase", "shape": "ellipse",

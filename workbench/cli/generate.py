@@ -60,13 +60,21 @@ def _request(base: Optional[str], controlnet: Optional[list[str]], image_id: Opt
 @generate_app.command("run")
 def run(
     ctx: typer.Context,
-    base: Annotated[Optional[str], typer.Option(help="Base Stable Diffusion: hub id, diffusers folder or .safetensors file.")] = None,
-    controlnet: Annotated[Optional[list[str]], typer.Option(help="ControlNet: a checkpoint-N folder, a run's output folder or any ControlNet folder (repeat to compare checkpoints).")] = None,
-    image_id: Annotated[Optional[int], typer.Option(help="Mask: this stored image's masks in the ControlNet's scheme.")] = None,
-    mask: Annotated[Optional[Path], typer.Option(help="Mask: a label PNG (pixel value = class id) or one in the scheme's colours.")] = None,
-    photo: Annotated[Optional[Path], typer.Option(help="A photo: its mask is predicted (alone) or it goes with --mask (for the pose).")] = None,
+    base: Annotated[Optional[str], typer.Option(
+        help="Base Stable Diffusion: hub id, diffusers folder or .safetensors file.")] = None,
+    controlnet: Annotated[Optional[list[str]], typer.Option(
+        help="ControlNet: a checkpoint-N folder, a run's output folder or any ControlNet folder "
+             "(repeat to compare checkpoints).")] = None,
+    image_id: Annotated[Optional[int], typer.Option(
+        help="Mask: this stored image's masks in the ControlNet's scheme.")] = None,
+    mask: Annotated[Optional[Path], typer.Option(
+        help="Mask: a label PNG (pixel value = class id) or one in the scheme's colours.")] = None,
+    photo: Annotated[Optional[Path], typer.Option(
+        help="A photo: its mask is predicted (alone) or it goes with --mask (for the pose).")] = None,
     scheme: Annotated[Optional[str], typer.Option(help="The mask scheme, for a ControlNet that names none.")] = None,
-    edit: Annotated[Optional[list[str]], typer.Option(help="Mask edit (repeatable): 'swap 1 2', 'erase ellipse x0,y0,x1,y1', 'paint rectangle 3 x0,y0,x1,y1' (fractions).")] = None,
+    edit: Annotated[Optional[list[str]], typer.Option(
+        help="Mask edit (repeatable): 'swap 1 2', 'erase ellipse x0,y0,x1,y1', "
+             "'paint rectangle 3 x0,y0,x1,y1' (fractions).")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="Prompt (default: the image's training prompt).")] = None,
     negative_prompt: Annotated[str, typer.Option(help="Negative prompt.")] = "",
     seed: Annotated[Optional[list[int]], typer.Option(help="Seed (repeatable; default 0).")] = None,
@@ -74,8 +82,10 @@ def run(
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
     conditioning_scale: Annotated[float, typer.Option(help="The mask ControlNet's conditioning scale.")] = 1.0,
     scheduler: Annotated[str, typer.Option(help="unipc, ddim, euler-a or dpm++2m.")] = "unipc",
-    resolution: Annotated[Optional[int], typer.Option(help="Square size in pixels (default: the training resolution).")] = None,
-    pose_detector: Annotated[Optional[str], typer.Option(help="OpenPose weights: hub id (lllyasviel/Annotators) or folder.")] = None,
+    resolution: Annotated[Optional[int], typer.Option(
+        help="Square size in pixels (default: the training resolution).")] = None,
+    pose_detector: Annotated[Optional[str], typer.Option(
+        help="OpenPose weights: hub id (lllyasviel/Annotators) or folder.")] = None,
     pose_controlnet: Annotated[Optional[str], typer.Option(help="The OpenPose ControlNet: hub id or folder.")] = None,
     pose_scale: Annotated[float, typer.Option(help="The pose ControlNet's conditioning scale.")] = 1.0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
