@@ -93,7 +93,8 @@ def contestants(engine, data_dir: Path, base, n_controlnets: int, args, device, 
     from workbench import generate as gen
     from workbench.palette import FINE_PALETTE
 
-    controlnets = [ControlNetModel.from_unet(base.unet).to(device, dtype) for _ in range(n_controlnets)]
+    with torch.device(device):  # built where it runs: no host-side initialisation of 361M parameters
+        controlnets = [ControlNetModel.from_unet(base.unet).to(device, dtype) for _ in range(n_controlnets)]
     request = gen.GenerateRequest(
         base_model="bench: random weights", controlnets=["bench"] * n_controlnets,
         mask={"kind": "file", "path": "bench"}, prompt=PROMPT, seeds=[0], steps=args.steps, guidance=7.5,
@@ -141,8 +142,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--resolution", type=int, default=None, help="Default 512 with --gpu, else 64.")
     parser.add_argument("--controlnets", type=int, nargs="+", default=[1, 2], choices=[1, 2])
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (default 1: with the tiny model, threads mostly wait on each other; "
+                             "on a busy two-core machine two threads made a generation 12x slower).")
     args = parser.parse_args()
     import torch
+
+    torch.set_num_threads(args.threads)
 
     from db.engine import make_engine
 
