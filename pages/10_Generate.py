@@ -31,7 +31,8 @@ by_path = {str(info.path): info for info in trained}
 left, right = st.columns(2)
 newest_final = [p for p, i in by_path.items() if i.step is None][:1]  # jobs come newest first
 picked = left.multiselect("ControlNet checkpoints (several: side by side)", list(by_path),
-                          default=newest_final or list(by_path)[-1:], format_func=lambda p: by_path[p].label, key="gen_controlnets",
+                          default=newest_final or list(by_path)[-1:], format_func=lambda p: by_path[p].label,
+                          key="gen_controlnets",
                           help="The checkpoints and final ControlNets of the training jobs.")
 other = left.text_input("Or a ControlNet folder", key="gen_controlnet_path",
                         help="A checkpoint-<step> folder, a run's output folder, or any ControlNet folder.")

@@ -200,7 +200,7 @@ def test_a_photo_without_a_segmenter_asks_for_a_mask(trained_run, store, tmp_pat
     info = gen.resolve_controlnet(trained_run.run_dir / "checkpoint-2")
     Image.new("RGB", (64, 64), (200, 100, 50)).save(tmp_path / "photo.jpg")
     try:
-        import workbench.segment  # noqa: F401  (the cloth segmenter, once it is merged)
+        from workbench.segment import predict_mask  # noqa: F401  (the cloth segmenter's hook, once merged)
     except ImportError:
         _error(store, info, gen.MaskSource(kind="photo", path=str(tmp_path / "photo.jpg")),
                "no cloth segmenter .* upload the photo's mask as a PNG instead")
