@@ -78,3 +78,4 @@ def app_store(tmp_path, monkeypatch):
     yield tmp_path
     st.cache_resource.clear()
     dispose_engines()
+from tests.tiny_generation import tiny_openpose, trained_run  # noqa: E402,F401

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +14,8 @@ from streamlit.testing.v1 import AppTest
 from db.engine import make_engine, session_scope
 from db.jobs import Job
 from db.models import utcnow
-from workbench.jobs import cancel_job, get_job, job_summary, refresh_jobs
+from tests.job_waits import wait_job_ended
+from workbench.jobs import cancel_job, get_job, job_summary
 from workbench.settings import get_settings
 
 PAGE = Path(__file__).resolve().parent.parent / "pages" / "08_Train.py"
@@ -34,16 +34,7 @@ def run_page() -> AppTest:
 
 
 def wait_ended(job_id: int, timeout: float = 300) -> dict:
-    engine = make_engine(get_settings().database_url)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        refresh_jobs(engine)
-        with session_scope(engine) as session:
-            job = job_summary(get_job(session, job_id))
-        if job["status"] in ("finished", "failed", "cancelled"):
-            return job
-        time.sleep(0.3)
-    pytest.fail(f"job {job_id} still {job['status']}")
+    return wait_job_ended(make_engine(get_settings().database_url), job_id, timeout)
 
 
 def start_from_page(app: AppTest, export: Path, base: str, out: Path) -> AppTest:
