@@ -18,7 +18,6 @@ from PIL import Image
 
 from workbench.tiny.sd import build_tiny_sd  # noqa: F401  (the builders live in the library)
 from workbench.tiny.sdxl import build_tiny_sdxl
-from workbench.tiny.tokenizer import write_tiny_tokenizer  # noqa: F401
 
 TINY_CLASSES = {"0": "background", "1": "upper body", "2": "lower body", "3": "full body"}
 TINY_COLOURS = [(0, 0, 0), (255, 0, 0), (0, 0, 255), (0, 255, 0)]
