@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from db.engine import session_scope
 from db.models import Dataset, Image
 from db.people import PeopleFlag, PeopleScan, PersonProposal
-from tests.tiny_detectors import save_tiny_grounding_dino, tiny_rcnn
+from workbench.tiny.detectors import save_tiny_grounding_dino, tiny_rcnn
 from workbench.people.detect import detect_people
 from workbench.people.detectors import DetectorError, ImageSample, box_iou, make_detector
 from workbench.progress import Cancelled

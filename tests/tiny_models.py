@@ -1,7 +1,7 @@
-"""Tiny models and training data for tests: a Stable Diffusion built from configs, and export folders.
+"""Tiny models and training data for tests: the tiny Stable Diffusion fixture, and export folders.
 
-Nothing here is downloaded. The Stable Diffusion is randomly initialised from small configs
-(see /work/shared/OFFLINE-MODELS.md) and saved as an ordinary diffusers folder, so the trainer,
+Nothing here is downloaded. The Stable Diffusion comes from ``workbench.tiny.sd`` (randomly
+initialised from small configs, saved as an ordinary diffusers folder), so the trainer,
 ``add_control`` and the pipelines load it through their real ``from_pretrained`` paths.
 The export folders follow the two documented layouts (ControlNet reference and Hugging Face
 image folder) with single-channel palette PNG masks and a ``manifest.json`` naming the scheme.
@@ -10,65 +10,16 @@ image folder) with single-channel palette PNG masks and a ``manifest.json`` nami
 from __future__ import annotations
 
 import json
-import string
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from workbench.tiny.sd import build_tiny_sd, write_tiny_tokenizer  # noqa: F401  (bench/ and tests use them from here too)
+
 TINY_CLASSES = {"0": "background", "1": "upper body", "2": "lower body", "3": "full body"}
 TINY_COLOURS = [(0, 0, 0), (255, 0, 0), (0, 0, 255), (0, 255, 0)]
-
-
-def write_tiny_tokenizer(folder: Path) -> Path:
-    """A working CLIPTokenizer: single characters (and their end-of-word forms), no merges."""
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = sorted(set(string.ascii_lowercase + string.digits + string.punctuation))
-    vocab: dict[str, int] = {}
-    for char in chars:
-        vocab[char] = len(vocab)
-        vocab[f"{char}</w>"] = len(vocab)
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return folder
-
-
-def build_tiny_sd(folder: Path) -> Path:
-    """A randomly initialised tiny Stable Diffusion saved as a diffusers folder at ``folder``."""
-    import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)
-    tokenizer = CLIPTokenizer.from_pretrained(str(write_tiny_tokenizer(folder.parent / "_tokenizer_src")),
-                                              model_max_length=77)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    )
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
-        block_out_channels=(16, 16, 32, 32), sample_size=64,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-    )
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        vocab_size=len(tokenizer), max_position_embeddings=77, projection_dim=32,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    ))
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear",
-                              beta_start=0.00085, beta_end=0.012)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(str(folder))
-    return folder
 
 
 def _figure(rng: np.random.Generator, size: int) -> np.ndarray:
