@@ -455,6 +455,23 @@ def record_check(session: Session, status: ModelStatus, state: str, reason: str,
     session.flush()
 
 
+def _added_in_store(ref: str, settings: Settings) -> ModelSpec | None:
+    """The entry the user added as ``ref``, read straight from the store (loaders have no session;
+    a store without the registry's table has no added entries)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = create_engine(settings.database_url)
+    try:
+        with Session(engine) as session:
+            row = session.scalars(select(ModelEntry).where(ModelEntry.name == ref, ModelEntry.added.is_(True))).first()
+            return _added_spec(row) if row is not None else None
+    except SQLAlchemyError:
+        return None
+    finally:
+        engine.dispose()
+
+
 def resolve(ref: str, kind: str, session: Session | None = None, settings: Settings | None = None) -> str:
     """What a loader should be given for ``ref`` (a registry name, a path, a hub id or a spec):
     an existing path as it is; a name or a hub id found on this machine as that local copy;
@@ -463,6 +480,8 @@ def resolve(ref: str, kind: str, session: Session | None = None, settings: Setti
     if Path(ref).expanduser().exists():
         return str(Path(ref).expanduser())
     specs = [s for s in registry(session, settings) if s.kind == kind]
+    if session is None and re.fullmatch(r"[\w.-]+", ref) and (added := _added_in_store(ref, settings)) is not None:
+        specs.insert(0, added)
     spec = next((s for s in specs if s.name == ref), None) \
         or next((s for s in specs if ref in (s.hub_id, s.spec, *s.aliases)), None)
     if spec is None and kind in KINDS and "/" in ref and KINDS[kind].hub and not ref.startswith("hf-hub:") \

@@ -148,10 +148,11 @@ def list_cmd(
     if as_json:
         print_json([{"id": r.id, "image_id": r.image_id, "file_name": r.file_name, "source": r.source,
                      "text": r.text, "status": r.status, "version": r.version, "curator": r.curator,
-                     "model": r.model} for r in rows])
+                     "model": r.model, "random_weights": bool((r.extra or {}).get("random_weights"))} for r in rows])
         return
     for r in rows:
-        typer.echo(f"{r.image_id}\t{r.source}\t{r.status}\tv{r.version}\t{r.text}")
+        mark = "\t[random weights (tiny test model)]" if (r.extra or {}).get("random_weights") else ""
+        typer.echo(f"{r.image_id}\t{r.source}\t{r.status}\tv{r.version}\t{r.text}{mark}")
 
 
 @captions_app.command("mix")

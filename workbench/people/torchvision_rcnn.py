@@ -23,6 +23,7 @@ _WEIGHTS = {
     "maskrcnn_resnet50_fpn_v2": "MaskRCNN_ResNet50_FPN_V2_Weights",
     "keypointrcnn_resnet50_fpn": "KeypointRCNN_ResNet50_FPN_Weights",
 }
+ARCHITECTURES = tuple(_WEIGHTS)
 _loaded: dict[tuple[str, str, str], Any] = {}
 
 
