@@ -9,6 +9,8 @@ import streamlit as st
 
 from db.engine import session_scope
 from ui.common import store_or_stop
+from ui.models import model_picker
+from workbench.models import TINY_LABEL
 
 st.set_page_config(page_title="Train · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
 st.title("Train a ControlNet")
@@ -49,8 +51,10 @@ with st.expander("New training run", expanded=not exports or "train_job" not in 
     labels = {e.out_dir: f"#{e.id} {e.dataset} · {e.format} · {e.images} images · {e.out_dir}" for e in exports}
     picked = st.selectbox("Export folder", choices, format_func=lambda c: labels.get(c, c), key="train_export")
     export_dir = st.text_input("Export folder path", key="train_export_path") if picked == OTHER else picked
-    base_model = st.text_input("Base model (hub id or diffusers folder)", value="runwayml/stable-diffusion-v1-5",
-                               key="train_base", help="Weights are not downloaded here unless the hub is reachable.")
+    base_model = model_picker("sd", settings, engine, label="Base model", key="train_base", default="sd15",
+                              other_label="Base model (hub id or diffusers folder)",
+                              help="From the model registry (Models page); weights are not downloaded here unless "
+                                   "the hub is reachable.") or ""
     run_name = Path(export_dir).name if export_dir else "run"
     output_dir = st.text_input("Output folder", value=str(Path(settings.data_dir) / "train" / run_name),
                                key="train_out")
@@ -114,7 +118,8 @@ with st.expander("New training run", expanded=not exports or "train_job" not in 
             job_id = start_job(engine, settings, kind="train", argv=training.train_argv(path),
                                details={"config": str(path), "output_dir": str(config.output_dir),
                                         "metrics_path": str(Path(config.output_dir) / training.METRICS_FILE),
-                                        "max_train_steps": config.max_train_steps})
+                                        "max_train_steps": config.max_train_steps,
+                                        "random_weights": training.base_is_tiny(base_model)})
         except (ConfigError, training.TrainingError) as exc:
             st.error(str(exc))
         else:
@@ -162,6 +167,9 @@ def show_job(job_id: int) -> None:
     badge = {"running": "🟢", "queued": "⏳", "cancelling": "🟠", "finished": "✅", "failed": "❌",
              "cancelled": "⏹️"}.get(status, "")
     st.subheader(f"{badge} Job {job_id}: {status}")
+    if details.get("random_weights"):
+        st.warning(f"Base model: {TINY_LABEL}. The loss curve and validation images show the pipeline works, "
+                   "not a usable model.", icon="🎲")
     if status == "failed":
         st.error(f"The training job failed: {error or 'see its log'}. Resume continues from its last checkpoint.")
     m1, m2, m3, m4, m5 = st.columns(5)

@@ -99,6 +99,13 @@ def current_shard() -> Shard:
     return Shard(state.process_index, state.num_processes, state.wait_for_everyone)
 
 
+def captioner_model_kind(captioner: str) -> str | None:
+    """The model registry kind a captioner's ``--model`` names (``None``: it takes no model)."""
+    if captioner.startswith("clip-"):
+        return "clip"
+    return {"blip": "caption", "kosmos2": "kosmos2"}.get(captioner)
+
+
 def make_captioner(kind: str, *, engine: Engine, settings: Settings, dataset: str, model: str | None = None,
                    batch_size: int = 8, options: dict[str, Any] | None = None) -> Captioner:
     """The captioner for a CLI/page choice (``clip-fast`` ..., ``blip``, ``kosmos2``); ``options`` are

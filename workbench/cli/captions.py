@@ -23,9 +23,10 @@ def run_cmd(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset name.")],
     captioner: Annotated[list[str], typer.Option("--captioner", help=CAPTIONER_HELP)],
-    model: Annotated[Optional[str], typer.Option("--model", help="Hub id or local folder (CLIP model for clip-*).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model registry name (`models list`), hub id or local "
+                                                 "folder (CLIP model for clip-*).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
-    caption_model: Annotated[Optional[str], typer.Option("--caption-model", help="clip-*: blip-base, blip-large, blip2, git, hub id or folder.")] = None,
+    caption_model: Annotated[Optional[str], typer.Option("--caption-model", help="clip-*: blip-base, blip-large, blip2, git, a registry name, hub id or folder.")] = None,
     vocabulary: Annotated[Optional[str], typer.Option("--vocabulary", help="clip-*: art, fashion or both.")] = None,
     data_path: Annotated[Optional[str], typer.Option("--data-path", help="clip-*: folder of label lists.")] = None,
     max_flavors: Annotated[Optional[int], typer.Option("--max-flavors")] = None,

@@ -64,7 +64,7 @@ def start(ctx: typer.Context, config: ConfigOpt, set_: SetOpt = None, resume_fro
     """Start training as a background job; prints the job id."""
     from train.config import ConfigError, load_config
     from workbench.jobs import start_job
-    from workbench.training import METRICS_FILE, train_argv
+    from workbench.training import METRICS_FILE, base_is_tiny, train_argv
 
     overrides = _overrides(set_, resume_from_checkpoint)
     try:
@@ -74,7 +74,8 @@ def start(ctx: typer.Context, config: ConfigOpt, set_: SetOpt = None, resume_fro
     job_id = start_job(engine_of(ctx), settings_of(ctx), kind=KIND, argv=train_argv(config, overrides),
                        details={"config": str(Path(config).resolve()), "output_dir": str(cfg.output_dir),
                                 "metrics_path": str(Path(cfg.output_dir) / METRICS_FILE),
-                                "max_train_steps": cfg.max_train_steps})
+                                "max_train_steps": cfg.max_train_steps,
+                                "random_weights": base_is_tiny(cfg.pretrained_model_name_or_path)})
     typer.echo(job_id)
 
 
