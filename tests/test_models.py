@@ -84,6 +84,25 @@ def test_an_added_folder_and_an_added_single_file_are_registered_and_found(engin
     assert gone.exit_code == 2 and "does not exist" in gone.output
 
 
+def test_check_records_ready_broken_and_missing_with_the_fix(engine, store, tmp_path):
+    from workbench.models_check import check_models
+
+    good = save_tiny_blip(tmp_path / "good")
+    bad = save_tiny_blip(tmp_path / "bad")
+    (bad / "model.safetensors").write_bytes(b"not a safetensors file")
+    with session_scope(engine) as session:
+        add_model(session, "good-blip", path=good)
+        add_model(session, "bad-blip", path=bad)
+    results = {r["name"]: r for r in check_models(engine, store, ["good-blip", "bad-blip", "blip2"])}
+    assert results["good-blip"]["state"] == "ready"
+    assert results["bad-blip"]["state"] == "broken" and str(bad.resolve()) in results["bad-blip"]["fix"]
+    assert results["blip2"]["state"] == "missing" and "Salesforce/blip2-opt-2.7b" in results["blip2"]["fix"]
+    with session_scope(engine) as session:  # stored: the list shows the last check
+        shown = {m.spec.name: m for m in list_models(session, store, "caption")}
+    assert shown["bad-blip"].state == "broken" and not shown["bad-blip"].ready and shown["bad-blip"].reason
+    assert shown["good-blip"].state == "ready" and shown["good-blip"].checked_at is not None
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -459,9 +459,13 @@ def _added_in_store(ref: str, settings: Settings) -> ModelSpec | None:
     """The entry the user added as ``ref``, read straight from the store (loaders have no session;
     a store without the registry's table has no added entries)."""
     from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
     from sqlalchemy.exc import SQLAlchemyError
 
-    engine = create_engine(settings.database_url)
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and (not url.database or not Path(url.database).is_file()):
+        return None  # no store yet (and connecting would create an empty file)
+    engine = create_engine(url)
     try:
         with Session(engine) as session:
             row = session.scalars(select(ModelEntry).where(ModelEntry.name == ref, ModelEntry.added.is_(True))).first()
@@ -596,11 +600,20 @@ def hub_offline(timeout: float = HUB_PROBE_SECONDS) -> bool:
             return cached[1]
     url = urlparse(endpoint)
     port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "", port), timeout=timeout):
-            offline = False
-    except OSError:
-        offline = True
+    opened: list[bool] = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((url.hostname or "", port), timeout=timeout):
+                opened.append(True)
+        except OSError:
+            pass
+
+    # In a thread: the socket's timeout does not cover the name look-up, which can hang offline.
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout + 0.5)
+    offline = not opened
     with _probe_lock:
         _probe_cache[endpoint] = (time.monotonic(), offline)
     return offline
