@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from workbench.tiny.sd import build_tiny_sd, write_tiny_tokenizer  # noqa: F401  (bench/ and tests use them from here too)
+from workbench.tiny.sd import build_tiny_sd
 
 TINY_CLASSES = {"0": "background", "1": "upper body", "2": "lower body", "3": "full body"}
 TINY_COLOURS = [(0, 0, 0), (255, 0, 0), (0, 0, 255), (0, 255, 0)]

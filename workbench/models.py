@@ -324,11 +324,6 @@ class ModelStatus:
         """Usable: its files are here and the last check (if any) loaded them."""
         return self.state in ("ready", "unchecked")
 
-    @property
-    def source(self) -> str:
-        """What a loader is given: the local copy, else the default hub id / spec."""
-        return str(self.location) if self.location is not None and self.ready else self.spec.default_source
-
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON and tables."""
         return {"name": self.spec.name, "kind": self.spec.kind, "state": self.state, "ready": self.ready,
@@ -498,11 +493,6 @@ def resolve(ref: str, kind: str, session: Session | None = None, settings: Setti
         return ref
     loc = locate(spec, settings)
     return str(loc.path) if loc is not None and loc.problem is None else spec.default_source
-
-
-def kind_of_name(ref: str, session: Session | None = None, settings: Settings | None = None) -> ModelSpec | None:
-    """The registry entry named ``ref``, if any."""
-    return next((s for s in registry(session, settings) if s.name == ref), None)
 
 
 # -- fixes ----------------------------------------------------------------------------------------------
@@ -679,11 +669,6 @@ def loading(kind: str, source: str, *, name: str | None = None,
         state = "broken" if local and not isinstance(exc, FileNotFoundError) else "missing"
         raise ModelNotReady(kind, name or source, state, _reason(exc), fix_text(kind, source, name=name),
                             offline) from exc
-
-
-def model_label(source: str | None) -> str:
-    """A short mark for output made with ``source``: the tiny label when it is a tiny model."""
-    return TINY_LABEL if source and is_tiny(source) else ""
 
 
 def status_rows(models: list[ModelStatus]) -> list[dict[str, Any]]:

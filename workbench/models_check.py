@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from db.engine import session_scope
-from workbench.models import ModelNotReady, ModelStatus, fix_text, is_tiny, list_models, loading, record_check, tiny_info
+from workbench.models import ModelNotReady, ModelStatus, fix_text, is_tiny, list_models, loading, record_check
 from workbench.progress import ProgressFn, StopFn, check_stop, report
 from workbench.settings import Settings
 
@@ -121,7 +121,7 @@ def check_one(status: ModelStatus) -> tuple[str, str, str]:
             return ("broken" if found.state == "missing" else found.state), found.reason, found.fix
         return "broken", f"{type(exc).__name__}: {' '.join(str(exc).split())[:400]}", \
             fix_text(status.spec.kind, source, name=status.spec.name, spec=status.spec)
-    note = " (tiny test model: random weights)" if is_tiny(source) or tiny_info(source) else ""
+    note = " (tiny test model: random weights)" if is_tiny(source) else ""
     return "ready", f"loaded from {source}{note}", ""
 
 

@@ -98,12 +98,9 @@ def write_tiny_models(models_dir: Path, progress: Callable[[int, int | None], No
         raise ValueError(f"unknown tiny model {', '.join(unknown)}; choose from {', '.join(TINY_MODELS)}")
     if "tiny-controlnet" in todo and "tiny-sd" not in todo and not (models_dir / "tiny-sd").is_dir():
         todo = ["tiny-sd", *todo]
-    import torch
-
     out: dict[str, Path] = {}
     if progress:
         progress(0, len(todo))
-    threads = torch.get_num_threads()
     for done, name in enumerate(todo, start=1):
         final = models_dir / name
         with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=models_dir) as tmp:
@@ -114,7 +111,6 @@ def write_tiny_models(models_dir: Path, progress: Callable[[int, int | None], No
             if final.exists():
                 shutil.rmtree(final)
             folder.rename(final)
-        torch.set_num_threads(threads)
         out[name] = final
         if progress:
             progress(done, len(todo))
