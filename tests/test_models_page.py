@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from workbench.models import KINDS
+from workbench.models import KINDS, TINY_LABEL
 from workbench.tiny.captioners import save_tiny_blip
 
 PAGE = Path(__file__).resolve().parent.parent / "pages" / "09_Models.py"
@@ -79,3 +79,7 @@ def test_the_tiny_models_button_makes_every_kind_ready(page_store):
     frames = [d.value for d in app.dataframe]
     states = {n: s for f in frames for n, s in zip(f["name"], f["state"])}
     assert all(states[n] == "ready · tiny" for n in states if n.startswith("tiny-")), states
+    # the Train page now offers the tiny base first (sd15 is missing), marked as random weights
+    train = run(AppTest.from_file(str(PAGE.parent / "08_Train.py"), default_timeout=60))
+    assert train.selectbox(key="train_base_pick").value == "tiny-sd"
+    assert any(TINY_LABEL in w.value for w in train.warning), [w.value for w in train.warning]
