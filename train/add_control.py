@@ -32,8 +32,6 @@ class AddControlError(ValueError):
 def load_unet(base: str, *, config: str | None = None, revision: str | None = None,
               variant: str | None = None, save_base: Path | None = None):
     """The UNet of a Stable Diffusion given as hub id, diffusers folder or single checkpoint file."""
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-
     from workbench.models import ModelNotReady, loading, resolve
 
     name, base = base, resolve(base, "sd")
@@ -41,7 +39,10 @@ def load_unet(base: str, *, config: str | None = None, revision: str | None = No
         if not Path(base).is_file():
             raise AddControlError(f"{base}: no such checkpoint file")
         try:
-            with loading("sd", config or base, name=name):  # its configs may come from the hub: no waiting offline
+            # without --config its component configs come from the hub: no waiting for it offline
+            with loading("sd", config or base, name=name, asks_hub=config is None):
+                from diffusers import StableDiffusionPipeline
+
                 pipe = StableDiffusionPipeline.from_single_file(base, config=config, safety_checker=None)
         except Exception as exc:  # diffusers raises several kinds here (missing config, bad keys)
             raise AddControlError(f"{base}: cannot read it as a Stable Diffusion checkpoint ({exc}); "
@@ -51,6 +52,8 @@ def load_unet(base: str, *, config: str | None = None, revision: str | None = No
         return pipe.unet
     try:
         with loading("sd", base, name=name) as load:
+            from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
             unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", revision=revision, variant=variant,
                                                         **load.kwargs)
             if save_base is not None:

@@ -151,9 +151,6 @@ def base_model(config: TrainConfig) -> str:
 
 def load_models(config: TrainConfig, channels: int):
     """Tokenizer, text encoder, VAE, UNet, noise scheduler and the ControlNet to train."""
-    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
     from workbench.models import ModelNotReady, loading
 
     base = base_model(config)
@@ -162,6 +159,10 @@ def load_models(config: TrainConfig, channels: int):
                           "with `python train/add_control.py --save-base DIR` (a diffusers folder) and train on DIR")
     try:
         with loading("sd", base, name=config.pretrained_model_name_or_path) as load:
+            # imported here: offline, a base that is not on this machine fails before these imports
+            from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+            from transformers import CLIPTextModel, CLIPTokenizer
+
             kw = {"revision": config.revision, **load.kwargs}
             tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", **kw)
             text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", variant=config.variant, **kw)

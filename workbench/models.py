@@ -646,7 +646,7 @@ def _reason(exc: BaseException) -> str:
 
 
 @contextmanager
-def loading(kind: str, source: str, *, name: str | None = None,
+def loading(kind: str, source: str, *, name: str | None = None, asks_hub: bool = False,
             passthrough: tuple[type[BaseException], ...] = ()) -> Iterator[Loading]:
     """Load a ``kind`` model from ``source`` inside this block, never waiting on an unreachable hub.
 
@@ -654,9 +654,17 @@ def loading(kind: str, source: str, *, name: str | None = None,
     and, when it cannot be reached, every hub call in the block is refused at once
     (``HF_HUB_OFFLINE``) so only cached files are tried. Any error in the block other than
     ``passthrough`` ones becomes :class:`ModelNotReady` with the reason and :func:`fix_text`.
+    ``asks_hub``: a local ``source`` whose load may still fetch from the hub (a single-file
+    checkpoint's component configs), so the hub is probed for it too.
     """
-    local = Path(source).expanduser().exists()
+    local = Path(source).expanduser().exists() and not asks_hub
     offline = not local and hub_offline()
+    if offline:
+        # Offline only the hub cache can serve a repo: without it there, fail before any import.
+        repo = clip_repo(source) if kind == "clip" else source
+        if repo and re.fullmatch(r"[\w.-]+/[\w.-]+", repo) and cache_snapshot(hf_cache_dir(), repo) is None:
+            raise ModelNotReady(kind, name or source, "missing", f"{repo} is not in the Hugging Face cache "
+                                f"({hf_cache_dir()})", fix_text(kind, source, name=name), offline)
     context = Loading(kind, source, offline, {"local_files_only": True} if (offline or local) else {})
     try:
         with _hub_offline_switched(offline):

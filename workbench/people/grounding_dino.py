@@ -65,10 +65,10 @@ class GroundingDinoDetector(Detector):
         source = resolve(self.settings.model, "grounding-dino")
         key = (source, device)
         if key not in _loaded:
-            from transformers import AutoProcessor, GroundingDinoForObjectDetection
-
             try:
                 with loading("grounding-dino", source) as load:
+                    from transformers import AutoProcessor, GroundingDinoForObjectDetection
+
                     processor = AutoProcessor.from_pretrained(source, **load.kwargs)
                     model = GroundingDinoForObjectDetection.from_pretrained(source, **load.kwargs)
             except ModelNotReady as exc:
