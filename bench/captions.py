@@ -31,7 +31,8 @@ def main() -> None:
 
     import torch
 
-    from tiny_captioners import random_images, save_tiny_blip, save_tiny_clip, write_label_lists
+    from tiny_captioners import random_images
+    from workbench.tiny.captioners import save_tiny_blip, save_tiny_clip, write_label_lists
     from workbench.captions.blip import BlipCaptioner, BlipSettings
     from workbench.captions.interrogator import ClipInterrogatorCaptioner, InterrogatorSettings
 

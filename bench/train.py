@@ -145,7 +145,8 @@ def main() -> None:
         print("RESULT " + json.dumps(result))
         return
 
-    from tests.tiny_models import build_tiny_sd, write_export
+    from tests.tiny_models import write_export
+    from workbench.tiny.sd import build_tiny_sd
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

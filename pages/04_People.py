@@ -7,6 +7,7 @@ import streamlit as st
 from db.engine import session_scope
 from ui.common import datasets_or_stop, open_store, store_or_stop
 from ui.jobs import job_log, restart_button, show_ending
+from ui.models import model_picker
 from workbench.cli.people import DETECT_JOB_KIND, detect_argv
 from workbench.people.coverage import DEFAULT_THRESHOLDS
 from workbench.people.detectors import DETECTOR_NAMES
@@ -64,13 +65,14 @@ def on_undo(dataset: str, curator: str) -> None:
     say("info", f"Undone: {item.file_name} is back with you ({item.status})")
 
 
-def on_start_detection(dataset: str, detector: str, threshold: float) -> None:
+def on_start_detection(dataset: str, detector: str, threshold: float, model: str | None = None) -> None:
     from workbench.jobs import start_job
 
     settings = get_settings()
     try:
         job_id = start_job(open_store(settings), settings, kind=DETECT_JOB_KIND, dataset=dataset,
-                           argv=detect_argv(dataset, detector, threshold), details={"detector": detector})
+                           argv=detect_argv(dataset, detector, threshold, model=model),
+                           details={"detector": detector, "model": model})
     except Exception as exc:  # shown, not raised
         say("error", f"Could not start detection: {type(exc).__name__}: {exc}")
         return
@@ -126,7 +128,13 @@ with st.expander("Detection", expanded=bool(latest) and latest[0]["status"] != "
                                  "their weights (hub id / local path / torchvision cache).")
     threshold = c2.number_input("Threshold", 0.0, 1.0, float(DEFAULT_THRESHOLDS[detector]), 0.05,
                                 key=f"people_threshold_{detector}")
-    c3.button("Start detection", on_click=on_start_detection, args=(dataset, detector, threshold),
+    detector_model = None
+    if detector in ("grounding-dino", "torchvision"):
+        detector_model = model_picker(detector, settings, engine, label="Detector model",
+                                      key=f"people_model_{detector}", container=c1,
+                                      default={"grounding-dino": "grounding-dino-tiny",
+                                               "torchvision": "maskrcnn_resnet50_fpn_v2"}[detector])
+    c3.button("Start detection", on_click=on_start_detection, args=(dataset, detector, threshold, detector_model),
               key="people_start_detection")
 
     @st.fragment(run_every=2)

@@ -11,12 +11,14 @@ from PIL import Image as PILImage, ImageDraw
 from db.engine import session_scope
 from ui.common import datasets_or_stop, store_or_stop
 from ui.jobs import watch_job
+from ui.models import model_picker
 from workbench.captions.dataset_prompts import dataset_prompts
 from workbench.captions.review import (BulkOperation, CaptionConflict, ReviewError, apply_bulk, decide, preview_bulk,
                                        review_progress)
-from workbench.captions.run import CAPTIONERS
+from workbench.captions.run import CAPTIONERS, captioner_model_kind
 from workbench.captions.store import caption_phrases, caption_sources, list_captions
 from workbench.datasets import get_dataset
+from workbench.models import TINY_LABEL
 
 STATUSES = ["pending", "accepted", "edited", "rejected"]
 COLOURS = {True: "#2ca02c", False: "#d62728", None: "#1f77b4"}
@@ -47,7 +49,11 @@ st.progress(reviewed / total if total else 0.0, text=f"{reviewed} of {total} ima
 with st.expander("Generate captions (runs as a background job)"):
     cols = st.columns([2, 3, 1])
     kind = cols[0].selectbox("Captioner", CAPTIONERS, key="captions_gen_kind")
-    model = cols[1].text_input("Model (hub id or local folder; CLIP model for clip-*)", key="captions_gen_model")
+    model_kind = captioner_model_kind(kind)
+    model = "" if model_kind is None else model_picker(
+        model_kind, settings, engine, label="CLIP model" if model_kind == "clip" else "Model",
+        key=f"captions_gen_model_{model_kind}", container=cols[1],
+        default={"clip": "clip-vit-l-14", "caption": "blip-large", "kosmos2": "kosmos2"}[model_kind]) or ""
     batch = cols[2].number_input("Batch", min_value=1, value=8, key="captions_gen_batch")
     if st.button("Start captioning job", key="captions_gen_start"):
         from workbench.jobs import start_job
@@ -200,7 +206,7 @@ for n, caption in enumerate(shown):
     box = columns[n % len(columns)].container(border=True)
     box.markdown(f"**{caption.source}** · {caption.status} · v{caption.version}"
                  + (f" · {caption.curator}" if caption.curator else ""))
-    box.caption(caption.model or "")
+    box.caption((caption.model or "") + (f" · 🎲 {TINY_LABEL}" if (caption.extra or {}).get("random_weights") else ""))
     # The page remembers the version the curator saw: a save is checked against it, so an edit
     # made elsewhere in the meantime is reported as a conflict instead of being overwritten.
     seen_key, text_key = f"caption_seen_{caption.id}", f"caption_text_{caption.id}"

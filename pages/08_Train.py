@@ -10,6 +10,8 @@ import streamlit as st
 from db.engine import session_scope
 from ui.common import store_or_stop
 from ui.jobs import job_log, job_now, restart_button, show_ending
+from ui.models import model_picker
+from workbench.models import TINY_LABEL
 
 st.set_page_config(page_title="Train · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
 st.title("Train a ControlNet")
@@ -69,8 +71,10 @@ with st.expander("New training run", expanded=form_default, key="train_form", on
     labels = {e.out_dir: f"#{e.id} {e.dataset} · {e.format} · {e.images} images · {e.out_dir}" for e in exports}
     picked = st.selectbox("Export folder", choices, format_func=lambda c: labels.get(c, c), key="train_export")
     export_dir = st.text_input("Export folder path", key="train_export_path") if picked == OTHER else picked
-    base_model = st.text_input("Base model (hub id or diffusers folder)", value="runwayml/stable-diffusion-v1-5",
-                               key="train_base", help="Weights are not downloaded here unless the hub is reachable.")
+    base_model = model_picker("sd", settings, engine, label="Base model", key="train_base", default="sd15",
+                              other_label="Base model (hub id or diffusers folder)",
+                              help="From the model registry (Models page); weights are not downloaded here unless "
+                                   "the hub is reachable.") or ""
     run_name = Path(export_dir).name if export_dir else "run"
     output_dir = st.text_input("Output folder", value=str(Path(settings.data_dir) / "train" / run_name),
                                key="train_out")
@@ -189,6 +193,9 @@ def show_job(job_id: int) -> None:
     badge = {"running": "🟢", "queued": "⏳", "cancelling": "🟠", "finished": "✅", "failed": "❌",
              "cancelled": "⏹️"}.get(status, "")
     st.subheader(f"{badge} Job {job_id}: {status}")
+    if details.get("random_weights"):
+        st.warning(f"Base model: {TINY_LABEL}. The loss curve and validation images show the pipeline works, "
+                   "not a usable model.", icon="🎲")
     if job["ending"]:
         show_ending(job, log, f"Training job {job_id} {job['ending']}")
     m1, m2, m3, m4, m5 = st.columns(5)

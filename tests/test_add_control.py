@@ -33,7 +33,7 @@ def test_onehot_channels_and_the_command_line(tiny_sd, tmp_path, capsys):
 
 
 def test_unreadable_bases_are_named(tmp_path, capsys):
-    with pytest.raises(AddControlError, match="no Stable Diffusion UNet there"):
+    with pytest.raises(AddControlError, match=r"Stable Diffusion base .*nothing-here.* is missing.*Fix: the local"):
         create_controlnet(str(tmp_path / "nothing-here"), tmp_path / "out")
     with pytest.raises(AddControlError, match="no such checkpoint file"):
         create_controlnet(str(tmp_path / "model.safetensors"), tmp_path / "out")

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from db.engine import session_scope
-from tiny_captioners import save_tiny_clip_tokenizer
+from workbench.tiny.captioners import save_tiny_clip_tokenizer
 from workbench.captions.dataset_prompts import DatasetPromptSettings, load_garments
 from workbench.captions.mixing import (MixRecipe, get_recipe, mix_prompts, preview_mix, recipe_version, save_recipe,
                                        token_counter, training_prompts, truncate_segments, _Segment)

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from db.engine import session_scope
 from db.models import Dataset, Image
 from db.people import PeopleFlag, PeopleScan, PersonProposal
-from tests.tiny_detectors import save_tiny_grounding_dino, tiny_rcnn
+from workbench.tiny.detectors import save_tiny_grounding_dino, tiny_rcnn
 from workbench.people.detect import detect_people
 from workbench.people.detectors import DetectorError, ImageSample, box_iou, make_detector
 from workbench.progress import Cancelled
@@ -101,7 +101,7 @@ def test_grounding_dino_loads_a_local_folder_and_returns_boxes_inside_each_image
 
 def test_grounding_dino_names_the_model_it_cannot_load(tmp_path):
     detector = make_detector("grounding-dino", model=str(tmp_path / "no-such-model"))
-    with pytest.raises(DetectorError, match="cannot load Grounding DINO from .*no-such-model"):
+    with pytest.raises(DetectorError, match="Grounding DINO '.*no-such-model' is missing.*Fix: the local Grounding DINO at .*no-such-model"):
         detector.detect([sample_of(np.zeros((32, 32, 3), np.uint8))])
 
 
@@ -136,7 +136,7 @@ def test_torchvision_says_where_its_weights_should_be(tmp_path, monkeypatch):
     rgb = np.zeros((32, 32, 3), np.uint8)
     with pytest.raises(DetectorError, match="not in its cache .*hub/checkpoints"):
         make_detector("torchvision").detect([sample_of(rgb)])
-    with pytest.raises(DetectorError, match="weights file .*missing.pth does not exist"):
+    with pytest.raises(DetectorError, match="torchvision weights .*missing.pth.* does not exist. Fix: "):
         make_detector("torchvision", weights_path=str(tmp_path / "missing.pth")).detect([sample_of(rgb)])
 
 

@@ -1,7 +1,7 @@
-"""Tiny models and training data for tests: a Stable Diffusion built from configs, and export folders.
+"""Tiny models and training data for tests: the tiny Stable Diffusion fixture, and export folders.
 
-Nothing here is downloaded. The Stable Diffusion is randomly initialised from small configs
-(see /work/shared/OFFLINE-MODELS.md) and saved as an ordinary diffusers folder, so the trainer,
+Nothing here is downloaded. The Stable Diffusion comes from ``workbench.tiny.sd`` (randomly
+initialised from small configs, saved as an ordinary diffusers folder), so the trainer,
 ``add_control`` and the pipelines load it through their real ``from_pretrained`` paths.
 The export folders follow the two documented layouts (ControlNet reference and Hugging Face
 image folder) with single-channel palette PNG masks and a ``manifest.json`` naming the scheme.

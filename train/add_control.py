@@ -32,13 +32,18 @@ class AddControlError(ValueError):
 def load_unet(base: str, *, config: str | None = None, revision: str | None = None,
               variant: str | None = None, save_base: Path | None = None):
     """The UNet of a Stable Diffusion given as hub id, diffusers folder or single checkpoint file."""
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from workbench.models import ModelNotReady, loading, resolve
 
+    name, base = base, resolve(base, "sd")
     if Path(base).suffix in SINGLE_FILE_SUFFIXES:
         if not Path(base).is_file():
             raise AddControlError(f"{base}: no such checkpoint file")
         try:
-            pipe = StableDiffusionPipeline.from_single_file(base, config=config, safety_checker=None)
+            # without --config its component configs come from the hub: no waiting for it offline
+            with loading("sd", config or base, name=name, asks_hub=config is None):
+                from diffusers import StableDiffusionPipeline
+
+                pipe = StableDiffusionPipeline.from_single_file(base, config=config, safety_checker=None)
         except Exception as exc:  # diffusers raises several kinds here (missing config, bad keys)
             raise AddControlError(f"{base}: cannot read it as a Stable Diffusion checkpoint ({exc}); "
                                   "offline, pass --config with a diffusers folder of the same architecture") from exc
@@ -46,13 +51,18 @@ def load_unet(base: str, *, config: str | None = None, revision: str | None = No
             pipe.save_pretrained(str(save_base))
         return pipe.unet
     try:
-        unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", revision=revision, variant=variant)
-    except (OSError, ValueError) as exc:
-        raise AddControlError(f"{base}: no Stable Diffusion UNet there (a hub id or a diffusers folder with "
-                              f"unet/, or a .ckpt/.safetensors file): {exc}") from exc
-    if save_base is not None:
-        StableDiffusionPipeline.from_pretrained(base, revision=revision, variant=variant, safety_checker=None,
-                                                requires_safety_checker=False).save_pretrained(str(save_base))
+        with loading("sd", base, name=name) as load:
+            from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+            unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", revision=revision, variant=variant,
+                                                        **load.kwargs)
+            if save_base is not None:
+                StableDiffusionPipeline.from_pretrained(base, revision=revision, variant=variant, safety_checker=None,
+                                                        requires_safety_checker=False,
+                                                        **load.kwargs).save_pretrained(str(save_base))
+    except ModelNotReady as exc:
+        raise AddControlError(f"{exc} (a base is a hub id, a diffusers folder with unet/, a .ckpt/.safetensors "
+                              "file, or a model registry name)") from exc
     return unet
 
 
@@ -75,7 +85,7 @@ def create_controlnet(base: str, output: Path, *, conditioning_channels: int = 3
 def main(argv: list[str] | None = None) -> int:
     """Command line of :func:`create_controlnet`."""
     parser = argparse.ArgumentParser(description="Create the initial ControlNet from a Stable Diffusion.")
-    parser.add_argument("base", help="hub id, diffusers folder, or a .ckpt/.safetensors file")
+    parser.add_argument("base", help="hub id, diffusers folder, .ckpt/.safetensors file, or model registry name")
     parser.add_argument("output", type=Path, help="folder for the ControlNet (save_pretrained)")
     parser.add_argument("--conditioning-channels", type=int, default=3,
                         help="input channels: 3 for a palette RGB mask, K for a K-class one-hot mask")

@@ -150,34 +150,55 @@ def _is_decoder(name: str) -> bool:
     return name.startswith(DECODER_PREFIXES)
 
 
+def base_model(config: TrainConfig) -> str:
+    """The base model to load: a registry name or hub id as its local copy when the registry finds one."""
+    from workbench.models import resolve
+
+    return resolve(config.pretrained_model_name_or_path, "sd")
+
+
 def load_models(config: TrainConfig, channels: int):
     """Tokenizer, text encoder, VAE, UNet, noise scheduler and the ControlNet to train.
 
     For an SDXL base the text encoder is :class:`train.sdxl.SDXLTextEncoders` (both encoders)."""
-    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from workbench.models import ModelNotReady, loading
 
-    base = config.pretrained_model_name_or_path
+    base = base_model(config)
     if Path(base).suffix in (".ckpt", ".safetensors"):
         raise ConfigError(f"pretrained_model_name_or_path={base} is a single-file checkpoint; convert it once "
                           "with `python train/add_control.py --save-base DIR` (a diffusers folder) and train on DIR")
-    kw = {"revision": config.revision}
     try:
-        if sdxl.uses_sdxl(config):
-            tokenizer, text_encoder = sdxl.load_text_encoders(base, config.variant, **kw)
-        else:
-            tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", **kw)
-            text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", variant=config.variant, **kw)
-            # a tokenizer saved without model_max_length reports a huge one; the encoder's positions bound it
-            tokenizer.model_max_length = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
-        vae = AutoencoderKL.from_pretrained(base, subfolder="vae", variant=config.variant, **kw)
-        unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", variant=config.variant, **kw)
-        noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler", **kw)
+        with loading("sd", base, name=config.pretrained_model_name_or_path) as load:
+            # imported here: offline, a base that is not on this machine fails before these imports
+            from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+            from transformers import CLIPTextModel, CLIPTokenizer
+
+            kw = {"revision": config.revision, **load.kwargs}
+            if sdxl.uses_sdxl(config):
+                tokenizer, text_encoder = sdxl.load_text_encoders(base, config.variant, **kw)
+            else:
+                tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", **kw)
+                text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", variant=config.variant,
+                                                             **kw)
+                # a tokenizer saved without model_max_length reports a huge one; the encoder's positions bound it
+                tokenizer.model_max_length = min(tokenizer.model_max_length,
+                                                 text_encoder.config.max_position_embeddings)
+            vae = AutoencoderKL.from_pretrained(base, subfolder="vae", variant=config.variant, **kw)
+            unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", variant=config.variant, **kw)
+            noise_scheduler = DDPMScheduler.from_pretrained(base, subfolder="scheduler", **kw)
+        if config.controlnet_model_name_or_path:
+            from workbench.models import resolve
+
+            source = resolve(config.controlnet_model_name_or_path, "controlnet")
+            with loading("controlnet", source, name=config.controlnet_model_name_or_path) as load:
+                controlnet = ControlNetModel.from_pretrained(source, **load.kwargs)
+    except ModelNotReady as exc:
+        raise ConfigError(f"pretrained_model_name_or_path={config.pretrained_model_name_or_path}: {exc}"
+                          if exc.kind == "sd" else f"controlnet_model_name_or_path: {exc}") from exc
     except (OSError, ValueError) as exc:
         raise ConfigError(f"pretrained_model_name_or_path={base}: cannot load a Stable Diffusion from it "
                           f"(a hub id or a diffusers folder with unet/, vae/, text_encoder/ ...): {exc}") from exc
     if config.controlnet_model_name_or_path:
-        controlnet = ControlNetModel.from_pretrained(config.controlnet_model_name_or_path)
         have = controlnet.config.conditioning_channels
         if have != channels:
             raise ConfigError(f"controlnet_model_name_or_path={config.controlnet_model_name_or_path} takes "
@@ -682,7 +703,7 @@ def save_unet(config: TrainConfig, unet: torch.nn.Module, folder: Path, exact_fr
         return
     from diffusers import UNet2DConditionModel
 
-    full = UNet2DConditionModel.from_pretrained(config.pretrained_model_name_or_path, subfolder="unet",
+    full = UNet2DConditionModel.from_pretrained(base_model(config), subfolder="unet",
                                                 revision=config.revision, variant=config.variant)
     full.to(torch.float32)  # a base saved as an fp16 variant must not round the trained decoder
     full.load_state_dict({k: v.float() for k, v in unet.state_dict().items() if _is_decoder(k)}, strict=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +45,10 @@ class Settings(BaseSettings):
         description="Images in the demo dataset Home imports on first start into an empty store; "
         "0 turns that off.",
     )
+    models_dir: Path | None = Field(
+        default=None,
+        description="Folder the model registry looks in (and `models tiny` writes to); default: data_dir/models.",
+    )
 
     @property
     def database_url(self) -> str:
@@ -52,6 +56,12 @@ class Settings(BaseSettings):
         if self.db_url:
             return self.db_url
         return f"sqlite:///{(self.data_dir / 'workbench.db').as_posix()}"
+
+    @model_validator(mode="after")
+    def _default_models_dir(self) -> Settings:
+        if self.models_dir is None:
+            self.models_dir = self.data_dir / "models"
+        return self
 
     @property
     def demo_dir(self) -> Path:

@@ -30,7 +30,7 @@ import psutil
 from train.config import TrainConfig
 from train.distributed import stop_file
 from workbench.settings import PROJECT_ROOT
-from workbench.training import METRICS_FILE, MetricsTail, TrainingError, checkpoints, train_argv
+from workbench.training import METRICS_FILE, MetricsTail, TrainingError, base_is_tiny, checkpoints, train_argv
 
 TRAINER_SCRIPT = PROJECT_ROOT / "train" / "controlnet.py"
 RANK_GRACE_SECONDS = 60.0
@@ -91,7 +91,7 @@ def start_training(engine, settings, config: TrainConfig, config_path: Path,
     return start_job(engine, settings, kind=KIND, argv=argv, details={
         "config": str(Path(config_path).resolve()), "output_dir": str(config.output_dir),
         "metrics_path": str(Path(config.output_dir) / METRICS_FILE), "max_train_steps": config.max_train_steps,
-        "processes": processes})
+        "processes": processes, "random_weights": base_is_tiny(config.pretrained_model_name_or_path)})
 
 
 @dataclass

@@ -43,6 +43,15 @@ def is_export_folder(folder: Path) -> bool:
     return (folder / "prompt.json").is_file() or (folder / "metadata.jsonl").is_file()
 
 
+def base_is_tiny(base: str) -> bool:
+    """Whether a base model (registry name, hub id or folder) is a tiny random-weight test model,
+    so that its job and validation images are marked as such."""
+    from workbench.models import is_tiny, resolve
+
+    path = Path(resolve(base, "sd"))
+    return path.exists() and is_tiny(path)
+
+
 def config_for_export(export_dir: Path, base_model: str, output_dir: Path,
                       suggestion: Suggestion | None = None, **overrides: Any) -> TrainConfig:
     """A training config for an export folder: its resolution, suggested batch settings, overrides."""

@@ -1,7 +1,7 @@
 """The captioner interface (a batch of images in, texts out) and the one place models load.
 
-Every captioner loads its models through :func:`load_model`, from a hub id or a local folder,
-and they are cached there per kind (``"caption"``, ``"clip"``, ``"kosmos2"``), so several
+Every captioner loads its models through :func:`load_model`, from a hub id, a local folder or a
+model registry name (:mod:`workbench.models`), and they are cached there per kind (``"caption"``, ``"clip"``, ``"kosmos2"``), so several
 captioners, modes and pages share one copy.
 """
 
@@ -98,24 +98,24 @@ def is_local(source: str) -> bool:
     return Path(source).expanduser().exists()
 
 
-def load_model(kind: str, source: str, loader: Callable[[], T]) -> T:
-    """The ``kind`` model from ``source`` (hub id or folder), loaded once per process by ``loader``.
+def load_model(kind: str, source: str, loader: Callable[[], T], device: str = "") -> T:
+    """The ``kind`` model (a registry kind: ``caption``, ``clip``, ``kosmos2``) from ``source``
+    (hub id, spec or folder), loaded once per process and device by ``loader``.
 
-    A failed load names the model and says how to get it onto a machine without internet.
+    The load runs inside :func:`workbench.models.loading`: an unreachable hub is noticed in
+    seconds, and a failed load says why and gives the registry's fix for that kind.
     """
-    key = (kind, source)
+    from workbench.models import ModelNotReady, loading
+
+    key = (kind, f"{source}@{device}")
     with _models_lock:
         if key in _models:
             return _models[key]
     try:
-        model = loader()
-    except Exception as exc:
-        where = "local folder" if is_local(source) else "hub id"
-        raise CaptionerError(
-            f"could not load the {kind} model {source!r} ({where}): {type(exc).__name__}: {exc}. "
-            "Without internet, download it on a connected machine (e.g. `huggingface-cli download "
-            f"{source} --local-dir DIR`) and pass that folder instead."
-        ) from exc
+        with loading(kind, source, passthrough=(CaptionerError,)):
+            model = loader()
+    except ModelNotReady as exc:
+        raise CaptionerError(str(exc)) from exc
     with _models_lock:
         return _models.setdefault(key, model)
 

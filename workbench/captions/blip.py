@@ -69,9 +69,17 @@ def caption_model_source(name: str) -> str:
     return CAPTION_MODEL_ALIASES.get(name, name)
 
 
+def caption_model_location(name: str) -> str:
+    """What loads for ``name``: a registry name, alias or hub id as its local copy when there is one."""
+    from workbench.models import resolve
+
+    local = resolve(name, "caption")
+    return local if local != name else resolve(caption_model_source(name), "caption")
+
+
 def load_caption_model(name: str, device: str = "auto", fp16: bool = True) -> CaptionModel:
     """A BLIP / BLIP-2 / GIT caption model from an alias, hub id or folder (cached per process)."""
-    source = caption_model_source(name)
+    source = caption_model_location(name)
     device = resolve_device(device)
 
     def loader() -> CaptionModel:
@@ -96,7 +104,7 @@ def load_caption_model(name: str, device: str = "auto", fp16: bool = True) -> Ca
         model.eval().to(device)
         return CaptionModel(model, processor, kind, device, dtype)
 
-    return load_model("caption", f"{source}@{device}", loader)
+    return load_model("caption", source, loader, device)
 
 
 class BlipCaptioner(Captioner):

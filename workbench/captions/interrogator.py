@@ -37,7 +37,8 @@ class InterrogatorSettings(BaseModel):
     """The CLIP Interrogator's models and knobs (``caption_model=None``: blip-large, or blip-base
     with ``low_vram``)."""
 
-    clip_model: str = Field("ViT-L-14/openai", description="open_clip ARCH/TAG, hf-hub:org/repo, or a local folder.")
+    clip_model: str = Field("ViT-L-14/openai", description="open_clip ARCH/TAG, hf-hub:org/repo, a local folder, "
+                            "or a model registry name.")
     caption_model: str | None = Field(None, description="blip-base, blip-large, blip2, git, a hub id or a folder.")
     modes: list[Mode] = Field(default_factory=lambda: ["fast"])
     vocabulary: Literal["art", "fashion", "both"] = Field(
@@ -101,18 +102,25 @@ def _clip_source(name: str) -> tuple[str, str | None, str, dict[str, Any]]:
     cfg = factory.get_model_config(arch)
     if cfg is None:
         raise CaptionerError(f"unknown CLIP model {name!r}: use ARCH/TAG (e.g. ViT-L-14/openai, ARCH/none for "
-                             "random weights), hf-hub:org/repo, or a folder with open_clip_config.json")
+                             "random weights), ARCH//path/to/open_clip_model.safetensors (a local pretrained "
+                             "file), hf-hub:org/repo, or a folder with open_clip_config.json")
+    if tag and Path(tag).expanduser().is_file():  # ARCH/<path>: open_clip's pretrained= a local file
+        return arch, str(Path(tag).expanduser()), f"{arch}/file", cfg
     return arch, (None if tag in ("", "none") else tag), f"{arch}/{tag or 'none'}", cfg
 
 
 def load_clip(name: str, device: str = "auto") -> ClipModel:
-    """An open_clip model from ``ARCH/TAG``, ``hf-hub:org/repo`` or a local folder (cached per process)."""
+    """An open_clip model from ``ARCH/TAG``, ``hf-hub:org/repo``, a local folder or a model registry
+    name (a local copy of the spec is used when the registry finds one); cached per process."""
+    from workbench.models import resolve
+
     device = resolve_device(device)
-    create_name, pretrained, package_name, cfg = _clip_source(name)
+    source = resolve(name, "clip")
 
     def loader() -> ClipModel:
         import open_clip
 
+        create_name, pretrained, package_name, cfg = _clip_source(source)  # hf-hub: asks the hub: inside the load
         alias = package_name.split("/")[0]
         register_clip_config(alias, cfg)  # so that the package finds its tokenizer by name
         model, _, preprocess = open_clip.create_model_and_transforms(
@@ -121,7 +129,7 @@ def load_clip(name: str, device: str = "auto") -> ClipModel:
         model.eval()
         return ClipModel(model, preprocess, open_clip.get_tokenizer(alias), package_name, device)
 
-    return load_model("clip", f"{name}@{device}", loader)
+    return load_model("clip", source, loader, device)
 
 
 class _CandidateTokens:

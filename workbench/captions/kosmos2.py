@@ -21,7 +21,7 @@ from workbench.captions.dataset_prompts import Garment
 class Kosmos2Settings(BaseModel):
     """A Kosmos-2 model, its prompt, and how strictly boxes must meet the garment masks."""
 
-    model: str = Field("microsoft/kosmos-2-patch14-224", description="Hub id or local folder.")
+    model: str = Field("microsoft/kosmos-2-patch14-224", description="Hub id, local folder or model registry name.")
     prompt: str = Field("<grounding>An image of", description="Kosmos-2's grounding prompt.")
     max_new_tokens: int = Field(64, ge=1)
     num_beams: int = Field(1, ge=1)
@@ -58,8 +58,10 @@ class Kosmos2Captioner(Captioner):
 
     def load(self) -> tuple[Any, Any, str]:
         """``(model, processor, device)``, loaded once per process."""
+        from workbench.models import resolve
+
         device = resolve_device(self.settings.device)
-        source = self.settings.model
+        source = resolve(self.settings.model, "kosmos2")
 
         def loader():
             from transformers import AutoProcessor, Kosmos2ForConditionalGeneration
@@ -67,7 +69,7 @@ class Kosmos2Captioner(Captioner):
             model = Kosmos2ForConditionalGeneration.from_pretrained(source).eval().to(device)
             return model, AutoProcessor.from_pretrained(source), device
 
-        return load_model("kosmos2", f"{source}@{device}", loader)
+        return load_model("kosmos2", source, loader, device)
 
     def caption_batch(self, images: list[PILImage.Image]) -> dict[str, list[CaptionResult]]:
         """Caption and grounded phrases of every image, one ``generate`` call."""

@@ -119,13 +119,16 @@ def token_counter(tokenizer: str | None = None):
         return lambda text: len(simple.encode(text)) + 2
     from transformers import CLIPTokenizer
 
-    path = Path(tokenizer).expanduser()
-    source = str(path / "tokenizer") if (path / "tokenizer" / "vocab.json").is_file() else tokenizer
+    from workbench.models import ModelNotReady, loading, resolve
+
+    path = Path(resolve(tokenizer, "sd")).expanduser()  # a base model's name finds its tokenizer too
+    source = str(path / "tokenizer") if (path / "tokenizer" / "vocab.json").is_file() else str(path)
     try:
-        tok = CLIPTokenizer.from_pretrained(source)
-    except Exception as exc:
-        raise ValueError(f"cannot load the CLIP tokenizer {tokenizer!r} (a folder with vocab.json and merges.txt, "
-                         f"or a hub id): {exc}") from exc
+        with loading("sd", source if path.exists() else tokenizer, name=tokenizer) as load:
+            tok = CLIPTokenizer.from_pretrained(source if path.exists() else tokenizer, **load.kwargs)
+    except ModelNotReady as exc:
+        raise ValueError(f"cannot load the CLIP tokenizer (a folder with vocab.json and merges.txt, a Stable "
+                         f"Diffusion base, or a hub id): {exc}") from exc
     return lambda text: len(tok(text, truncation=False)["input_ids"])
 
 

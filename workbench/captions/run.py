@@ -99,6 +99,13 @@ def current_shard() -> Shard:
     return Shard(state.process_index, state.num_processes, state.wait_for_everyone)
 
 
+def captioner_model_kind(captioner: str) -> str | None:
+    """The model registry kind a captioner's ``--model`` names (``None``: it takes no model)."""
+    if captioner.startswith("clip-"):
+        return "clip"
+    return {"blip": "caption", "kosmos2": "kosmos2"}.get(captioner)
+
+
 def make_captioner(kind: str, *, engine: Engine, settings: Settings, dataset: str, model: str | None = None,
                    batch_size: int = 8, options: dict[str, Any] | None = None) -> Captioner:
     """The captioner for a CLI/page choice (``clip-fast`` ..., ``blip``, ``kosmos2``); ``options`` are
@@ -109,6 +116,7 @@ def make_captioner(kind: str, *, engine: Engine, settings: Settings, dataset: st
         from workbench.captions.vocabulary import fashion_vocabulary, load_extra_vocabulary
 
         modes = options.pop("modes", None) or [kind.removeprefix("clip-")]
+        options = {**tiny_clip_defaults(model or InterrogatorSettings().clip_model), **options}
         s = InterrogatorSettings(**({"clip_model": model} if model else {}), modes=modes, **options)
         fashion = None
         if s.vocabulary != "art":
@@ -125,6 +133,31 @@ def make_captioner(kind: str, *, engine: Engine, settings: Settings, dataset: st
 
         return Kosmos2Captioner(Kosmos2Settings(**({"model": model} if model else {}), **options), batch_size=batch_size)
     raise CaptionerError(f"unknown captioner {kind!r}; choose from {', '.join(CAPTIONERS)}")
+
+
+def uses_tiny_model(captioner: Captioner) -> bool:
+    """Whether any model of ``captioner`` is a tiny random-weight test model (its captions say so)."""
+    from workbench.models import is_tiny, resolve
+
+    settings = getattr(captioner, "settings", None)
+    refs = [(getattr(settings, "clip_model", None), "clip"), (getattr(settings, "caption_model", None), "caption"),
+            (getattr(settings, "model", None), "kosmos2" if "kosmos2" in captioner.sources else "caption")]
+    return any(is_tiny(path) for ref, kind in refs if ref and Path(path := resolve(ref, kind)).exists())
+
+
+def tiny_clip_defaults(clip_model: str) -> dict[str, Any]:
+    """For a tiny test CLIP: its own short label lists and the tiny BLIP as caption model (the
+    package's 100k flavours would take minutes to embed); nothing for other models."""
+    from workbench.models import resolve, tiny_info
+
+    source = Path(resolve(clip_model, "clip"))
+    info = tiny_info(source) if source.exists() else {}
+    out: dict[str, Any] = {}
+    if info.get("labels"):
+        out["data_path"] = str(source / info["labels"])
+    if info.get("caption_model"):
+        out["caption_model"] = info["caption_model"]
+    return out
 
 
 def store_dataset_prompts(engine: Engine, dataset_name: str, prompt_settings: DatasetPromptSettings | None = None,
@@ -208,6 +241,7 @@ def run_captioning(engine: Engine, settings: Settings, dataset_name: str, captio
     result = RunReport(skipped=len(complete), total=len(images), sources=list(captioner.sources),
                        process=shard.rank, processes=shard.world)
     settings_of = {source: captioner.settings_for(source) for source in captioner.sources}
+    tiny = uses_tiny_model(captioner)
     shard_file = None
     if shard.world > 1:
         folder.mkdir(parents=True, exist_ok=True)
@@ -234,7 +268,7 @@ def run_captioning(engine: Engine, settings: Settings, dataset_name: str, captio
                     rows.append({
                         "dataset_id": dataset_id, "image_id": image_id, "source": source, "model": captioner.model,
                         "settings": settings_of[source], "settings_key": keys[source], "text": res.text,
-                        "extra": res.extra, "run": label,
+                        "extra": {**res.extra, **({"random_weights": True} if tiny else {})}, "run": label,
                         "phrases": [{"text": p.text, "start": p.start, "end": p.end, "box": list(p.box)} for p in res.phrases],
                     })
             if shard_file is not None:

@@ -23,9 +23,10 @@ def run_cmd(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Option("--dataset", help="Dataset name.")],
     captioner: Annotated[list[str], typer.Option("--captioner", help=CAPTIONER_HELP)],
-    model: Annotated[Optional[str], typer.Option("--model", help="Hub id or local folder (CLIP model for clip-*).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model registry name (`models list`), hub id or local "
+                                                 "folder (CLIP model for clip-*).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 8,
-    caption_model: Annotated[Optional[str], typer.Option("--caption-model", help="clip-*: blip-base, blip-large, blip2, git, hub id or folder.")] = None,
+    caption_model: Annotated[Optional[str], typer.Option("--caption-model", help="clip-*: blip-base, blip-large, blip2, git, a registry name, hub id or folder.")] = None,
     vocabulary: Annotated[Optional[str], typer.Option("--vocabulary", help="clip-*: art, fashion or both.")] = None,
     data_path: Annotated[Optional[str], typer.Option("--data-path", help="clip-*: folder of label lists.")] = None,
     max_flavors: Annotated[Optional[int], typer.Option("--max-flavors")] = None,
@@ -148,10 +149,11 @@ def list_cmd(
     if as_json:
         print_json([{"id": r.id, "image_id": r.image_id, "file_name": r.file_name, "source": r.source,
                      "text": r.text, "status": r.status, "version": r.version, "curator": r.curator,
-                     "model": r.model} for r in rows])
+                     "model": r.model, "random_weights": bool((r.extra or {}).get("random_weights"))} for r in rows])
         return
     for r in rows:
-        typer.echo(f"{r.image_id}\t{r.source}\t{r.status}\tv{r.version}\t{r.text}")
+        mark = "\t[random weights (tiny test model)]" if (r.extra or {}).get("random_weights") else ""
+        typer.echo(f"{r.image_id}\t{r.source}\t{r.status}\tv{r.version}\t{r.text}{mark}")
 
 
 @captions_app.command("mix")

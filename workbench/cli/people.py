@@ -40,7 +40,8 @@ def detect_cmd(
                                                        "(default: the detector's measured default).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch (committed together).")] = 8,
     limit: Annotated[Optional[int], typer.Option(help="Process at most this many new images.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="grounding-dino: hub id or local folder.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="grounding-dino / torchvision: model registry name "
+                                                 "(`models list`), hub id, architecture or local path.")] = None,
     weights: Annotated[Optional[str], typer.Option(help="torchvision: local state-dict file.")] = None,
     device: Annotated[Optional[str], typer.Option(help="grounding-dino / torchvision: auto, cpu, cuda.")] = None,
     background: Annotated[bool, typer.Option("--background", help="Run as a background job; print its id.")] = False,
@@ -71,7 +72,14 @@ def detect_cmd(
 
     options = {"model": model} if detector == "grounding-dino" else {}
     if detector == "torchvision":
+        from workbench.people.torchvision_rcnn import ARCHITECTURES
+
+        # --model: an architecture (its COCO weights from torchvision's cache) or a registry name / path
         options = {"weights_path": weights}
+        if model in ARCHITECTURES:
+            options["architecture"] = model
+        elif model:
+            options["weights_path"] = weights or model
     if detector in ("grounding-dino", "torchvision") and device:
         options["device"] = device
     try:

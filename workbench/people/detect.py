@@ -98,6 +98,7 @@ def detect_people(
     coverage = coverage or CoverageSettings()
     threshold = coverage.threshold(detector.name) if threshold is None else threshold
     key, settings = detector.settings_key(), detector.settings_dict()
+    tiny = uses_tiny_model(detector)
     with session_scope(engine) as session:
         dataset = get_dataset(session, dataset_name)
         dataset_id = dataset.id
@@ -119,7 +120,7 @@ def detect_people(
         found = _detect_batch(detector, samples, result)
         with session_scope(engine) as session:
             for sample, proposals in found:
-                result.proposals += _store(session, dataset_id, detector.name, key, settings, sample,
+                result.proposals += _store(session, dataset_id, detector.name, key, settings, sample, tiny,
                                            proposals, coverage)
                 result.processed += 1
             result.flagged += flag_scanned(session, dataset_id, detector.name, key, threshold,
@@ -148,8 +149,20 @@ def _detect_batch(detector: Detector, samples: list[ImageSample], result: Detect
     return list(zip(readable, detector.detect(readable)))
 
 
+def uses_tiny_model(detector: Detector) -> bool:
+    """Whether the detector runs a tiny random-weight test model (its proposals then say so)."""
+    from workbench.models import is_tiny, resolve
+
+    settings = getattr(detector, "settings", None)
+    for field, kind in (("model", "grounding-dino"), ("weights_path", "torchvision")):
+        ref = getattr(settings, field, None)
+        if isinstance(ref, str) and ref and Path(path := resolve(ref, kind)).exists() and is_tiny(path):
+            return True
+    return False
+
+
 def _store(session: Session, dataset_id: int, detector: str, key: str, settings: dict[str, Any],
-           sample: ImageSample, proposals: list, coverage: CoverageSettings) -> int:
+           sample: ImageSample, tiny: bool, proposals: list, coverage: CoverageSettings) -> int:
     covered = sample.garment_union
     rows, scores, labelled = [], [], 0
     for p in proposals:
@@ -164,7 +177,8 @@ def _store(session: Session, dataset_id: int, detector: str, key: str, settings:
             box_x=float(x), box_y=float(y), box_w=float(w), box_h=float(h),
             mask_rle=mask_to_text(p.mask) if p.mask is not None else None,
             score=float(p.score), coverage=cov, unlabelled_score=score,
-            details={**p.details, **({"probe": [round(v, 1) for v in p.probe]} if p.probe else {})},
+            details={**p.details, **({"probe": [round(v, 1) for v in p.probe]} if p.probe else {}),
+                     **({"random_weights": True} if tiny else {})},
         ))
     scan = PeopleScan(dataset_id=dataset_id, image_id=sample.image_id, detector=detector, settings_key=key,
                       settings=settings, score=image_score(scores), proposals=len(rows),

@@ -20,7 +20,7 @@ _loaded: dict[tuple[str, str], tuple[Any, Any]] = {}
 class GroundingDinoSettings(BaseModel):
     """Which Grounding DINO, what to ask it, and its cut-offs."""
 
-    model: str = Field("IDEA-Research/grounding-dino-tiny", description="Hub id or local folder.")
+    model: str = Field("IDEA-Research/grounding-dino-tiny", description="Hub id, local folder or model registry name.")
     query: str = Field("person", description="The text to ground; one phrase.")
     box_threshold: float = Field(0.35, ge=0, le=1, description="Keep boxes at least this confident.")
     text_threshold: float = Field(0.25, ge=0, le=1, description="Keep text tokens at least this confident.")
@@ -59,19 +59,20 @@ class GroundingDinoDetector(Detector):
         """The model and processor (loaded once per model and device in this process)."""
         if self._model is not None and self._processor is not None:
             return self._model, self._processor
-        device = _device(self.settings.device)
-        key = (self.settings.model, device)
-        if key not in _loaded:
-            from transformers import AutoProcessor, GroundingDinoForObjectDetection
+        from workbench.models import ModelNotReady, loading, resolve
 
+        device = _device(self.settings.device)
+        source = resolve(self.settings.model, "grounding-dino")
+        key = (source, device)
+        if key not in _loaded:
             try:
-                processor = AutoProcessor.from_pretrained(self.settings.model)
-                model = GroundingDinoForObjectDetection.from_pretrained(self.settings.model)
-            except (OSError, ValueError) as exc:
-                raise DetectorError(
-                    f"cannot load Grounding DINO from {self.settings.model!r}: {exc}. Give a local folder "
-                    "(save_pretrained of the model and its processor) or a hub id this machine can reach, "
-                    "e.g. --model /models/grounding-dino-tiny") from exc
+                with loading("grounding-dino", source) as load:
+                    from transformers import AutoProcessor, GroundingDinoForObjectDetection
+
+                    processor = AutoProcessor.from_pretrained(source, **load.kwargs)
+                    model = GroundingDinoForObjectDetection.from_pretrained(source, **load.kwargs)
+            except ModelNotReady as exc:
+                raise DetectorError(str(exc)) from exc
             _loaded[key] = (model.to(device).eval(), processor)
         self._model, self._processor = _loaded[key]
         return self._model, self._processor

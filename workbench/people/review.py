@@ -30,13 +30,15 @@ class ShownProposal:
     score: float
     coverage: float | None
     unlabelled_score: float
+    random_weights: bool = False
 
     @property
     def label(self) -> str:
-        """``opencv body · conf 0.83 · covered 2% · unlabelled 0.81``."""
+        """``opencv body · conf 0.83 · covered 2% · unlabelled 0.81`` (and the tiny-model mark)."""
         covered = f" · covered {100 * self.coverage:.0f}%" if self.coverage is not None else ""
         return (f"#{self.id} {self.detector} {self.kind} · conf {self.score:.2f}{covered}"
-                f" · unlabelled {self.unlabelled_score:.2f}")
+                f" · unlabelled {self.unlabelled_score:.2f}"
+                + (" · random weights (tiny test model)" if self.random_weights else ""))
 
 
 def shown_proposals(session: Session, image_id: int) -> list[ShownProposal]:
@@ -46,7 +48,7 @@ def shown_proposals(session: Session, image_id: int) -> list[ShownProposal]:
 
 def _shown(p: PersonProposal) -> ShownProposal:
     return ShownProposal(p.id, p.detector, p.kind, [p.box_x, p.box_y, p.box_w, p.box_h], p.score, p.coverage,
-                         p.unlabelled_score)
+                         p.unlabelled_score, bool((p.details or {}).get("random_weights")))
 
 
 def review_image(session: Session, image_id: int, proposals: list[ShownProposal], *,

@@ -23,6 +23,7 @@ _WEIGHTS = {
     "maskrcnn_resnet50_fpn_v2": "MaskRCNN_ResNet50_FPN_V2_Weights",
     "keypointrcnn_resnet50_fpn": "KeypointRCNN_ResNet50_FPN_Weights",
 }
+ARCHITECTURES = tuple(_WEIGHTS)
 _loaded: dict[tuple[str, str, str], Any] = {}
 
 
@@ -31,8 +32,8 @@ class TorchvisionSettings(BaseModel):
 
     architecture: Literal["maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "keypointrcnn_resnet50_fpn"] = Field(
         "maskrcnn_resnet50_fpn_v2", description="torchvision detection model builder.")
-    weights_path: str | None = Field(None, description="Local state dict; default: torchvision's COCO weights "
-                                     "from its cache.")
+    weights_path: str | None = Field(None, description="Local state dict or model registry name; default: "
+                                     "torchvision's COCO weights from its cache.")
     download: bool = Field(False, description="Let torchvision download its COCO weights when not cached.")
     score_threshold: float = Field(0.5, ge=0, le=1, description="Keep persons at least this confident.")
     mask_threshold: float = Field(0.5, ge=0, le=1, description="Mask probability that counts as the person.")
@@ -71,13 +72,20 @@ class TorchvisionDetector(Detector):
         import torch
         from torchvision.models import detection
 
+        from workbench.models import fix_text, is_tiny, resolve
+
         s = self.settings
         builder = getattr(detection, s.architecture)
         if s.weights_path:
-            path = Path(s.weights_path).expanduser()
+            path = Path(resolve(s.weights_path, "torchvision")).expanduser()
+            if path.is_dir() and is_tiny(path):
+                from workbench.tiny.detectors import load_tiny_rcnn
+
+                return load_tiny_rcnn(path)
             if not path.is_file():
-                raise DetectorError(f"torchvision weights file {path} does not exist; give the path of a "
-                                    f"{s.architecture} state dict (.pth or .safetensors)")
+                raise DetectorError(f"torchvision weights {s.weights_path!r}: {path} does not exist. Fix: give the "
+                                    f"path of a {s.architecture} state dict (.pth or .safetensors) or a registry "
+                                    f"name; {fix_text('torchvision', s.architecture)}")
             model = builder(weights=None, weights_backbone=None)
             if path.suffix == ".safetensors":
                 from safetensors.torch import load_file
@@ -94,9 +102,8 @@ class TorchvisionDetector(Detector):
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
         if not cached.is_file() and not s.download:
             raise DetectorError(
-                f"torchvision's COCO weights for {s.architecture} are not in its cache ({cached}). Copy "
-                f"{weights.url} there, give a local file with --weights, or allow the download "
-                "(--download / download=True)")
+                f"torchvision's COCO weights for {s.architecture} are not in its cache ({cached}). Fix: "
+                f"{fix_text('torchvision', s.architecture)}; or allow the download (download=True)")
         return builder(weights=weights)
 
     def detect(self, samples: Sequence[ImageSample]) -> list[list[Proposal]]:

@@ -50,3 +50,12 @@ def tiny_sd_pipeline(tokenizer_dir: Path):
     return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
+
+
+def save_tiny_controlnet(folder: Path, sd_folder: Path) -> Path:
+    """A ControlNet initialised from the tiny Stable Diffusion's UNet (``ControlNetModel.from_unet``)."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(str(sd_folder), subfolder="unet")
+    ControlNetModel.from_unet(unet, conditioning_channels=3).save_pretrained(str(folder))
+    return folder

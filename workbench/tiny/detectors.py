@@ -1,7 +1,8 @@
 """Tiny, randomly initialised person detectors built from configs: shapes and plumbing only.
 
-Their outputs are noise; tests use them to drive the real loading, batching and
-post-processing code, never to claim that anything is found.
+Their outputs are noise; they drive the real loading, batching and post-processing code, never
+a claim that anything is found. A tiny R-CNN is saved as a folder (``weights.safetensors`` plus
+the tiny marker naming its builder), which the torchvision detector loads by path or name.
 """
 
 from __future__ import annotations
@@ -81,4 +82,27 @@ def tiny_rcnn(kind: str = "mask", favour_class: int = 1) -> Any:
         bias.zero_()
         if favour_class < bias.numel():
             bias[favour_class] = 20.0
+    return model.eval()
+
+
+def save_tiny_rcnn(folder: Path, kind: str = "mask", favour_class: int = 1) -> Path:
+    """Write a tiny R-CNN's weights (``weights.safetensors``) with the builder arguments in ``folder``;
+    the caller marks the folder (the marker is what tells the loader to use :func:`tiny_rcnn`)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = tiny_rcnn(kind, favour_class)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "weights.safetensors"))
+    return folder
+
+
+def load_tiny_rcnn(folder: Path) -> Any:
+    """The tiny R-CNN a marked folder holds (its builder arguments from the marker, its weights)."""
+    from safetensors.torch import load_file
+
+    from workbench.models import tiny_info
+
+    info = tiny_info(folder)
+    model = tiny_rcnn(info.get("rcnn", "mask"), int(info.get("favour_class", 1)))
+    model.load_state_dict(load_file(str(Path(folder) / "weights.safetensors")))
     return model.eval()
