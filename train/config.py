@@ -167,16 +167,23 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 def load_config(path: Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
     """A validated config from a file (optional) with ``key=value`` overrides on top."""
+    return load_settings(TrainConfig, path, overrides)
+
+
+def load_settings(model: type[BaseModel], path: Path | None = None,
+                  overrides: list[str] | dict[str, Any] | None = None) -> Any:
+    """A validated ``model`` (a trainer's config class) from a file (optional) with overrides on top."""
     data = read_config_file(path) if path is not None else {}
     extra = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides or {})
     data.update(extra)
     try:
-        return TrainConfig(**data)
+        return model(**data)
     except ValidationError as exc:
         where = f"config {path}" if path else "config"
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
-            + (" (not a known key; see train/config.py)" if err["type"] == "extra_forbidden" else "")
+            + (f" (not a known key; see {model.__module__.replace('.', '/')}.py)"
+               if err["type"] == "extra_forbidden" else "")
             for err in exc.errors()
         )
         raise ConfigError(f"{where}: {problems}") from None

@@ -93,6 +93,27 @@ def _load_segformer_cached(source: str):
     return model.eval()
 
 
+def load_segformer_for_training(source: str | Path | dict | Any, names: list[str]):
+    """A SegFormer to train on ``names`` (class k = names[k]): pretrained weights with a new head, or a config."""
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    labels = {"num_labels": len(names), "id2label": dict(enumerate(names)),
+              "label2id": {n: i for i, n in enumerate(names)}}
+    if isinstance(source, (dict, SegformerConfig)):
+        values = source.to_dict() if isinstance(source, SegformerConfig) else dict(source)
+        return SegformerForSemanticSegmentation(SegformerConfig(**{**values, **labels}))
+    path = Path(str(source)).expanduser()
+    local = path.exists()
+    try:
+        return SegformerForSemanticSegmentation.from_pretrained(
+            str(path) if local else str(source), local_files_only=local or hub_offline(),
+            ignore_mismatched_sizes=True, **labels)
+    except (OSError, ValueError) as exc:
+        raise SegmentError(f"cannot load a SegFormer to train from {'folder ' + str(path) if local else repr(str(source))}: "
+                           f"pass a hub id in the local cache (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')!r}), "
+                           f"a folder saved with save_pretrained, or segformer_config ({type(exc).__name__})") from None
+
+
 def segformer_scheme(model: Any, source: str = "") -> SegmenterScheme:
     """The scheme a SegFormer predicts: the one its training recorded, else its own labels."""
     config = model.config
