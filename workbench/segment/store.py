@@ -113,7 +113,7 @@ def _open_photo(path: Path) -> PILImage.Image:
         return photo.convert("RGB")
 
 
-def _scheme_target(session: Session, scheme: str, dataset_id: int) -> tuple[int, dict[str, int], dict[str, str]]:
+def scheme_target(session: Session, scheme: str, dataset_id: int) -> tuple[int, dict[str, int], dict[str, str]]:
     """Version, class name -> value, and legend of the stored scheme as it applies to the dataset."""
     from workbench.schemes import SchemeNotFound, get_scheme, scheme_for_dataset
 
@@ -125,14 +125,16 @@ def _scheme_target(session: Session, scheme: str, dataset_id: int) -> tuple[int,
     return stored.version, names, stored.definition.legend()
 
 
-def images_to_predict(session: Session, dataset: Dataset, split: str | None, only_without_masks: bool,
+def images_to_predict(session: Session, dataset: Dataset, split: str | None, real_masks: bool | None,
                       limit: int | None = None) -> list[tuple[int, str, int, int]]:
-    """``(id, file name, width, height)`` of the dataset's images chosen for prediction, by id."""
+    """``(id, file name, width, height)`` of the dataset's images (of a split; with real masks, without
+    them, or either when ``real_masks`` is None), by id."""
     query = select(Image.id, Image.file_name, Image.width, Image.height).where(Image.dataset_id == dataset.id)
     if split is not None:
         query = query.where(Image.split == split)
-    if only_without_masks:
-        query = query.where(~exists().where(Annotation.image_id == Image.id))
+    if real_masks is not None:
+        has_masks = exists().where(Annotation.image_id == Image.id)
+        query = query.where(has_masks if real_masks else ~has_masks)
     query = query.order_by(Image.id)
     if limit is not None:
         query = query.limit(limit)
@@ -156,12 +158,12 @@ def predict_dataset(engine: Engine, dataset_name: str, segmenter: Segmenter, *, 
         if scheme == segmenter.scheme.name and scheme.startswith("model:"):
             version, target, legend = 0, None, segmenter.scheme.legend()
         else:
-            version, target, legend = _scheme_target(session, scheme, dataset.id)
+            version, target, legend = scheme_target(session, scheme, dataset.id)
         source = get_or_create_source(session, dataset.id, segmenter, scheme, version, legend, checkpoint,
                                       {"batch_size": batch_size, "split": split,
                                        "only_without_masks": only_without_masks})
         source_id = source.id
-        chosen = images_to_predict(session, dataset, split, only_without_masks, limit)
+        chosen = images_to_predict(session, dataset, split, False if only_without_masks else None, limit)
         done_ids = set(session.scalars(select(PredictedAnnotation.image_id).where(
             PredictedAnnotation.source_id == source_id).distinct()))
         images_root = Path(dataset.images_root)
