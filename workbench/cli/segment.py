@@ -15,8 +15,6 @@ segment_app = typer.Typer(help="Cloth segmenters: train SegFormer, predict masks
                           no_args_is_help=True)
 app.add_typer(segment_app, name="segment")
 
-TRAIN_KIND = "segment-train"
-PREDICT_KIND = "segment-predict"
 ModelOpt = Annotated[str, typer.Option(
     "--model", help="u2net-cloth[:PATH] (the public cloth model, ONNX), a SegFormer folder (a training run's "
                     "output_dir or checkpoint-<step>/model) or a hub id.")]
@@ -37,7 +35,7 @@ def train(ctx: typer.Context, config: ConfigOpt, set_: SetOpt = None, resume_fro
     from train.config import ConfigError
     from train.data import DataError
     from train.segmenter import load_segmenter_config
-    from workbench.jobs import current_job, start_job
+    from workbench.jobs import current_job
     from workbench.progress import Cancelled
 
     overrides = _overrides(set_, resume_from_checkpoint)
@@ -46,12 +44,9 @@ def train(ctx: typer.Context, config: ConfigOpt, set_: SetOpt = None, resume_fro
     except ConfigError as exc:
         fail(str(exc))
     if background:
-        argv = ["segment", "train", "--config", str(Path(config).resolve())] + [f"--set={o}" for o in overrides]
-        job_id = start_job(engine_of(ctx), settings_of(ctx), kind=TRAIN_KIND, argv=argv, dataset=cfg.dataset,
-                           details={"config": str(Path(config).resolve()), "output_dir": str(cfg.output_dir),
-                                    "metrics_path": str(Path(cfg.output_dir) / "metrics.jsonl"),
-                                    "max_train_steps": cfg.max_train_steps})
-        typer.echo(job_id)
+        from workbench.segment.jobs import start_training_job
+
+        typer.echo(start_training_job(engine_of(ctx), settings_of(ctx), config, overrides))
         return
     from train.controlnet import StopRequested
     from train.segmenter import train as run_training
@@ -107,18 +102,11 @@ def predict(
     if folder is not None and out is None:
         fail("--folder needs --out DIR for the masks")
     if background:
-        from workbench.jobs import start_job
+        from workbench.segment.jobs import start_prediction_job
 
-        argv = ["segment", "predict", "--model", model, "--batch-size", str(batch_size)]
-        for flag, value in (("--dataset", dataset), ("--split", split), ("--scheme", scheme),
-                            ("--checkpoint", checkpoint or None), ("--limit", limit),
-                            ("--folder", folder and folder.resolve()), ("--out", out and out.resolve())):
-            if value is not None:
-                argv += [flag, str(value)]
-        if without_masks:
-            argv.append("--without-masks")
-        typer.echo(start_job(engine_of(ctx), settings_of(ctx), kind=PREDICT_KIND, argv=argv, dataset=dataset,
-                             details={"model": model, "scheme": scheme}))
+        typer.echo(start_prediction_job(engine_of(ctx), settings_of(ctx), model, dataset=dataset, split=split,
+                                        without_masks=without_masks, folder=folder, out=out, scheme=scheme,
+                                        checkpoint=checkpoint, batch_size=batch_size, limit=limit))
         return
     try:
         segmenter = open_segmenter(model, batch_size=batch_size)
