@@ -265,3 +265,21 @@ def test_cli_predicts_a_folder_into_palette_pngs_and_names_usage_errors(tiny_seg
     missing = runner.invoke(app, db + ["segment", "predict", "--model", f"u2net-cloth:{tmp_path / 'none'}",
                                        "--folder", str(photos), "--out", str(tmp_path / "m2")])
     assert missing.exit_code == 2 and "download it" in missing.output and "Traceback" not in missing.output
+
+
+def test_eda_facets_tell_real_from_predicted_masks(demo_engine, tiny_segformer, tmp_path):
+    from workbench.eda import EdaFilter, attach_facets, compute_eda, image_facets, load_frames
+    from workbench.segment.store import predict_dataset
+
+    predict_dataset(demo_engine, "demo", open_segmenter(str(tiny_segformer), resolution=32, device="cpu"),
+                    scheme="cloth-seg", limit=5)
+    facets = [f for f in image_facets() if f.name in ("masks", "predicted_by")]
+    assert len(facets) == 2
+    with session_scope(demo_engine) as session:
+        frames = load_frames(session, "demo", cache_dir=tmp_path / "cache")
+        attach_facets(session, frames, facets)
+    both = compute_eda(frames, EdaFilter().with_facet("masks", ["real + predicted"]))
+    real_only = compute_eda(frames, EdaFilter().with_facet("masks", ["real"]))
+    assert (both.images, real_only.images) == (5, 7)
+    by_source = compute_eda(frames, EdaFilter().with_facet("predicted_by", ["not predicted"]))
+    assert by_source.images == 7

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from PIL import Image as PILImage
 from sqlalchemy import Engine, exists, func, select
 from sqlalchemy.orm import Session
@@ -255,3 +256,25 @@ def prediction_counts(session: Session, dataset_id: int) -> dict[int, int]:
         .join(PredictionSource, PredictionSource.id == PredictedAnnotation.source_id)
         .where(PredictionSource.dataset_id == dataset_id).group_by(PredictedAnnotation.source_id)).all()
     return dict(rows)
+
+
+def mask_kind(session: Session, dataset_id: int) -> pd.Series:
+    """Per image: ``real``, ``predicted`` or ``real + predicted`` (images with neither are left out)."""
+    real = set(session.scalars(select(Annotation.image_id).where(Annotation.dataset_id == dataset_id).distinct()))
+    predicted = set(session.scalars(
+        select(PredictedAnnotation.image_id).join(PredictionSource, PredictionSource.id == PredictedAnnotation.source_id)
+        .where(PredictionSource.dataset_id == dataset_id).distinct()))
+    values = {i: "real" for i in real - predicted}
+    values.update({i: "predicted" for i in predicted - real})
+    values.update({i: "real + predicted" for i in real & predicted})
+    return pd.Series(values, dtype=object)
+
+
+def predicted_by(session: Session, dataset_id: int) -> pd.Series:
+    """Per predicted image: the newest source that predicted it (``model @ checkpoint (scheme)``)."""
+    rows = session.execute(
+        select(PredictedAnnotation.image_id, func.max(PredictedAnnotation.source_id))
+        .join(PredictionSource, PredictionSource.id == PredictedAnnotation.source_id)
+        .where(PredictionSource.dataset_id == dataset_id).group_by(PredictedAnnotation.image_id)).all()
+    labels = {s.id: source_label(s) for s in list_sources(session, dataset_id)}
+    return pd.Series({image_id: labels[source_id] for image_id, source_id in rows}, dtype=object)
