@@ -278,3 +278,38 @@ def predicted_by(session: Session, dataset_id: int) -> pd.Series:
         .where(PredictionSource.dataset_id == dataset_id).group_by(PredictedAnnotation.image_id)).all()
     labels = {s.id: source_label(s) for s in list_sources(session, dataset_id)}
     return pd.Series({image_id: labels[source_id] for image_id, source_id in rows}, dtype=object)
+
+
+@dataclass(frozen=True)
+class PredictedView:
+    """One source's prediction of one image, ready to show: RGB, the classes present, the source."""
+
+    source_id: int
+    label: str
+    rgb: np.ndarray
+    classes: dict[int, tuple[str, tuple[int, int, int]]]  # value -> (name, colour), present ones only
+
+
+def predicted_views(session: Session, image_id: int, size: tuple[int, int] | None = None) -> list[PredictedView]:
+    """Every stored prediction of an image in its scheme's colours (newest source first)."""
+    from workbench.masks import resize_nearest
+    from workbench.schemes import SchemeNotFound, get_scheme
+
+    image = session.get(Image, image_id)
+    if image is None:
+        return []
+    views = []
+    for source in list_sources(session, image.dataset_id):
+        label_map = predicted_label_map(session, source.id, image_id)
+        if label_map is None:
+            continue
+        try:
+            palette = get_scheme(session, source.scheme, source.scheme_version or None).definition.palette()
+        except SchemeNotFound:  # a model's own labels: greys
+            palette = [min(255, v * 40) for v in range(256) for _ in range(3)]
+        table = np.asarray(palette, np.uint8).reshape(256, 3)
+        shown = resize_nearest(label_map, size) if size else label_map
+        present = sorted(set(np.unique(label_map).tolist()))
+        classes = {v: (source.legend.get(str(v), str(v)), tuple(int(c) for c in table[v])) for v in present}
+        views.append(PredictedView(source.id, source_label(source), table[shown], classes))
+    return views
