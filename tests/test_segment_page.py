@@ -6,28 +6,19 @@ import time
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from db.engine import dispose_engines
+from tests.apptest_events import page_store  # noqa: F401
 from workbench.segment.tiny import build_tiny_segformer
 
 PAGE = Path(__file__).resolve().parent.parent / "pages" / "11_Segment.py"
 CLOTH = ["background", "upper body", "lower body", "full body"]
 
 
-@pytest.fixture
-def page_store(demo_engine, tmp_path, monkeypatch):
-    """The page pointed at a copy of the demo store, offline."""
-    monkeypatch.setenv("WORKBENCH_DB_URL", str(demo_engine.url))
-    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("WORKBENCH_DEMO_IMAGES", "0")
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    st.cache_resource.clear()
-    yield demo_engine
-    st.cache_resource.clear()
-    dispose_engines()
 
 
 def run(app: AppTest) -> AppTest:

@@ -122,16 +122,21 @@ class TrainConfig(BaseModel):
 
     def to_file(self, path: Path) -> Path:
         """Write this config as YAML (``.yaml``/``.yml``) or JSON."""
-        data = self.model_dump(mode="json", exclude_none=True)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+        return write_settings(self, path)
 
-            path.write_text(yaml.safe_dump(data, sort_keys=False))
-        else:
-            path.write_text(json.dumps(data, indent=2) + "\n")
-        return path
+
+def write_settings(settings: BaseModel, path: Path) -> Path:
+    """Write a trainer's config as YAML (``.yaml``/``.yml``) or JSON, unset keys left out."""
+    data = settings.model_dump(mode="json", exclude_none=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    else:
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
 
 
 def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from train.config import ConfigError, TrainConfig, load_config
+from train.runs import MetricsLog, save_checkpoint
 from train.data import (
     DataError,
     ExportDataset,
@@ -495,45 +495,16 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
 
     def checkpoint() -> Path:
         nonlocal last_checkpoint
-        folder = output_dir / f"checkpoint-{global_step}"
-        if main and config.checkpoints_total_limit is not None:
-            existing = [p for s, p in list_checkpoints(output_dir) if s != global_step]
-            for old in existing[: max(0, len(existing) - config.checkpoints_total_limit + 1)]:
-                shutil.rmtree(old, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(folder))
-        if main:
-            (folder / "train_state.json").write_text(json.dumps({
-                "global_step": global_step, "micro_batches": global_step * config.gradient_accumulation_steps,
-                "batches_per_epoch": sampler.batches_per_epoch, "config": config.model_dump(mode="json")}, indent=2))
-        accelerator.wait_for_everyone()
+        folder = save_checkpoint(accelerator, output_dir, global_step, config.checkpoints_total_limit, {
+            "micro_batches": global_step * config.gradient_accumulation_steps,
+            "batches_per_epoch": sampler.batches_per_epoch, "config": config.model_dump(mode="json")})
         last_checkpoint = folder
         log(f"step {global_step}: saved {folder}")
         details()
         return folder
 
-    pending: list[dict[str, Any]] = []
-    pending_loss: list[torch.Tensor] = []
-    window_start = time.perf_counter()
-
-    def flush() -> None:
-        nonlocal window_start
-        if not pending:
-            return
-        losses = accelerator.reduce(torch.stack(pending_loss), reduction="mean").float().tolist()  # the one sync
-        elapsed = time.perf_counter() - window_start
-        rate = len(pending) * config.effective_batch * world / max(elapsed, 1e-9)
-        memory = _memory_mib(device)
-        if main:
-            with metrics_path.open("a", encoding="utf-8") as out:
-                for record, loss in zip(pending, losses):
-                    record.update(loss=loss, samples_per_s=round(rate, 3), memory_mib=memory)
-                    out.write(json.dumps(record) + "\n")
-            for record in pending:
-                accelerator.log({k: v for k, v in record.items() if k not in ("step", "time")}, step=record["step"])
-        pending.clear()
-        pending_loss.clear()
-        window_start = time.perf_counter()
+    metrics = MetricsLog(accelerator, metrics_path, config.effective_batch * world, to_trackers=True)
+    flush = metrics.flush
 
     # the loop
     micro = global_step * config.gradient_accumulation_steps
@@ -596,9 +567,8 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
                 continue
 
             global_step += 1
-            pending.append({"step": global_step, "lr": lr_scheduler.get_last_lr()[0], "epoch": epoch,
-                            "empty_prompts": empty_count, "time": round(time.time(), 3)})
-            pending_loss.append(step_loss)
+            record = metrics.add({"step": global_step, "lr": lr_scheduler.get_last_lr()[0], "epoch": epoch,
+                                  "empty_prompts": empty_count, "time": round(time.time(), 3)}, step_loss)
             step_loss = torch.zeros((), device=device)
             empty_count = 0
             if progress is not None and main:
@@ -609,7 +579,7 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
                 val = _validate(config, accelerator, model, validation, vae, tokenizer, text_encoder, noise_scheduler,
                                 empty_text, colours, weight_dtype, global_step, scaling)
                 if val is not None:
-                    pending[-1]["val_loss"], grid = val
+                    record["val_loss"], grid = val
                     if grid is not None:
                         grids.append(grid)
             if global_step % config.logging_steps == 0 or last or stop or global_step % config.checkpointing_steps == 0:
@@ -651,16 +621,6 @@ def save_unet(config: TrainConfig, unet: torch.nn.Module, folder: Path, exact_fr
     full.to(torch.float32)  # a base saved as an fp16 variant must not round the trained decoder
     full.load_state_dict({k: v.float() for k, v in unet.state_dict().items() if _is_decoder(k)}, strict=False)
     full.save_pretrained(folder)
-
-
-def _memory_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        value = torch.cuda.max_memory_allocated(device) / 2**20
-        torch.cuda.reset_peak_memory_stats(device)
-        return round(value, 1)
-    import psutil
-
-    return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
 def _validation_set(config, records, tokenizer, text_encoder, vae, device, dtype, channels, colours, log) -> ValidationSet | None:

@@ -26,7 +26,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -43,9 +42,11 @@ import torch.nn.functional as F
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from train.config import ConfigError, load_settings
-from train.controlnet import StopRequested, _memory_mib, _truncate_jsonl, list_checkpoints, resolve_resume
+from train.config import ConfigError, load_settings, write_settings
+from train.controlnet import StopRequested, _truncate_jsonl, list_checkpoints, resolve_resume
+from train.runs import MetricsLog, save_checkpoint
 from train.data import DataError, ResumableSampler, flip_of, load_mask, read_records, read_scheme
+from workbench.segment.loaders import SegmenterScheme as Classes  # model output k is scheme value values[k]
 
 METRICS_FILE = "metrics.jsonl"
 IGNORE = 255
@@ -109,17 +110,8 @@ class SegmenterConfig(BaseModel):
         return self
 
     def to_file(self, path: Path) -> Path:
-        """Write this config as JSON (or YAML by suffix)."""
-        data = self.model_dump(mode="json", exclude_none=True)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            path.write_text(yaml.safe_dump(data, sort_keys=False))
-        else:
-            path.write_text(json.dumps(data, indent=2) + "\n")
-        return path
+        """Write this config as YAML (``.yaml``/``.yml``) or JSON."""
+        return write_settings(self, path)
 
 
 def load_segmenter_config(path: Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> SegmenterConfig:
@@ -139,21 +131,12 @@ class Sample:
     name: str
 
 
-@dataclass(frozen=True)
-class Classes:
-    """The scheme's classes: model output k is ``values[k]``."""
-
-    scheme: str
-    version: int | None
-    values: tuple[int, ...]
-    names: tuple[str, ...]
-
-    def lut(self) -> np.ndarray:
-        """Scheme value -> class index (255 = ignored)."""
-        table = np.full(256, IGNORE, np.uint8)
-        for k, value in enumerate(self.values):
-            table[value] = k
-        return table
+def class_lut(classes: Classes) -> np.ndarray:
+    """Scheme value -> model output index (255 = ignored: a value the scheme does not list)."""
+    table = np.full(256, IGNORE, np.uint8)
+    for k, value in enumerate(classes.values):
+        table[value] = k
+    return table
 
 
 def store_samples(config: SegmenterConfig, main: bool) -> tuple[list[Sample], Classes]:
@@ -280,7 +263,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     """Training crops: pixels (ImageNet-normalised) and class-index labels, augmented per (epoch, sample)."""
 
     def __init__(self, samples: list[Sample], classes: Classes, config: SegmenterConfig, augment: bool = True):
-        self.samples, self.lut, self.config, self.augment = samples, classes.lut(), config, augment
+        self.samples, self.lut, self.config, self.augment = samples, class_lut(classes), config, augment
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -314,10 +297,10 @@ def class_weights(config: SegmenterConfig, samples: list[Sample], classes: Class
         return None
     if isinstance(config.class_weights, list):
         if len(config.class_weights) != k:
-            raise ConfigError(f"class_weights has {len(config.class_weights)} values but scheme {classes.scheme!r} "
+            raise ConfigError(f"class_weights has {len(config.class_weights)} values but scheme {classes.name!r} "
                               f"has {k} classes ({', '.join(classes.names)})")
         return torch.tensor(config.class_weights, dtype=torch.float32)
-    lut = classes.lut()
+    lut = class_lut(classes)
     counts = np.zeros(k, np.float64)
     for sample in samples:
         mask, _ = load_mask(sample.mask)
@@ -341,10 +324,9 @@ def build_model(config: SegmenterConfig, classes: Classes):
 
 def record_scheme(model, classes: Classes, resolution: int) -> None:
     """Write the scheme and resolution into the model's config (saved with it)."""
-    from workbench.segment.loaders import SCHEME_KEY, SegmenterScheme
+    from workbench.segment.loaders import SCHEME_KEY
 
-    setattr(model.config, SCHEME_KEY, SegmenterScheme(classes.scheme, classes.version, classes.values,
-                                                      classes.names).as_dict())
+    setattr(model.config, SCHEME_KEY, classes.as_dict())
     model.config.workbench_resolution = resolution
 
 
@@ -412,7 +394,7 @@ def train(config: SegmenterConfig, progress: Callable[[int, int | None], None] |
     val_samples = [s for s in samples if s.split != "train"][: config.max_validation_images]
     if not train_samples:
         raise DataError("every image with masks fell in the validation split; lower validation_split")
-    log(f"data: {len(train_samples)} training and {len(val_samples)} validation images, scheme {classes.scheme} "
+    log(f"data: {len(train_samples)} training and {len(val_samples)} validation images, scheme {classes.name} "
         f"({len(classes.values)} classes: {', '.join(classes.names)})")
 
     model = build_model(config, classes)
@@ -456,46 +438,19 @@ def train(config: SegmenterConfig, progress: Callable[[int, int | None], None] |
             on_details({"output_dir": str(output_dir), "metrics_path": str(metrics_path),
                         "last_checkpoint": str(last_checkpoint) if last_checkpoint else None,
                         "global_step": global_step, "max_train_steps": config.max_train_steps,
-                        "scheme": classes.scheme})
+                        "scheme": classes.name})
 
     def checkpoint() -> None:
         nonlocal last_checkpoint
-        folder = output_dir / f"checkpoint-{global_step}"
-        if main and config.checkpoints_total_limit is not None:
-            existing = [p for s, p in list_checkpoints(output_dir) if s != global_step]
-            for old in existing[: max(0, len(existing) - config.checkpoints_total_limit + 1)]:
-                shutil.rmtree(old, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(folder))
-        if main:
-            accelerator.unwrap_model(model).save_pretrained(folder / "model")
-            (folder / "train_state.json").write_text(json.dumps(
-                {"global_step": global_step, "config": config.model_dump(mode="json")}, indent=2))
-        accelerator.wait_for_everyone()
-        last_checkpoint = folder
+        last_checkpoint = folder = save_checkpoint(
+            accelerator, output_dir, global_step, config.checkpoints_total_limit,
+            {"config": config.model_dump(mode="json")},
+            lambda f: accelerator.unwrap_model(model).save_pretrained(f / "model"))
         log(f"step {global_step}: saved {folder}")
         details()
 
-    pending: list[dict[str, Any]] = []
-    pending_loss: list[torch.Tensor] = []
-    window = time.perf_counter()
-
-    def flush() -> None:
-        nonlocal window
-        if not pending:
-            return
-        losses = accelerator.reduce(torch.stack(pending_loss), reduction="mean").float().tolist()
-        rate = len(pending) * config.train_batch_size * config.gradient_accumulation_steps * world / max(
-            time.perf_counter() - window, 1e-9)
-        memory = _memory_mib(device)
-        if main:
-            with metrics_path.open("a", encoding="utf-8") as out:
-                for record, loss in zip(pending, losses):
-                    record.update(loss=loss, samples_per_s=round(rate, 3), memory_mib=memory)
-                    out.write(json.dumps(record) + "\n")
-        pending.clear()
-        pending_loss.clear()
-        window = time.perf_counter()
+    metrics = MetricsLog(accelerator, metrics_path, config.train_batch_size * config.gradient_accumulation_steps * world)
+    flush = metrics.flush
 
     micro = global_step * config.gradient_accumulation_steps
     step_loss = torch.zeros((), device=device)
@@ -526,9 +481,8 @@ def train(config: SegmenterConfig, progress: Callable[[int, int | None], None] |
             if not accelerator.sync_gradients:
                 continue
             global_step += 1
-            pending.append({"step": global_step, "lr": scheduler.get_last_lr()[0], "epoch": epoch,
-                            "time": round(time.time(), 3)})
-            pending_loss.append(step_loss)
+            record = metrics.add({"step": global_step, "lr": scheduler.get_last_lr()[0], "epoch": epoch,
+                                  "time": round(time.time(), 3)}, step_loss)
             step_loss = torch.zeros((), device=device)
             if progress is not None and main:
                 progress(global_step, config.max_train_steps)
@@ -538,7 +492,7 @@ def train(config: SegmenterConfig, progress: Callable[[int, int | None], None] |
                 if main:
                     last_eval = evaluate(accelerator.unwrap_model(model), val_loader, classes, device,
                                          accelerator.autocast)
-                    pending[-1].update(val_miou=last_eval["miou"], val_miou_foreground=last_eval["miou_foreground"],
+                    record.update(val_miou=last_eval["miou"], val_miou_foreground=last_eval["miou_foreground"],
                                        val_pixel_accuracy=last_eval["pixel_accuracy"], val_iou=last_eval["iou"])
                     log(f"step {global_step}: validation mIoU {last_eval['miou']}")
                 accelerator.wait_for_everyone()
