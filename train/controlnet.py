@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from train.config import ConfigError, TrainConfig, load_config
-from train.runs import MetricsLog, save_checkpoint
+from train.runs import MetricsLog, end_step, save_checkpoint
 from train.data import (
     DataError,
     ExportDataset,
@@ -582,11 +582,7 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
                     record["val_loss"], grid = val
                     if grid is not None:
                         grids.append(grid)
-            if global_step % config.logging_steps == 0 or last or stop or global_step % config.checkpointing_steps == 0:
-                flush()
-            if global_step % config.checkpointing_steps == 0 or last or stop:
-                checkpoint()
-            if last or stop:
+            if end_step(global_step, config, stop, flush, checkpoint):
                 stopped = stop and not last
                 break
 

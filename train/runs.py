@@ -91,3 +91,14 @@ class MetricsLog:
         self.pending.clear()
         self.losses.clear()
         self.window = time.perf_counter()
+
+
+def end_step(step: int, config: Any, stop: bool, flush: Callable[[], None], checkpoint: Callable[[], Any]) -> bool:
+    """After optimisation step ``step``: flush the metrics and checkpoint when the schedule (or a stop)
+    says; returns whether the run ends here (the last step, or a stop request)."""
+    last = step >= config.max_train_steps
+    if step % config.logging_steps == 0 or last or stop or step % config.checkpointing_steps == 0:
+        flush()
+    if step % config.checkpointing_steps == 0 or last or stop:
+        checkpoint()
+    return last or stop

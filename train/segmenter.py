@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from train.config import ConfigError, load_settings, write_settings
 from train.controlnet import StopRequested, _truncate_jsonl, list_checkpoints, resolve_resume
-from train.runs import MetricsLog, save_checkpoint
+from train.runs import MetricsLog, end_step, save_checkpoint
 from train.data import DataError, ResumableSampler, flip_of, load_mask, read_records, read_scheme
 from workbench.segment.loaders import SegmenterScheme as Classes  # model output k is scheme value values[k]
 
@@ -493,14 +493,10 @@ def train(config: SegmenterConfig, progress: Callable[[int, int | None], None] |
                     last_eval = evaluate(accelerator.unwrap_model(model), val_loader, classes, device,
                                          accelerator.autocast)
                     record.update(val_miou=last_eval["miou"], val_miou_foreground=last_eval["miou_foreground"],
-                                       val_pixel_accuracy=last_eval["pixel_accuracy"], val_iou=last_eval["iou"])
+                                  val_pixel_accuracy=last_eval["pixel_accuracy"], val_iou=last_eval["iou"])
                     log(f"step {global_step}: validation mIoU {last_eval['miou']}")
                 accelerator.wait_for_everyone()
-            if global_step % config.logging_steps == 0 or last or stop or global_step % config.checkpointing_steps == 0:
-                flush()
-            if global_step % config.checkpointing_steps == 0 or last or stop:
-                checkpoint()
-            if last or stop:
+            if end_step(global_step, config, stop, flush, checkpoint):
                 stopped = stop and not last
                 break
 
