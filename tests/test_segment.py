@@ -283,3 +283,30 @@ def test_eda_facets_tell_real_from_predicted_masks(demo_engine, tiny_segformer, 
     assert (both.images, real_only.images) == (5, 7)
     by_source = compute_eda(frames, EdaFilter().with_facet("predicted_by", ["not predicted"]))
     assert by_source.images == 7
+
+
+def test_the_segmenter_trains_on_an_export_folder_with_its_manifests_classes(tiny_export, tmp_path):
+    from train.segmenter import load_segmenter_config, train
+
+    result = train(load_segmenter_config(None, dict(
+        segformer_config=tiny_segformer_config(2).to_dict(), train_data_dir=str(tiny_export),
+        output_dir=str(tmp_path / "run"), resolution=32, train_batch_size=2, max_train_steps=2,
+        checkpointing_steps=2, validation_steps=2)))
+    assert result.global_step == 2
+    assert set(result.last_eval["iou"]) == set(CLOTH)  # the export's legend, validation split from its manifest
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["workbench_scheme"]
+    assert saved["name"] == "cloth-seg" and saved["values"] == [0, 1, 2, 3]
+
+
+def test_cli_evaluate_scores_a_segmenter_against_real_masks(demo_engine, tiny_segformer):
+    from workbench.cli import app
+
+    result = CliRunner().invoke(app, ["--db", str(demo_engine.url), "segment", "evaluate", "--dataset", "demo",
+                                      "--model", str(tiny_segformer), "--scheme", "cloth-seg", "--limit", "3",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert report["images"] == 3 and report["scheme"] == "cloth-seg"
+    assert list(report["iou"]) == CLOTH and 0 <= report["pixel_accuracy"] <= 1
+    defined = [v for v in report["iou"].values() if v is not None]
+    assert report["miou"] == pytest.approx(sum(defined) / len(defined))
