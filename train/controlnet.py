@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from train.config import ConfigError, TrainConfig, load_config
-from train.runs import MetricsLog, end_step, save_checkpoint
+from train.runs import MetricsLog, end_step, resume_state, save_checkpoint
 from train.data import (
     DataError,
     ExportDataset,
@@ -463,18 +463,9 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
                                          generator=torch.Generator().manual_seed(config.seed))
 
     # resume
-    global_step = 0
     metrics_path = output_dir / METRICS_FILE
     ids_path = output_dir / "sample_ids" / f"rank-{rank}.jsonl"
-    resume = resolve_resume(config)
-    if config.resume_from_checkpoint and resume is None:
-        log(f"resume_from_checkpoint={config.resume_from_checkpoint}: no checkpoint in {output_dir}; starting fresh")
-    if resume is not None:
-        accelerator.load_state(str(resume))
-        global_step = json.loads((resume / "train_state.json").read_text())["global_step"]
-        log(f"resumed from {resume} at step {global_step}")
-    if main:
-        _truncate_jsonl(metrics_path, global_step)
+    global_step = resume_state(accelerator, config, metrics_path, log)
     if config.record_sample_ids:
         ids_path.parent.mkdir(parents=True, exist_ok=True)
         _truncate_jsonl(ids_path, global_step)

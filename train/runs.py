@@ -102,3 +102,24 @@ def end_step(step: int, config: Any, stop: bool, flush: Callable[[], None], chec
     if step % config.checkpointing_steps == 0 or last or stop:
         checkpoint()
     return last or stop
+
+
+def resume_state(accelerator, config: Any, metrics_path: Path, log: Callable[[str], None]) -> int:
+    """Load the checkpoint ``config.resume_from_checkpoint`` names (if any); returns its global step.
+
+    The metrics log loses what a stopped run wrote after that checkpoint, so it continues cleanly.
+    """
+    from train.controlnet import _truncate_jsonl, resolve_resume
+
+    output_dir = Path(config.output_dir)
+    step = 0
+    resume = resolve_resume(config)
+    if config.resume_from_checkpoint and resume is None:
+        log(f"resume_from_checkpoint={config.resume_from_checkpoint}: no checkpoint in {output_dir}; starting fresh")
+    if resume is not None:
+        accelerator.load_state(str(resume))
+        step = json.loads((resume / "train_state.json").read_text())["global_step"]
+        log(f"resumed from {resume} at step {step}")
+    if accelerator.is_main_process:
+        _truncate_jsonl(Path(metrics_path), step)
+    return step

@@ -43,8 +43,8 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from train.config import ConfigError, load_settings, write_settings
-from train.controlnet import StopRequested, _truncate_jsonl, list_checkpoints, resolve_resume
-from train.runs import MetricsLog, end_step, save_checkpoint
+from train.controlnet import StopRequested, list_checkpoints
+from train.runs import MetricsLog, end_step, resume_state, save_checkpoint
 from train.data import DataError, ResumableSampler, flip_of, load_mask, read_records, read_scheme
 from workbench.segment.loaders import SegmenterScheme as Classes  # model output k is scheme value values[k]
 
@@ -417,17 +417,8 @@ def train(config: SegmenterConfig, progress: Callable[[int, int | None], None] |
     val_loader = torch.utils.data.DataLoader(SegmentationDataset(val_samples, classes, config, augment=False),
                                              batch_size=config.train_batch_size) if val_samples else None
 
-    global_step = 0
     metrics_path = output_dir / METRICS_FILE
-    resume = resolve_resume(config)
-    if config.resume_from_checkpoint and resume is None:
-        log(f"resume_from_checkpoint={config.resume_from_checkpoint}: no checkpoint in {output_dir}; starting fresh")
-    if resume is not None:
-        accelerator.load_state(str(resume))
-        global_step = json.loads((resume / "train_state.json").read_text())["global_step"]
-        log(f"resumed from {resume} at step {global_step}")
-    if main:
-        _truncate_jsonl(metrics_path, global_step)
+    global_step = resume_state(accelerator, config, metrics_path, log)
     accelerator.wait_for_everyone()
     found = list_checkpoints(output_dir)
     last_checkpoint = found[-1][1] if found else None
