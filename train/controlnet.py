@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from train.config import ConfigError, TrainConfig, load_config
-from train.runs import MetricsLog, end_step, resume_state, save_checkpoint
+from train.runs import MetricsLog, end_step, resume_state, save_checkpoint, start_run
 from train.data import (
     DataError,
     ExportDataset,
@@ -337,14 +337,7 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     rank, world = accelerator.process_index, accelerator.num_processes
     device = accelerator.device
 
-    def log(message: str) -> None:
-        if main:
-            print(message, flush=True)
-
-    if main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        config.to_file(output_dir / "train_config.json")
-    log("config: " + json.dumps(config.model_dump(mode="json"), sort_keys=True))
+    log = start_run(accelerator, config, "train_config.json")
     if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 is False:
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: free speed on Ampere and later
     set_seed(config.seed + rank)  # distinct noise per process; restored from the checkpoint on resume

@@ -123,3 +123,18 @@ def resume_state(accelerator, config: Any, metrics_path: Path, log: Callable[[st
     if accelerator.is_main_process:
         _truncate_jsonl(Path(metrics_path), step)
     return step
+
+
+def start_run(accelerator, config: Any, config_file: str) -> Callable[[str], None]:
+    """Create ``output_dir``, save the config in it as ``config_file`` and print it (main process);
+    returns ``log``, a print that only the main process does."""
+
+    def log(message: str) -> None:
+        if accelerator.is_main_process:
+            print(message, flush=True)
+
+    if accelerator.is_main_process:
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        config.to_file(Path(config.output_dir) / config_file)
+    log("config: " + json.dumps(config.model_dump(mode="json"), sort_keys=True))
+    return log

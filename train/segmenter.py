@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from train.config import ConfigError, load_settings, write_settings
 from train.controlnet import StopRequested, list_checkpoints
-from train.runs import MetricsLog, end_step, resume_state, save_checkpoint
+from train.runs import MetricsLog, end_step, resume_state, save_checkpoint, start_run
 from train.data import DataError, ResumableSampler, flip_of, load_mask, read_records, read_scheme
 from workbench.segment.loaders import SegmenterScheme as Classes  # model output k is scheme value values[k]
 
@@ -378,14 +378,7 @@ def train(config: SegmenterConfig, progress: Callable[[int, int | None], None] |
     main = accelerator.is_main_process
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
 
-    def log(message: str) -> None:
-        if main:
-            print(message, flush=True)
-
-    if main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        config.to_file(output_dir / "segmenter_config.json")
-    log("config: " + json.dumps(config.model_dump(mode="json"), sort_keys=True))
+    log = start_run(accelerator, config, "segmenter_config.json")
     set_seed(config.seed + rank)
 
     with accelerator.main_process_first():  # the main process renders the masks; the others read them

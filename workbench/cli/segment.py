@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from workbench.cli.common import engine_of, fail, print_json, progress_hooks, settings_of
-from workbench.cli.jobs import resume_or_fail
+from workbench.cli.jobs import resume_or_fail, run_trainer
 
 app = typer.Typer()
 segment_app = typer.Typer(help="Cloth segmenters: train SegFormer, predict masks, score them against real masks.",
@@ -33,10 +33,7 @@ def train(ctx: typer.Context, config: ConfigOpt, set_: SetOpt = None, resume_fro
           background: BackgroundOpt = False) -> None:
     """Train a SegFormer segmenter (foreground, or a background job with --background)."""
     from train.config import ConfigError
-    from train.data import DataError
     from train.segmenter import load_segmenter_config
-    from workbench.jobs import current_job
-    from workbench.progress import Cancelled
 
     overrides = _overrides(set_, resume_from_checkpoint)
     try:
@@ -48,23 +45,11 @@ def train(ctx: typer.Context, config: ConfigOpt, set_: SetOpt = None, resume_fro
 
         typer.echo(start_training_job(engine_of(ctx), settings_of(ctx), config, overrides))
         return
-    from train.controlnet import StopRequested
     from train.segmenter import train as run_training
 
     if cfg.dataset and not cfg.db_url:
         cfg.db_url = settings_of(ctx).database_url  # the store this command was pointed at (--db)
-    job = current_job()
-    try:
-        if job is not None:
-            result = run_training(cfg, progress=lambda done, total: job.progress(done, total, f"step {done}/{total}"),
-                                  should_stop=job.should_stop, on_details=lambda d: job.update_details(**d))
-        else:
-            result = run_training(cfg)
-    except (ConfigError, DataError) as exc:
-        fail(str(exc))
-    except StopRequested as exc:
-        typer.echo(str(exc))
-        raise Cancelled(str(exc)) from None
+    result = run_trainer(run_training, cfg)
     miou = (result.last_eval or {}).get("miou")
     typer.echo(f"trained {result.global_step} steps; segmenter in {result.output_dir}; validation mIoU {miou}; "
                f"last checkpoint {result.last_checkpoint}")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from workbench.cli.common import engine_of, fail, print_json, settings_of
-from workbench.cli.jobs import cancel_or_fail, resume_or_fail
+from workbench.cli.jobs import cancel_or_fail, resume_or_fail, run_trainer
 
 app = typer.Typer()
 train_app = typer.Typer(help="Train a ControlNet on an export: in the foreground or as a background job.",
@@ -33,28 +33,14 @@ def _overrides(values: Optional[list[str]], resume: Optional[str]) -> list[str]:
 def run(config: ConfigOpt, set_: SetOpt = None, resume_from_checkpoint: ResumeOpt = None) -> None:
     """Train in this process (what a background job runs); Ctrl+C or a job cancel stops it."""
     from train.config import ConfigError, load_config
-    from train.data import DataError
-    from workbench.jobs import current_job
-    from workbench.progress import Cancelled
 
     try:
         cfg = load_config(config, _overrides(set_, resume_from_checkpoint))
     except ConfigError as exc:
         fail(str(exc))
-    from train.controlnet import StopRequested, train
+    from train.controlnet import train
 
-    job = current_job()
-    try:
-        if job is not None:
-            result = train(cfg, progress=lambda done, total: job.progress(done, total, f"step {done}/{total}"),
-                           should_stop=job.should_stop, on_details=lambda d: job.update_details(**d))
-        else:
-            result = train(cfg)
-    except (ConfigError, DataError) as exc:
-        fail(str(exc))
-    except StopRequested as exc:
-        typer.echo(str(exc))
-        raise Cancelled(str(exc)) from None
+    result = run_trainer(train, cfg)
     typer.echo(f"trained {result.global_step} steps; ControlNet in {result.output_dir}; "
                f"last checkpoint {result.last_checkpoint}")
 
