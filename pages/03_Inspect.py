@@ -165,6 +165,8 @@ sb = st.sidebar
 opacity = sb.slider("Mask opacity", 0.0, 1.0, 0.5, 0.05, key="inspect_opacity")
 mode = sb.radio("Draw masks as", OVERLAY_MODES, horizontal=True, key="inspect_mode")
 size_choice = sb.selectbox("Export resolution", EXPORT_SIZES, key="inspect_export_size")
+show_predicted = sb.toggle("Show predicted masks", key="inspect_predicted",
+                           help="Masks a segmenter predicted (Segment page), shown apart from the real ones.")
 out_size = export_size(size_choice, image.width, image.height)
 
 scale = min(1.0, DISPLAY_SIDE / max(image.width, image.height))
@@ -259,6 +261,21 @@ with session_scope(engine) as session:
                      or "background only", unsafe_allow_html=True)
         if rendered.unmapped:
             col.warning(f"Not in {scheme_name}, left as background: {', '.join(rendered.unmapped)}")
+
+# -- predicted masks (a segmenter's, never mixed with the real ones) -------------------------
+if show_predicted:
+    from workbench.segment.store import predicted_views
+
+    st.subheader("Predicted masks")
+    with session_scope(engine) as session:
+        predicted = predicted_views(session, image.id, size=out_size)
+    if not predicted:
+        st.info("No segmenter has predicted this image; predict on the Segment page "
+                "(`python -m workbench segment predict`).")
+    for col, view in zip(st.columns(max(1, len(predicted))), predicted):
+        col.image(view.rgb, caption=f"predicted · {view.label}", width="stretch")
+        col.markdown("  \n".join(swatch(colour, name) for value, (name, colour) in view.classes.items() if value)
+                     or "background only", unsafe_allow_html=True)
 
 # -- scheme editor --------------------------------------------------------------------------
 st.subheader("Scheme editor")

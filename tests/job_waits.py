@@ -1,8 +1,10 @@
-"""Waiting in tests for a background job to end (the store polled as the pages poll it)."""
+"""Watching background jobs from tests: a job's row as data, and waiting until it gets somewhere
+(the store polled as the pages poll it)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Engine
@@ -11,15 +13,25 @@ from db.engine import session_scope
 from workbench.jobs import ACTIVE, get_job, job_summary, refresh_jobs
 
 
-def wait_job_ended(engine: Engine, job_id: int, timeout: float = 120) -> dict:
-    """The job as plain data once it has ended (dead processes found on the way); a failure after ``timeout``."""
+def job_now(engine: Engine, job_id: int) -> dict:
+    """The job as plain data, dead processes found first."""
+    refresh_jobs(engine)
+    with session_scope(engine) as session:
+        return job_summary(get_job(session, job_id))
+
+
+def wait_job(engine: Engine, job_id: int, until: Callable[[dict], bool], timeout: float = 120) -> dict:
+    """Poll the job until ``until(job)`` holds (the test fails after ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout
-    while True:
-        refresh_jobs(engine)
-        with session_scope(engine) as session:
-            job = job_summary(get_job(session, job_id))
-        if job["status"] not in ACTIVE:
+    job = job_now(engine, job_id)
+    while time.monotonic() < deadline:
+        job = job_now(engine, job_id)
+        if until(job):
             return job
-        if time.monotonic() > deadline:
-            pytest.fail(f"job {job_id} still {job['status']} after {timeout} s")
         time.sleep(0.3)
+    pytest.fail(f"job {job_id} did not get there in {timeout} s: {job}")
+
+
+def wait_job_ended(engine: Engine, job_id: int, timeout: float = 120) -> dict:
+    """The job as plain data once it has ended; a failure after ``timeout``."""
+    return wait_job(engine, job_id, lambda job: job["status"] not in ACTIVE, timeout)

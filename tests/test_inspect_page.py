@@ -186,3 +186,31 @@ def test_someone_is_unlabelled_here_puts_the_image_in_the_people_queue(page_stor
         image_id = session.scalar(select(Image.id).where(Image.file_name == name))
         assert queue_counts(session, "demo")["pending"] == 1
         assert people_decisions(session, "demo")[image_id].kind is None  # flagged, not yet decided
+
+
+def test_predicted_masks_show_apart_from_the_real_ones_with_a_toggle(page_store, tmp_path) -> None:
+    from workbench.segment.predict import SegformerSegmenter
+    from workbench.segment.store import predict_dataset
+    from workbench.segment.tiny import build_tiny_segformer
+    from workbench.segment.loaders import SegmenterScheme
+
+    names = ("background", "upper body", "lower body", "full body")
+    segmenter = SegformerSegmenter(build_tiny_segformer(4, names=list(names)),
+                                   SegmenterScheme("cloth-seg", 1, (0, 1, 2, 3), names), source="tiny-seg",
+                                   resolution=32, device="cpu")
+    predict_dataset(page_store, "demo", segmenter, limit=1)  # the first image by id only
+    with session_scope(page_store) as session:
+        first, second = session.scalars(select(Image.file_name).order_by(Image.id).limit(2)).all()
+        n_real = session.scalar(select(func.count()).select_from(Annotation).join(Image)
+                                .where(Image.file_name == first))
+    app = open_image(first)
+    assert "Predicted masks" not in [s.value for s in app.subheader]
+    app.toggle(key="inspect_predicted").set_value(True)
+    run(app)
+    assert "Predicted masks" in [s.value for s in app.subheader]
+    assert "predicted · tiny-seg (cloth-seg v1)" in images_captions(app)
+    assert len(app.dataframe[0].value) == n_real  # the real annotations' table lists the real ones only
+    app = open_image(second)
+    app.toggle(key="inspect_predicted").set_value(True)
+    run(app)
+    assert any("No segmenter has predicted this image" in i.value for i in app.info)

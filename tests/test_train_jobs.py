@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import time
 
 import psutil
 import pytest
 from typer.testing import CliRunner
 
 from db.engine import dispose_engines, make_engine, session_scope
+from tests.job_waits import job_now, wait_job
 from train.config import load_config
 from workbench.cli import app
-from workbench.jobs import get_job, job_summary, refresh_jobs
 from workbench.settings import get_settings
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -27,20 +26,11 @@ def store(tmp_path, monkeypatch):
     dispose_engines()
 
 
-def _job(engine, job_id: int) -> dict:
-    refresh_jobs(engine)
-    with session_scope(engine) as session:
-        return job_summary(get_job(session, job_id))
+_job = job_now
 
 
 def _wait(engine, job_id, until, timeout=120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = _job(engine, job_id)
-        if until(job):
-            return job
-        time.sleep(0.3)
-    pytest.fail(f"job {job_id} did not get there in {timeout} s: {job}")
+    return wait_job(engine, job_id, until, timeout)
 
 
 def _config_file(tiny_sd, tiny_export, tmp_path, steps: int):

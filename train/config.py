@@ -125,16 +125,21 @@ class TrainConfig(BaseModel):
 
     def to_file(self, path: Path) -> Path:
         """Write this config as YAML (``.yaml``/``.yml``) or JSON."""
-        data = self.model_dump(mode="json", exclude_none=True)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+        return write_settings(self, path)
 
-            path.write_text(yaml.safe_dump(data, sort_keys=False))
-        else:
-            path.write_text(json.dumps(data, indent=2) + "\n")
-        return path
+
+def write_settings(settings: BaseModel, path: Path) -> Path:
+    """Write a trainer's config as YAML (``.yaml``/``.yml``) or JSON, unset keys left out."""
+    data = settings.model_dump(mode="json", exclude_none=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    else:
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
 
 
 def parse_overrides(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -170,16 +175,23 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 def load_config(path: Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
     """A validated config from a file (optional) with ``key=value`` overrides on top."""
+    return load_settings(TrainConfig, path, overrides)
+
+
+def load_settings(model: type[BaseModel], path: Path | None = None,
+                  overrides: list[str] | dict[str, Any] | None = None) -> Any:
+    """A validated ``model`` (a trainer's config class) from a file (optional) with overrides on top."""
     data = read_config_file(path) if path is not None else {}
     extra = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides or {})
     data.update(extra)
     try:
-        return TrainConfig(**data)
+        return model(**data)
     except ValidationError as exc:
         where = f"config {path}" if path else "config"
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
-            + (" (not a known key; see train/config.py)" if err["type"] == "extra_forbidden" else "")
+            + (f" (not a known key; see {model.__module__.replace('.', '/')}.py)"
+               if err["type"] == "extra_forbidden" else "")
             for err in exc.errors()
         )
         raise ConfigError(f"{where}: {problems}") from None

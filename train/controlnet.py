@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +46,7 @@ import torch.nn.functional as F
 from train import sdxl
 from train.config import ConfigError, TrainConfig, load_config
 from train.distributed import agreed_stop, stop_file_requested
+from train.runs import MetricsLog, end_step, resume_state, save_checkpoint, start_run
 from train.data import (
     DataError,
     ExportDataset,
@@ -382,19 +382,13 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     if world > 1 and should_stop is not None:  # every rank must stop at the same step
         should_stop = agreed_stop(should_stop, accelerator, config.logging_steps)
 
-    def log(message: str) -> None:
-        if main:
-            print(message, flush=True)
+    log = start_run(accelerator, config, "train_config.json")
 
     def stage(text: str) -> None:  # what the run is preparing; the Train page shows it until the first step
         log(text)
         if on_details is not None and main:
             on_details({"stage": text})
 
-    if main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        config.to_file(output_dir / "train_config.json")
-    log("config: " + json.dumps(config.model_dump(mode="json"), sort_keys=True))
     if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 is False:
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: free speed on Ampere and later
     set_seed(config.seed + rank)  # distinct noise per process; restored from the checkpoint on resume
@@ -518,18 +512,9 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
                                          generator=torch.Generator().manual_seed(config.seed))
 
     # resume
-    global_step = 0
     metrics_path = output_dir / METRICS_FILE
     ids_path = output_dir / "sample_ids" / f"rank-{rank}.jsonl"
-    resume = resolve_resume(config)
-    if config.resume_from_checkpoint and resume is None:
-        log(f"resume_from_checkpoint={config.resume_from_checkpoint}: no checkpoint in {output_dir}; starting fresh")
-    if resume is not None:
-        accelerator.load_state(str(resume))
-        global_step = json.loads((resume / "train_state.json").read_text())["global_step"]
-        log(f"resumed from {resume} at step {global_step}")
-    if main:
-        _truncate_jsonl(metrics_path, global_step)
+    global_step = resume_state(accelerator, config, metrics_path, log)
     if config.record_sample_ids:
         ids_path.parent.mkdir(parents=True, exist_ok=True)
         _truncate_jsonl(ids_path, global_step)
@@ -550,45 +535,16 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
 
     def checkpoint() -> Path:
         nonlocal last_checkpoint
-        folder = output_dir / f"checkpoint-{global_step}"
-        if main and config.checkpoints_total_limit is not None:
-            existing = [p for s, p in list_checkpoints(output_dir) if s != global_step]
-            for old in existing[: max(0, len(existing) - config.checkpoints_total_limit + 1)]:
-                shutil.rmtree(old, ignore_errors=True)
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(folder))
-        if main:
-            (folder / "train_state.json").write_text(json.dumps({
-                "global_step": global_step, "micro_batches": global_step * config.gradient_accumulation_steps,
-                "batches_per_epoch": sampler.batches_per_epoch, "config": config.model_dump(mode="json")}, indent=2))
-        accelerator.wait_for_everyone()
+        folder = save_checkpoint(accelerator, output_dir, global_step, config.checkpoints_total_limit, {
+            "micro_batches": global_step * config.gradient_accumulation_steps,
+            "batches_per_epoch": sampler.batches_per_epoch, "config": config.model_dump(mode="json")})
         last_checkpoint = folder
         log(f"step {global_step}: saved {folder}")
         details()
         return folder
 
-    pending: list[dict[str, Any]] = []
-    pending_loss: list[torch.Tensor] = []
-    window_start = time.perf_counter()
-
-    def flush() -> None:
-        nonlocal window_start
-        if not pending:
-            return
-        losses = accelerator.reduce(torch.stack(pending_loss), reduction="mean").float().tolist()  # the one sync
-        elapsed = time.perf_counter() - window_start
-        rate = len(pending) * config.effective_batch * world / max(elapsed, 1e-9)
-        memory = _memory_mib(device)
-        if main:
-            with metrics_path.open("a", encoding="utf-8") as out:
-                for record, loss in zip(pending, losses):
-                    record.update(loss=loss, samples_per_s=round(rate, 3), memory_mib=memory)
-                    out.write(json.dumps(record) + "\n")
-            for record in pending:
-                accelerator.log({k: v for k, v in record.items() if k not in ("step", "time")}, step=record["step"])
-        pending.clear()
-        pending_loss.clear()
-        window_start = time.perf_counter()
+    metrics = MetricsLog(accelerator, metrics_path, config.effective_batch * world, to_trackers=True)
+    flush = metrics.flush
 
     # the loop
     micro = global_step * config.gradient_accumulation_steps
@@ -653,9 +609,8 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
                 continue
 
             global_step += 1
-            pending.append({"step": global_step, "lr": lr_scheduler.get_last_lr()[0], "epoch": epoch,
-                            "empty_prompts": empty_count, "time": round(time.time(), 3)})
-            pending_loss.append(step_loss)
+            record = metrics.add({"step": global_step, "lr": lr_scheduler.get_last_lr()[0], "epoch": epoch,
+                                  "empty_prompts": empty_count, "time": round(time.time(), 3)}, step_loss)
             step_loss = torch.zeros((), device=device)
             empty_count = 0
             if progress is not None and main:
@@ -666,14 +621,10 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
                 val = _validate(config, accelerator, model, validation, vae, tokenizer, text_encoder, noise_scheduler,
                                 empty_text, colours, weight_dtype, global_step, scaling)
                 if val is not None:
-                    pending[-1]["val_loss"], grid = val
+                    record["val_loss"], grid = val
                     if grid is not None:
                         grids.append(grid)
-            if global_step % config.logging_steps == 0 or last or stop or global_step % config.checkpointing_steps == 0:
-                flush()
-            if global_step % config.checkpointing_steps == 0 or last or stop:
-                checkpoint()
-            if last or stop:
+            if end_step(global_step, config, stop, flush, checkpoint):
                 stopped = stop and not last
                 break
 
@@ -708,16 +659,6 @@ def save_unet(config: TrainConfig, unet: torch.nn.Module, folder: Path, exact_fr
     full.to(torch.float32)  # a base saved as an fp16 variant must not round the trained decoder
     full.load_state_dict({k: v.float() for k, v in unet.state_dict().items() if _is_decoder(k)}, strict=False)
     full.save_pretrained(folder)
-
-
-def _memory_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        value = torch.cuda.max_memory_allocated(device) / 2**20
-        torch.cuda.reset_peak_memory_stats(device)
-        return round(value, 1)
-    import psutil
-
-    return round(psutil.Process().memory_info().rss / 2**20, 1)
 
 
 def _validation_set(config, records, tokenizer, text_encoder, vae, device, dtype, channels, colours, log) -> ValidationSet | None:

@@ -71,7 +71,8 @@ class ImageFacet:
 
 _registered: dict[str, ImageFacet] = {}
 # Modules that may define ``eda_facets()``; each is optional (imported only if it exists).
-FACET_PROVIDERS: tuple[str, ...] = ("workbench.eda_facets", "workbench.people", "workbench.captions")
+FACET_PROVIDERS: tuple[str, ...] = ("workbench.eda_facets", "workbench.people", "workbench.captions",
+                                     "workbench.segment")
 
 
 def register_facet(facet: ImageFacet) -> None:

@@ -132,6 +132,11 @@ class ExportRecipe(BaseModel):
         default_factory=list, description="Leave out images with any of these.")
     reviewed_captions_only: bool = False
     caption_recipe: str | None = Field(None, description="Mixing recipe for the prompts.")
+    use_predicted_masks: bool = Field(
+        False, description="Images without real masks use a segmenter's predicted masks of the same scheme "
+                           "(opt-in; real masks always win).")
+    predicted_source: int | None = Field(
+        None, description="The prediction source to use (default: the newest of the export's scheme).")
 
     @field_validator("resolution")
     @classmethod
@@ -327,6 +332,7 @@ class PlannedImage:
     split: str
     prompt: str
     geometry: Geometry
+    predicted_source: int | None = None  # masks from this prediction source, not real annotations
 
 
 @dataclass
@@ -381,6 +387,7 @@ def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
             x0, y0, x1, y1 = min(a[0], x0), min(a[1], y0), max(a[0] + a[2], x1), max(a[1] + a[3], y1)
         focus[image_id] = (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
 
+    predicted, predicted_info = predicted_images_for(session, dataset, recipe, scheme.version)
     prompts, prompt_source = training_prompts_for(session, dataset, recipe)
     decisions, people_source = people_decisions_for(session, dataset)
     undecided = sorted(session.scalars(select(Image.file_name).where(
@@ -421,7 +428,7 @@ def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
             reason = "people: excluded by a curator"
         elif recipe.people == "exclude" and kind == "mask-region":
             reason = "people: has unlabelled-person regions"
-        elif not names:
+        elif not names and image_id not in predicted:
             reason = "no garment masks"
         elif image_id not in prompts:
             reason = "no reviewed caption" if recipe.reviewed_captions_only else "no prompt"
@@ -440,7 +447,8 @@ def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
             excluded["people: no crop avoids the flagged regions"].append(file_name)
             continue
         planned.append(PlannedImage(image_id, file_name, str(path), width, height, checksum, split,
-                                    prompts[image_id], geometry))
+                                    prompts[image_id], geometry,
+                                    predicted_info["id"] if not names and image_id in predicted else None))
     people_source.update(
         undecided=recipe.undecided if recipe.people != "ignore" else None,
         flagged=len(decisions), decided=len(decisions) - len(undecided), undecided_images=len(undecided),
@@ -448,8 +456,36 @@ def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
     return ExportPlan(recipe=recipe.model_copy(update={"scheme_version": scheme.version}),
                       dataset=dataset, scheme=scheme, images=planned,
                       excluded={k: v for k, v in sorted(excluded.items())},
-                      sources={"prompts": prompt_source, "people": people_source},
+                      sources={"prompts": prompt_source, "people": people_source,
+                               **({"predicted_masks": predicted_info} if predicted_info else {})},
                       images_in_dataset=len(rows), warnings=warnings)
+
+
+def predicted_images_for(session: Session, dataset: Dataset, recipe: ExportRecipe, scheme_version: int
+                         ) -> tuple[set[int], dict[str, Any]]:
+    """Images with predicted masks the recipe may use, and their source (none unless opted in)."""
+    from db.segment import PredictedAnnotation, PredictionSource
+    from workbench.segment.store import source_label
+
+    if not recipe.use_predicted_masks:
+        return set(), {}
+    query = select(PredictionSource).where(PredictionSource.dataset_id == dataset.id,
+                                           PredictionSource.scheme == recipe.scheme)
+    if recipe.predicted_source is not None:
+        query = query.where(PredictionSource.id == recipe.predicted_source)
+    source = session.scalar(query.order_by(PredictionSource.id.desc()))
+    if source is None:
+        raise ExportError(f"dataset {dataset.name!r} has no predicted masks in scheme {recipe.scheme!r}"
+                          + (f" from source {recipe.predicted_source}" if recipe.predicted_source else "")
+                          + "; predict them first (`python -m workbench segment predict --dataset "
+                          f"{dataset.name} --scheme {recipe.scheme} --model ...`) or export without them")
+    if source.scheme_version != scheme_version:
+        raise ExportError(f"predicted masks of source {source.id} are in {recipe.scheme} v{source.scheme_version}, "
+                          f"the export uses v{scheme_version}; pin scheme_version={source.scheme_version} or predict again")
+    ids = set(session.scalars(select(PredictedAnnotation.image_id)
+                              .where(PredictedAnnotation.source_id == source.id).distinct()))
+    return ids, {"id": source.id, "label": source_label(source), "model": source.model,
+                 "checkpoint": source.checkpoint, "scheme": source.scheme, "scheme_version": source.scheme_version}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,6 +517,7 @@ class WorkItem:
     geometry: Geometry
     mask_name: str
     photo_name: str
+    predicted: tuple[tuple[int, str], ...] = ()  # (class value, counts) when the mask is a prediction
 
 
 @dataclass(frozen=True)
@@ -569,10 +606,15 @@ def _mask_bytes(item: WorkItem, scheme) -> bytes:
     from workbench.masks import MaskAnnotation, RenderedMask, compose_mask, encode_palette_png
     from workbench.rle import counts_to_runs
 
-    records = [MaskAnnotation(name, supercategory, counts_to_runs(counts, item.height, item.width), area,
-                               ann_id)
-               for name, supercategory, counts, area, ann_id in item.annotations]
-    full = compose_mask(records, item.height, item.width, scheme)
+    if item.predicted:
+        from workbench.segment.store import compose_predicted
+
+        full = compose_predicted(item.predicted, item.height, item.width)
+    else:
+        records = [MaskAnnotation(name, supercategory, counts_to_runs(counts, item.height, item.width), area,
+                                  ann_id)
+                   for name, supercategory, counts, area, ann_id in item.annotations]
+        full = compose_mask(records, item.height, item.width, scheme)
     resized = PILImage.fromarray(full).resize(item.geometry.size, PILImage.Resampling.NEAREST,
                                               box=item.geometry.box)
     rendered = RenderedMask(array=np.asarray(resized), palette=scheme.palette(),
@@ -665,11 +707,28 @@ def _batches(plan: ExportPlan, session_of, layout: tuple[str, str, str], ext: st
                 .where(Annotation.image_id.in_(ids)).order_by(Annotation.id)
             ):
                 annotations[image_id].append((name, supercategory or "", counts, area, ann_id))
+            predicted = _predicted_masks(session, [p for p in chunk if p.predicted_source is not None])
         for offset, planned in enumerate(chunk):
             index = start + offset
             yield WorkItem(index, planned.path, planned.width, planned.height, planned.checksum,
                            tuple(annotations[planned.image_id]), planned.geometry,
-                           f"{mask_dir}/{index:06d}.png", f"{photo_dir}/{index:06d}.{ext}")
+                           f"{mask_dir}/{index:06d}.png", f"{photo_dir}/{index:06d}.{ext}",
+                           tuple(predicted.get(planned.image_id, ())))
+
+
+def _predicted_masks(session: Session, chunk: list[PlannedImage]) -> dict[int, list[tuple[int, str]]]:
+    """``image id -> [(value, counts)]`` of the predicted masks the chunk's images use."""
+    from db.segment import PredictedAnnotation
+
+    found: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for planned in chunk:
+        for value, counts in session.execute(
+            select(PredictedAnnotation.value, PredictedAnnotation.counts)
+            .where(PredictedAnnotation.source_id == planned.predicted_source,
+                   PredictedAnnotation.image_id == planned.image_id).order_by(PredictedAnnotation.value)
+        ):
+            found[planned.image_id].append((value, counts))
+    return found
 
 
 def _run_items(items: Iterator[WorkItem], total: int, config: WorkerConfig, workers: int,
@@ -849,9 +908,12 @@ def _manifest(plan: ExportPlan, files: dict[str, str]) -> dict[str, Any]:
                     "images_root": plan.dataset.images_root, "images": plan.images_in_dataset,
                     "fingerprint": _fingerprint(plan)},
         "counts": {"images": len(plan.images), "splits": dict(sorted(splits.items())),
+                   **({"predicted_masks": sum(p.predicted_source is not None for p in plan.images)}
+                      if plan.recipe.use_predicted_masks else {}),
                    "excluded": excluded_counts, "excluded_total": sum(excluded_counts.values())},
         "items": [{"index": i, "image_id": p.image_id, "file_name": p.file_name, "split": p.split,
-                   "size": list(p.geometry.size), "box": list(p.geometry.box)}
+                   "size": list(p.geometry.size), "box": list(p.geometry.box),
+                   **({"mask": "predicted"} if p.predicted_source is not None else {})}
                   for i, p in enumerate(plan.images)],
         "excluded": plan.excluded,
         "files": files,

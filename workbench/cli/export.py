@@ -59,6 +59,11 @@ def export(
     reviewed_captions_only: Annotated[Optional[bool], typer.Option(
         "--reviewed-captions-only/--all-captions", help="Only images whose caption was reviewed.")] = None,
     caption_recipe: Annotated[Optional[str], typer.Option(help="Caption mixing recipe.")] = None,
+    use_predicted_masks: Annotated[Optional[bool], typer.Option(
+        "--use-predicted-masks/--real-masks-only",
+        help="Images without real masks use predicted ones of the same scheme (`segment predict`).")] = None,
+    predicted_source: Annotated[Optional[int], typer.Option(
+        help="Prediction source id to use (`segment sources`; default the newest of the scheme).")] = None,
     recipe_json: Annotated[Optional[str], typer.Option(hidden=True, help="The recipe as JSON "
                                                                          "(what jobs run).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing export folder.")] = False,
@@ -84,7 +89,8 @@ def export(
              "split": split, "validation_fraction": validation_fraction, "seed": seed,
              "people": people, "undecided": undecided.value if undecided else None, "min_size": min_size, "require_categories": require or None,
              "exclude_categories": exclude or None, "reviewed_captions_only": reviewed_captions_only,
-             "caption_recipe": caption_recipe}
+             "caption_recipe": caption_recipe, "use_predicted_masks": use_predicted_masks,
+             "predicted_source": predicted_source}
     if scheme is not None and values.get("scheme") != scheme:
         values.pop("scheme_version", None)  # a version pinned for another scheme means nothing here
     values.update({k: v for k, v in given.items() if v is not None})

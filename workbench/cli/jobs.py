@@ -114,3 +114,26 @@ def resume_or_fail(ctx: typer.Context, job_id: int, extra_argv: tuple[str, ...] 
         return resume_job(engine_of(ctx), settings_of(ctx), job_id, extra_argv=extra_argv)
     except JobError as exc:
         fail(str(exc))
+
+
+def run_trainer(train_fn, config):
+    """Run a trainer (``train/controlnet.py`` or ``train/segmenter.py``) in this command: wired to the
+    job's progress, cancel and details when it runs as a job; a bad config or data is a usage error,
+    a stop on request ends the job as cancelled."""
+    from train.config import ConfigError
+    from train.controlnet import StopRequested
+    from train.data import DataError
+    from workbench.jobs import current_job
+    from workbench.progress import Cancelled
+
+    job = current_job()
+    try:
+        if job is None:
+            return train_fn(config)
+        return train_fn(config, progress=lambda done, total: job.progress(done, total, f"step {done}/{total}"),
+                        should_stop=job.should_stop, on_details=lambda d: job.update_details(**d))
+    except (ConfigError, DataError) as exc:
+        fail(str(exc))
+    except StopRequested as exc:
+        typer.echo(str(exc))
+        raise Cancelled(str(exc)) from None

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from workbench.cli.common import engine_of, fail, print_json, settings_of
-from workbench.cli.jobs import cancel_or_fail, resume_or_fail
+from workbench.cli.jobs import cancel_or_fail, resume_or_fail, run_trainer
 
 app = typer.Typer()
 train_app = typer.Typer(help="Train a ControlNet on an export: in the foreground or as a background job.",
@@ -39,9 +39,6 @@ def run(config: ConfigOpt, set_: SetOpt = None, resume_from_checkpoint: ResumeOp
         num_processes: ProcessesOpt = None, accelerate_config: AccelerateOpt = None) -> None:
     """Train in this process, or launch and watch several (what a background job runs); a job cancel stops it."""
     from train.config import ConfigError, load_config
-    from train.data import DataError
-    from workbench.jobs import current_job
-    from workbench.progress import Cancelled
     from workbench.train_launch import is_launched
 
     overrides = _overrides(set_, resume_from_checkpoint)
@@ -52,20 +49,9 @@ def run(config: ConfigOpt, set_: SetOpt = None, resume_from_checkpoint: ResumeOp
     if is_launched(num_processes, accelerate_config):
         _run_launched(cfg, config, overrides, num_processes, accelerate_config)
         return
-    from train.controlnet import StopRequested, train
+    from train.controlnet import train
 
-    job = current_job()
-    try:
-        if job is not None:
-            result = train(cfg, progress=lambda done, total: job.progress(done, total, f"step {done}/{total}"),
-                           should_stop=job.should_stop, on_details=lambda d: job.update_details(**d))
-        else:
-            result = train(cfg)
-    except (ConfigError, DataError) as exc:
-        fail(str(exc))
-    except StopRequested as exc:
-        typer.echo(str(exc))
-        raise Cancelled(str(exc)) from None
+    result = run_trainer(train, cfg)
     typer.echo(f"trained {result.global_step} steps; ControlNet in {result.output_dir}; "
                f"last checkpoint {result.last_checkpoint}")
 

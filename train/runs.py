@@ -1,0 +1,140 @@
+"""Bookkeeping shared by the trainers: checkpoints (save, prune) and the per-step metrics log.
+
+A run's ``output_dir`` holds ``checkpoint-<step>/`` folders (accelerate's state plus
+``train_state.json``, which marks the folder complete) and ``metrics.jsonl`` (one line per
+optimisation step). Losses stay on the device until :meth:`MetricsLog.flush`, the one host sync.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def save_checkpoint(accelerator, output_dir: Path, step: int, limit: int | None, state: dict[str, Any],
+                    save_extra: Callable[[Path], None] | None = None) -> Path:
+    """Save ``checkpoint-<step>`` (all processes take part), keeping at most ``limit`` checkpoints.
+
+    ``save_extra(folder)`` writes what the main process adds (e.g. a loadable model folder);
+    ``train_state.json`` (``global_step`` plus ``state``) is written last, as the completion mark.
+    """
+    from train.controlnet import list_checkpoints
+
+    output_dir = Path(output_dir)
+    folder = output_dir / f"checkpoint-{step}"
+    main = accelerator.is_main_process
+    if main and limit is not None:
+        existing = [p for s, p in list_checkpoints(output_dir) if s != step]
+        for old in existing[: max(0, len(existing) - limit + 1)]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(folder))
+    if main:
+        if save_extra is not None:
+            save_extra(folder)
+        (folder / "train_state.json").write_text(json.dumps({"global_step": step, **state}, indent=2))
+    accelerator.wait_for_everyone()
+    return folder
+
+
+def memory_mib(device: torch.device) -> float:
+    """Peak GPU memory since the last call (reset), or this process's resident memory on a CPU."""
+    if device.type == "cuda":
+        value = torch.cuda.max_memory_allocated(device) / 2**20
+        torch.cuda.reset_peak_memory_stats(device)
+        return round(value, 1)
+    import psutil
+
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
+
+
+class MetricsLog:
+    """Per-step records whose losses are read back from the device in one sync per flush."""
+
+    def __init__(self, accelerator, path: Path, samples_per_step: int, to_trackers: bool = False):
+        self.accelerator, self.path, self.samples_per_step = accelerator, Path(path), samples_per_step
+        self.to_trackers = to_trackers
+        self.pending: list[dict[str, Any]] = []
+        self.losses: list[torch.Tensor] = []
+        self.window = time.perf_counter()
+
+    def add(self, record: dict[str, Any], loss: torch.Tensor) -> dict[str, Any]:
+        """Queue one step's record (returned, so that later values can join it) and its loss."""
+        self.pending.append(record)
+        self.losses.append(loss)
+        return record
+
+    def flush(self) -> None:
+        """Average the losses over processes, add rate and memory, append the records (main process)."""
+        if not self.pending:
+            return
+        accelerator = self.accelerator
+        losses = accelerator.reduce(torch.stack(self.losses), reduction="mean").float().tolist()
+        elapsed = time.perf_counter() - self.window
+        rate = len(self.pending) * self.samples_per_step / max(elapsed, 1e-9)
+        memory = memory_mib(accelerator.device)
+        if accelerator.is_main_process:
+            with self.path.open("a", encoding="utf-8") as out:
+                for record, loss in zip(self.pending, losses):
+                    record.update(loss=loss, samples_per_s=round(rate, 3), memory_mib=memory)
+                    out.write(json.dumps(record) + "\n")
+            if self.to_trackers:
+                for record in self.pending:
+                    accelerator.log({k: v for k, v in record.items() if k not in ("step", "time")},
+                                    step=record["step"])
+        self.pending.clear()
+        self.losses.clear()
+        self.window = time.perf_counter()
+
+
+def end_step(step: int, config: Any, stop: bool, flush: Callable[[], None], checkpoint: Callable[[], Any]) -> bool:
+    """After optimisation step ``step``: flush the metrics and checkpoint when the schedule (or a stop)
+    says; returns whether the run ends here (the last step, or a stop request)."""
+    last = step >= config.max_train_steps
+    if step % config.logging_steps == 0 or last or stop or step % config.checkpointing_steps == 0:
+        flush()
+    if step % config.checkpointing_steps == 0 or last or stop:
+        checkpoint()
+    return last or stop
+
+
+def resume_state(accelerator, config: Any, metrics_path: Path, log: Callable[[str], None]) -> int:
+    """Load the checkpoint ``config.resume_from_checkpoint`` names (if any); returns its global step.
+
+    The metrics log loses what a stopped run wrote after that checkpoint, so it continues cleanly.
+    """
+    from train.controlnet import _truncate_jsonl, resolve_resume
+
+    output_dir = Path(config.output_dir)
+    step = 0
+    resume = resolve_resume(config)
+    if config.resume_from_checkpoint and resume is None:
+        log(f"resume_from_checkpoint={config.resume_from_checkpoint}: no checkpoint in {output_dir}; starting fresh")
+    if resume is not None:
+        accelerator.load_state(str(resume))
+        step = json.loads((resume / "train_state.json").read_text())["global_step"]
+        log(f"resumed from {resume} at step {step}")
+    if accelerator.is_main_process:
+        _truncate_jsonl(Path(metrics_path), step)
+    return step
+
+
+def start_run(accelerator, config: Any, config_file: str) -> Callable[[str], None]:
+    """Create ``output_dir``, save the config in it as ``config_file`` and print it (main process);
+    returns ``log``, a print that only the main process does."""
+
+    def log(message: str) -> None:
+        if accelerator.is_main_process:
+            print(message, flush=True)
+
+    if accelerator.is_main_process:
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        config.to_file(Path(config.output_dir) / config_file)
+    log("config: " + json.dumps(config.model_dump(mode="json"), sort_keys=True))
+    return log
