@@ -1,143 +1,14 @@
-"""Tiny models and training data for tests: a Stable Diffusion built from configs, and export folders.
-
-Nothing here is downloaded. The Stable Diffusion is randomly initialised from small configs
-(see /work/shared/OFFLINE-MODELS.md) and saved as an ordinary diffusers folder, so the trainer,
-``add_control`` and the pipelines load it through their real ``from_pretrained`` paths.
-The export folders follow the two documented layouts (ControlNet reference and Hugging Face
-image folder) with single-channel palette PNG masks and a ``manifest.json`` naming the scheme.
-"""
+"""Fixtures of the tiny Stable Diffusion and export folders; the builders live in ``workbench/tiny/sd.py``."""
 
 from __future__ import annotations
 
-import json
-import string
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-TINY_CLASSES = {"0": "background", "1": "upper body", "2": "lower body", "3": "full body"}
-TINY_COLOURS = [(0, 0, 0), (255, 0, 0), (0, 0, 255), (0, 255, 0)]
-
-
-def write_tiny_tokenizer(folder: Path) -> Path:
-    """A working CLIPTokenizer: single characters (and their end-of-word forms), no merges."""
-    folder.mkdir(parents=True, exist_ok=True)
-    chars = sorted(set(string.ascii_lowercase + string.digits + string.punctuation))
-    vocab: dict[str, int] = {}
-    for char in chars:
-        vocab[char] = len(vocab)
-        vocab[f"{char}</w>"] = len(vocab)
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return folder
-
-
-def build_tiny_sd(folder: Path) -> Path:
-    """A randomly initialised tiny Stable Diffusion saved as a diffusers folder at ``folder``."""
-    import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)
-    tokenizer = CLIPTokenizer.from_pretrained(str(write_tiny_tokenizer(folder.parent / "_tokenizer_src")),
-                                              model_max_length=77)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-    )
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
-        block_out_channels=(16, 16, 32, 32), sample_size=64,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-    )
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        vocab_size=len(tokenizer), max_position_embeddings=77, projection_dim=32,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    ))
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear",
-                              beta_start=0.00085, beta_end=0.012)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(str(folder))
-    return folder
-
-
-def _figure(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A class-id map: a 'person' with an upper and a lower garment or a full-body one."""
-    mask = np.zeros((size, size), np.uint8)
-    left = int(rng.integers(size // 8, size // 2))
-    width = int(rng.integers(size // 4, size // 2))
-    top = int(rng.integers(2, size // 4))
-    mid = int(rng.integers(size // 3, size // 2)) + top
-    bottom = min(size - 2, mid + int(rng.integers(size // 4, size // 2)))
-    if rng.random() < 0.5:
-        mask[top:mid, left:left + width] = 1
-        mask[mid:bottom, left:left + width] = 2
-    else:
-        mask[top:bottom, left:left + width] = 3
-    return mask
-
-
-def palette_png(mask: np.ndarray, colours=TINY_COLOURS) -> Image.Image:
-    """A single-channel palette PNG image of a class-id map."""
-    image = Image.fromarray(mask, mode="P")
-    flat = [c for colour in colours for c in colour]
-    image.putpalette(flat + [0] * (768 - len(flat)))
-    return image
-
-
-def write_export(root: Path, fmt: str = "controlnet", n: int = 8, size: int = 64, seed: int = 0,
-                 validation: int = 2) -> Path:
-    """A tiny export folder in ``fmt`` (``controlnet`` or ``imagefolder``) with a manifest.
-
-    The manifest marks the last ``validation`` images as the validation split; photos are drawn from
-    their masks (a colour per class plus noise) so that there is something to learn.
-    """
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    garment = {1: "a red top", 2: "blue trousers", 3: "a green dress"}
-    lines, items = [], []
-    for i in range(n):
-        mask = _figure(rng, size)
-        photo = np.full((size, size, 3), 200, np.uint8)
-        for value, colour in enumerate(TINY_COLOURS[1:], start=1):
-            photo[mask == value] = colour
-        photo = np.clip(photo.astype(int) + rng.integers(-20, 20, photo.shape), 0, 255).astype(np.uint8)
-        prompt = "a person wearing " + " and ".join(garment[v] for v in sorted(set(mask.flat) - {0}))
-        split = "validation" if i >= n - validation else "train"
-        if fmt == "controlnet":
-            (root / "source").mkdir(exist_ok=True)
-            (root / "target").mkdir(exist_ok=True)
-            palette_png(mask).save(root / "source" / f"{i}.png")
-            Image.fromarray(photo).save(root / "target" / f"{i}.png")
-            lines.append({"source": f"source/{i}.png", "target": f"target/{i}.png", "prompt": prompt})
-        elif fmt == "imagefolder":
-            (root / "images").mkdir(exist_ok=True)
-            (root / "conditioning").mkdir(exist_ok=True)
-            palette_png(mask).save(root / "conditioning" / f"{i}.png")
-            Image.fromarray(photo).save(root / "images" / f"{i}.png")
-            lines.append({"file_name": f"images/{i}.png", "conditioning_image_file_name": f"conditioning/{i}.png",
-                          "text": prompt})
-        else:
-            raise ValueError(fmt)
-        items.append({"index": i, "file_name": f"{i}.png", "split": split})
-    name = "prompt.json" if fmt == "controlnet" else "metadata.jsonl"
-    (root / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
-    # the layout workbench/export.py writes: the scheme (with its legend) and the split per line index
-    manifest = {"format": fmt, "recipe": {"scheme": "cloth-seg", "resolution": size},
-                "scheme": {"name": "cloth-seg", "version": 1, "legend": TINY_CLASSES},
-                "counts": {"images": n}, "items": items}
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return root
+from workbench.tiny.sd import (  # noqa: F401  (re-exported: tests import them from here)
+    TINY_CLASSES, TINY_COLOURS, build_tiny_sd, palette_png, write_export, write_tiny_tokenizer,
+)
 
 
 @pytest.fixture(scope="session")

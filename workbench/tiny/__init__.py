@@ -1,0 +1,1 @@
+"""Tiny random models built from configs (nothing downloaded), for tests and benchmarks."""
