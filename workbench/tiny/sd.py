@@ -137,3 +137,49 @@ def write_export(root: Path, fmt: str = "controlnet", n: int = 8, size: int = 64
                 "counts": {"images": n}, "items": items}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return root
+
+
+# Stable Diffusion 1.5's architecture (the published configs' values), for GPU benchmarks: real sizes,
+# random weights, nothing downloaded. Parameter counts: UNet 859.5 M, VAE 83.7 M, text encoder 123.1 M.
+SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+                 block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768, attention_head_dim=8,
+                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+SD15_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
+                block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4)
+SD15_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                 vocab_size=49408, max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu")
+
+
+def sd15_models():
+    """UNet, VAE and text encoder with Stable Diffusion 1.5's architecture and random weights."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return (UNet2DConditionModel(**SD15_UNET), AutoencoderKL(**SD15_VAE),
+            CLIPTextModel(CLIPTextConfig(**SD15_TEXT, bos_token_id=0, eos_token_id=2, pad_token_id=1)))
+
+
+def build_sd15_random(folder: Path) -> Path:
+    """Stable Diffusion 1.5's architecture with random weights, saved as a diffusers folder at ``folder``.
+
+    The tokenizer is the tiny character one (ids fit the 49408-entry vocabulary); speed and memory
+    do not depend on which tokens a prompt becomes.
+    """
+    import torch
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = CLIPTokenizer.from_pretrained(str(write_tiny_tokenizer(folder.parent / "_tokenizer_src")),
+                                              model_max_length=77)
+    unet, vae, text_encoder = sd15_models()
+    text_encoder.config.update(dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                    pad_token_id=tokenizer.pad_token_id))
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                              beta_end=0.012, steps_offset=1, clip_sample=False)
+    StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                            safety_checker=None, feature_extractor=None,
+                            requires_safety_checker=False).save_pretrained(str(folder))
+    return folder
