@@ -70,14 +70,15 @@ def build_tiny_sd(folder: Path) -> Path:
     return folder
 
 
-def _figure(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A class-id map: a 'person' with an upper and a lower garment or a full-body one."""
-    mask = np.zeros((size, size), np.uint8)
+def _figure(rng: np.random.Generator, size: int, height: int | None = None) -> np.ndarray:
+    """A class-id map (``height`` x ``size``): a 'person' with an upper and a lower garment or a full-body one."""
+    height = height or size
+    mask = np.zeros((height, size), np.uint8)
     left = int(rng.integers(size // 8, size // 2))
     width = int(rng.integers(size // 4, size // 2))
-    top = int(rng.integers(2, size // 4))
-    mid = int(rng.integers(size // 3, size // 2)) + top
-    bottom = min(size - 2, mid + int(rng.integers(size // 4, size // 2)))
+    top = int(rng.integers(2, height // 4))
+    mid = int(rng.integers(height // 3, height // 2)) + top
+    bottom = min(height - 2, mid + int(rng.integers(height // 4, height // 2)))
     if rng.random() < 0.5:
         mask[top:mid, left:left + width] = 1
         mask[mid:bottom, left:left + width] = 2
@@ -95,19 +96,21 @@ def palette_png(mask: np.ndarray, colours=TINY_COLOURS) -> Image.Image:
 
 
 def write_export(root: Path, fmt: str = "controlnet", n: int = 8, size: int = 64, seed: int = 0,
-                 validation: int = 2) -> Path:
+                 validation: int = 2, sizes: list[tuple[int, int]] | None = None) -> Path:
     """A tiny export folder in ``fmt`` (``controlnet`` or ``imagefolder``) with a manifest.
 
     The manifest marks the last ``validation`` images as the validation split; photos are drawn from
-    their masks (a colour per class plus noise) so that there is something to learn.
+    their masks (a colour per class plus noise) so that there is something to learn. ``sizes``
+    (``(width, height)``, used in turn) makes an aspect-bucketed export; default ``size`` squares.
     """
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     garment = {1: "a red top", 2: "blue trousers", 3: "a green dress"}
     lines, items = [], []
     for i in range(n):
-        mask = _figure(rng, size)
-        photo = np.full((size, size, 3), 200, np.uint8)
+        width, height = sizes[i % len(sizes)] if sizes else (size, size)
+        mask = _figure(rng, width, height)
+        photo = np.full((height, width, 3), 200, np.uint8)
         for value, colour in enumerate(TINY_COLOURS[1:], start=1):
             photo[mask == value] = colour
         photo = np.clip(photo.astype(int) + rng.integers(-20, 20, photo.shape), 0, 255).astype(np.uint8)
@@ -128,7 +131,7 @@ def write_export(root: Path, fmt: str = "controlnet", n: int = 8, size: int = 64
                           "text": prompt})
         else:
             raise ValueError(fmt)
-        items.append({"index": i, "file_name": f"{i}.png", "split": split})
+        items.append({"index": i, "file_name": f"{i}.png", "split": split, "size": [width, height]})
     name = "prompt.json" if fmt == "controlnet" else "metadata.jsonl"
     (root / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
     # the layout workbench/export.py writes: the scheme (with its legend) and the split per line index
