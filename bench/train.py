@@ -186,65 +186,76 @@ def largest_batch(peak_at: dict[int, float], total_mib: float, fraction: float =
 
 
 def gpu_bench(args, work: Path, env: dict[str, str], logs: Path) -> None:
-    """512 px, SD 1.5 architecture: both tools at batch 4 in fp16 and bf16; the workbench's largest batch."""
+    """512 px, SD 1.5 architecture: both tools at batch 4 per precision, the workbench's largest batch,
+    then torch.compile and 8-bit AdamW; each part only while ``--budget-s`` lasts (skips are printed)."""
     import torch
 
     if not torch.cuda.is_available():
         sys.exit("--gpu needs a CUDA device (torch.cuda.is_available() is False here)")
     deadline = time.monotonic() + args.budget_s
-    res, short, long = 512, args.gpu_steps[0], args.gpu_steps[1]
+    res, steps = 512, tuple(args.gpu_steps)
     export = prepare_export(work, args.images, res, env)
     sd = prepare_model(work, gpu=True)
-    name = torch.cuda.get_device_name(0)
     total_mib = torch.cuda.get_device_properties(0).total_memory / 2**20
-    print(f"GPU: {name}, {total_mib / 1024:.0f} GiB; SD 1.5 architecture (random weights), {res} px")
-    for precision in args.precisions:
-        summary = measure(TOOLS, lambda tool, out, n: command(tool, args.diffusers_example, sd, export, out, n, 4, res,
-                                                                precision),
-                          (short, long), args.gpu_repeats, env, logs, f"gpu-{precision}-b4")
-        report(f"{precision}, batch 4, {short} vs {long} steps, {args.gpu_repeats} repeat(s)", summary, 4)
-    precision = args.precisions[0]
+    print(f"GPU: {torch.cuda.get_device_name(0)}, {total_mib / 1024:.0f} GiB; SD 1.5 architecture (random weights), "
+          f"{res} px; marginal time per step between {steps[0]} and {steps[1]} steps", flush=True)
 
-    def workbench_run(batch: int, n: int, tag: str, **extra) -> dict:
-        argv = command("workbench", args.diffusers_example, sd, export, logs / tag, n, batch, res, precision, extra)
-        return run_once(argv, env, logs / f"{tag}.log")
+    def runs(tools, precision: str, batch: int, tag: str, repeats: int = 1, **extra) -> dict[str, dict]:
+        return measure(tools, lambda tool, out, n: command(tool, args.diffusers_example, sd, export, out, n, batch,
+                                                           res, precision, extra), steps, repeats, env, logs, tag)
 
-    # the largest batch: memory at two sizes, extrapolated, then measured (backing off on OOM)
-    peaks = {}
-    for batch in (8, 16):
-        result = workbench_run(batch, 2, f"probe-b{batch}")
-        if result["ok"]:
+    def batch4(precision: str) -> None:
+        report(f"{precision}, batch 4, {args.gpu_repeats} repeat(s)",
+               runs(TOOLS, precision, 4, f"gpu-{precision}-b4", args.gpu_repeats), 4)
+
+    def largest() -> None:
+        precision, peaks = args.precisions[0], {}
+        for batch in (8, 16):  # memory at two sizes, extrapolated, then measured (backing off once on OOM)
+            argv = command("workbench", args.diffusers_example, sd, export, logs / f"probe-b{batch}", 2, batch, res,
+                           precision)
+            result = run_once(argv, env, logs / f"probe-b{batch}.log")
+            if not result["ok"]:
+                print(f"largest batch: the probe at batch {batch} failed; see {result['log']}")
+                return
             peaks[batch] = result["peak_mib"]
-    if len(peaks) < 2:
-        print("largest batch: a probe at batch 8 or 16 failed; see the logs in", logs)
-        return
-    batch = largest_batch(peaks, total_mib)
-    for _attempt in range(2):
-        try:
-            summary = measure(("workbench",), lambda tool, out, n: command(
-                tool, args.diffusers_example, sd, export, out, n, batch, res, precision),
-                (short, long), 1, env, logs, f"gpu-{precision}-b{batch}")
-        except RuntimeError as exc:  # out of memory after all: back off once
-            print(f"batch {batch} failed ({str(exc).splitlines()[0]}); trying a smaller one")
-            batch = max(4, int(batch * 0.85) // 4 * 4)
-            continue
-        report(f"{precision}, largest batch {batch} (memory extrapolated from batch 8 and 16), "
-               f"{short} vs {long} steps", summary, batch)
-        break
-    # optional levers, while the budget lasts: torch.compile (compile time in the fixed cost), 8-bit AdamW
-    if time.monotonic() < deadline:
-        summary = measure(("workbench",), lambda tool, out, n: command(tool, args.diffusers_example, sd, export, out, n,
-                                                                        4, res, precision, {"torch_compile": True}),
-                          (short, long), 1, env, logs, f"gpu-{precision}-b4-compile")
-        report(f"{precision}, batch 4, torch_compile=true (its compile time is in the fixed cost)", summary, 4)
-    if time.monotonic() < deadline:
+        batch = largest_batch(peaks, total_mib)
+        for _attempt in range(2):
+            try:
+                summary = runs(("workbench",), precision, batch, f"gpu-{precision}-b{batch}")
+            except RuntimeError as exc:
+                print(f"batch {batch} failed ({str(exc).splitlines()[0]}); trying a smaller one")
+                batch = max(4, int(batch * 0.85) // 4 * 4)
+                continue
+            report(f"{precision}, largest batch {batch} (memory extrapolated from batch 8 and 16)", summary, batch)
+            return
+
+    def compiled() -> None:
+        precision = args.precisions[0]
+        report(f"{precision}, batch 4, torch_compile=true (compile time is in the fixed cost)",
+               runs(("workbench",), precision, 4, f"gpu-{precision}-b4-compile", torch_compile=True), 4)
+
+    def adam8() -> None:
         try:
             import bitsandbytes  # noqa: F401
         except ImportError:
             print("8-bit AdamW: bitsandbytes is not installed; not measured")
-        else:
-            plain, eight = workbench_run(4, short, "adam-32"), workbench_run(4, short, "adam-8", use_8bit_adam=True)
-            print(f"AdamW peak memory at batch 4: {plain['peak_mib']:.0f} MiB; 8-bit: {eight['peak_mib']:.0f} MiB")
+            return
+        peaks = {}
+        for eight in (False, True):
+            tag = f"adam-{'8bit' if eight else 'fp32'}"
+            argv = command("workbench", args.diffusers_example, sd, export, logs / tag, steps[0], 4, res,
+                           args.precisions[0], {"use_8bit_adam": eight})
+            peaks[eight] = run_once(argv, env, logs / f"{tag}.log")["peak_mib"]
+        print(f"AdamW peak memory at batch 4: {peaks[False]:.0f} MiB; 8-bit AdamW: {peaks[True]:.0f} MiB")
+
+    parts = [(f"{args.precisions[0]} batch 4", lambda: batch4(args.precisions[0])), ("largest batch", largest)]
+    parts += [(f"{p} batch 4", lambda p=p: batch4(p)) for p in args.precisions[1:]]
+    parts += [("torch.compile", compiled), ("8-bit AdamW memory", adam8)]
+    for name, part in parts:
+        if time.monotonic() >= deadline:
+            print(f"{name}: skipped, past --budget-s {args.budget_s:.0f}")
+            continue
+        part()
 
 
 def cpu_bench(args, work: Path, env: dict[str, str], logs: Path) -> None:
@@ -283,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precisions", type=lambda t: t.split(","), default=["fp16", "bf16"])
     parser.add_argument("--gpu-steps", type=_steps, default=[4, 24])
     parser.add_argument("--gpu-repeats", type=int, default=1)
-    parser.add_argument("--budget-s", type=float, default=330, help="--gpu: skip the optional levers past this")
+    parser.add_argument("--budget-s", type=float, default=300,
+                        help="--gpu: start no further part after this many seconds (every figure fits in 8 minutes)")
     return parser
 
 
