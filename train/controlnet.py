@@ -12,10 +12,15 @@ trainer does differently from that example, and why:
   pipeline exactly the same tensor, so training and inference agree;
 - prompt dropout is drawn per sample at every step; the flip is drawn per (epoch, sample) and
   applied to photo and mask together;
+- batches by aspect bucket (kohya-style): every batch one size, about ``resolution``² pixels,
+  so a bucketed export keeps its framing (``aspect_buckets=false``: centre-cropped squares);
 - resume restores model, optimizer, scheduler, scaler, RNG and the position in the data: the
-  sample order is a seeded permutation per epoch, so the order continues where it stopped;
-- optional caches of VAE latent distributions (mean and std; a fresh sample each step) and
-  text embeddings, computed once into ``output_dir/cache`` and shared by all processes;
+  batch order is a seeded function of the epoch, so the order continues where it stopped;
+- caches, on by default because they give the same training signal: VAE latent distributions of
+  every photo and its flip (mean and std; a fresh sample each step), text embeddings of every
+  prompt and the empty prompt (dropout picks that row), masks once at training size as uint8;
+  built once beside the export (``<train_data_dir>/.cache``, keyed by files and model) and
+  reused by every later run on it and by all processes;
 - losses stay on the device and are read back every ``logging_steps`` steps (one host sync),
   then written as one ``metrics.jsonl`` line per optimisation step.
 """
