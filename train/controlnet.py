@@ -625,6 +625,7 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     # the loop
     micro = global_step * config.gradient_accumulation_steps
     step_loss = torch.zeros((), device=device)
+    first_step_at: float | None = time.perf_counter()
     empty_count = 0
     stopped = False
     details()
@@ -641,7 +642,10 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
                 if latent_cache is not None:
                     stats = gather_latents(latent_cache, bucket_of, indices, batch["flip"].long().tolist())
                     stats = stats.to(device, non_blocking=True).float()
-                    latents = stats[:, 0] + stats[:, 1] * torch.randn_like(stats[:, 0])
+                    # noise drawn by shape, as the VAE's sample() draws it: randn_like follows a tensor's
+                    # strides, and a strided draw uses the generator differently (cached and uncached
+                    # runs would then differ)
+                    latents = stats[:, 0] + stats[:, 1] * torch.randn(stats[:, 0].shape, device=device)
                 else:
                     pixels = batch["pixel_values"].to(device, weight_dtype, non_blocking=True)
                     with torch.no_grad():
@@ -659,7 +663,7 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
                     text = torch.where(drop.to(device)[:, None, None], empty_text.expand_as(text), text.to(weight_dtype))
                 control = control_input(batch["mask"].to(device, non_blocking=True).long(), config.conditioning,
                                         channels, colours).contiguous(memory_format=memory_format)
-                noise = torch.randn_like(latents)
+                noise = torch.randn(latents.shape, device=device)  # by shape: see above
                 timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), device=device)
                 noisy = noise_scheduler.add_noise(latents, noise, timesteps).contiguous(memory_format=memory_format)
                 prediction = model(noisy, timesteps, text, control.to(controlnet.dtype))
@@ -682,6 +686,10 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
                 continue
 
             global_step += 1
+            if first_step_at is not None:  # the first step holds torch.compile's compilation: reported apart
+                log(f"first step: {time.perf_counter() - first_step_at:.1f} s"
+                    + (" (torch.compile compiles here)" if config.torch_compile else ""))
+                first_step_at = None
             pending.append({"step": global_step, "lr": lr_scheduler.get_last_lr()[0], "epoch": epoch,
                             "empty_prompts": empty_count, "time": round(time.time(), 3)})
             pending_loss.append(step_loss)
