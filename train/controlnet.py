@@ -234,7 +234,8 @@ def _cache_key(config: TrainConfig, records: list[Record], what: str, sizes: lis
     digest = hashlib.sha256()
     subfolder = {"latents": "vae", "text": "text_encoder"}.get(what, "")
     digest.update(f"{what}|{config.pretrained_model_name_or_path}|{config.revision}|{config.variant}|"
-                  f"{_model_stamp(config, subfolder) if subfolder else ''}|{config.random_flip}".encode())
+                  f"{_model_stamp(config, subfolder) if subfolder else ''}|{config.random_flip}|"
+                  f"{config.mixed_precision if subfolder else ''}".encode())  # encoders run in the compute dtype
     for i, r in enumerate(records):
         stat = (r.photo if what == "latents" else r.mask).stat() if what != "text" else None
         size = sizes[i] if sizes else ""
