@@ -15,8 +15,9 @@ installed diffusers: ``git show v<version>:examples/controlnet/train_controlnet.
 
 Each run is its own process, timed from start to exit. The time per step is the marginal one
 between a short and a long run (start-up, caches, the final save and, for the workbench, its
-end-of-run validation cancel out); what is left over is reported apart as the fixed cost. The
-runs are interleaved (short and long, both tools, the order alternating), repeated, and medians
+end-of-run validation cancel out); what is left over is reported apart as the fixed cost. A first,
+untimed run of each tool builds its caches (datasets' Arrow files; the workbench's latents), and
+its time is printed as the first start. The runs are interleaved (short and long, both tools, the order alternating), repeated, and medians
 are printed with the ratio. Peak memory: the process's peak resident set on a CPU, PyTorch's
 peak allocation on a GPU. ``--gpu`` also finds the largest batch that fits (from the memory of
 two batch sizes, then checked) and reports its samples/s.
@@ -132,6 +133,14 @@ def measure(tools: tuple[str, ...], make_argv, steps: tuple[int, int], repeats: 
     times: dict[str, dict[int, list[float]]] = {t: {short: [], long: []} for t in tools}
     cpu: dict[str, dict[int, list[float]]] = {t: {short: [], long: []} for t in tools}
     peaks: dict[str, list[float]] = {t: [] for t in tools}
+    cold: dict[str, float] = {}
+    for tool in tools:  # untimed first runs: each tool's own caches (datasets' Arrow files, latents) get built
+        name = f"{tag}-{tool}-cold"
+        result = run_once(make_argv(tool, logs / name, short), env, logs / f"{name}.log")
+        if not result["ok"]:
+            raise RuntimeError(f"{tool} failed; log {result['log']}:\n{Path(result['log']).read_text()[-3000:]}")
+        cold[tool] = result["seconds"]
+        print(f"  {name}: {result['seconds']:.1f} s wall (first run, caches built; not in the figures)", flush=True)
     for repeat in range(repeats):
         order = tools if repeat % 2 == 0 else tuple(reversed(tools))
         for n in (short, long):
@@ -153,7 +162,8 @@ def measure(tools: tuple[str, ...], make_argv, steps: tuple[int, int], repeats: 
         cpu_marginal = [(b - a) / (long - short) for a, b in zip(cpu[tool][short], cpu[tool][long])]
         summary[tool] = {"marginal_s": marginal, "step_s": statistics.median(marginal),
                          "fixed_s": statistics.median(fixed), "peak_mib": max(peaks[tool]),
-                         "cpu_step_s": statistics.median(cpu_marginal), "cpu_marginal_s": cpu_marginal}
+                         "cpu_step_s": statistics.median(cpu_marginal), "cpu_marginal_s": cpu_marginal,
+                         "cold_s": cold[tool]}
     return summary
 
 
@@ -161,12 +171,12 @@ def report(title: str, summary: dict[str, dict], batch: int) -> float | None:
     """Print one table; returns diffusers' median time per step over the workbench's."""
     print(title)
     print(f"{'tool':<12}{'ms/step':>9}{'each repeat':>22}{'samples/s':>11}{'CPU ms/step':>13}{'each repeat':>22}"
-          f"{'fixed s':>9}{'peak MiB':>10}")
+          f"{'fixed s':>9}{'first s':>9}{'peak MiB':>10}")
     for tool, s in summary.items():
         each = " ".join(f"{m * 1000:.0f}" for m in s["marginal_s"])
         each_cpu = " ".join(f"{m * 1000:.0f}" for m in s["cpu_marginal_s"])
         print(f"{tool:<12}{s['step_s'] * 1000:>9.1f}{each:>22}{batch / s['step_s']:>11.2f}{s['cpu_step_s'] * 1000:>13.1f}"
-              f"{each_cpu:>22}{s['fixed_s']:>9.1f}{s['peak_mib']:>10.0f}")
+              f"{each_cpu:>22}{s['fixed_s']:>9.1f}{s['cold_s']:>9.1f}{s['peak_mib']:>10.0f}")
     if len(summary) == 2:
         ratio = summary["diffusers"]["step_s"] / summary["workbench"]["step_s"]
         cpu_ratio = summary["diffusers"]["cpu_step_s"] / summary["workbench"]["cpu_step_s"]
