@@ -213,7 +213,8 @@ def gpu_bench(args, work: Path, env: dict[str, str], logs: Path) -> None:
         sys.exit("--gpu needs a CUDA device (torch.cuda.is_available() is False here)")
     deadline = time.monotonic() + args.budget_s
     res, steps = 512, tuple(args.gpu_steps)
-    export = prepare_export(work, args.images, res, env)
+    export = prepare_export(work, args.gpu_images, res, env)
+    train_images = sum(1 for line in (export / "metadata.jsonl").read_text().splitlines() if line.strip())
     sd = prepare_model(work, gpu=True)
     total_mib = torch.cuda.get_device_properties(0).total_memory / 2**20
     print(f"GPU: {torch.cuda.get_device_name(0)}, {total_mib / 1024:.0f} GiB; SD 1.5 architecture (random weights), "
@@ -238,6 +239,11 @@ def gpu_bench(args, work: Path, env: dict[str, str], logs: Path) -> None:
                 return
             peaks[batch] = result["peak_mib"]
         batch = largest_batch(peaks, total_mib)
+        cap = max(4, train_images * 9 // 10 // 4 * 4)  # the training split (90 %) must fill a batch
+        if batch > cap:
+            print(f"largest batch: {batch} would fit, but the export's training split fills {cap}; "
+                  "measuring that (raise --gpu-images for more)")
+            batch = cap
         for _attempt in range(2):
             try:
                 summary = runs(("workbench",), precision, batch, f"gpu-{precision}-b{batch}")
@@ -312,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu", action="store_true", help="SD 1.5 architecture at 512 px on the CUDA device")
     parser.add_argument("--precisions", type=lambda t: t.split(","), default=["fp16", "bf16"])
     parser.add_argument("--gpu-steps", type=_steps, default=[4, 24])
+    parser.add_argument("--gpu-images", type=int, default=192, help="--gpu: demo images to export (>= the largest batch)")
     parser.add_argument("--gpu-repeats", type=int, default=1)
     parser.add_argument("--budget-s", type=float, default=300,
                         help="--gpu: start no further part after this many seconds (every figure fits in 8 minutes)")
