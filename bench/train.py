@@ -1,18 +1,26 @@
-"""Training speed: the workbench trainer against a plain loop written as diffusers' example does it.
+"""Training speed: the workbench trainer at its defaults against diffusers' own ControlNet example.
 
-    python bench/train.py [--steps 30] [--batch 4] [--resolution 64] [--images 32]
+    python bench/train.py --diffusers-example /path/to/examples/controlnet/train_controlnet.py
+        [--repeats 3] [--steps 4,34] [--resolution 128] [--batch 4] [--images 64] [--threads N]
+    python bench/train.py --gpu --diffusers-example PATH        (SD 1.5 architecture, 512 px, fp16 + bf16)
 
-Same tiny Stable Diffusion (random weights, built from configs), same export folder, same
-batch, one run. Each variant runs in its own process so that its peak memory is its own:
+The baseline is what a user would run instead: diffusers' ``examples/controlnet/train_controlnet.py``,
+unmodified, read from the path given (take it from the diffusers repository at the tag of the
+installed diffusers: ``git show v<version>:examples/controlnet/train_controlnet.py``). Both train on
 
-- ``plain``: the diffusers example's loop: PNG decode and torchvision transforms per sample
-  (masks resized bilinearly, as it does), VAE encode and text encode every step, AdamW,
-  ``loss.detach().item()`` every step;
-- ``trainer``: ``train/controlnet.py`` without caches;
-- ``trainer+cache``: ``train/controlnet.py`` with cached latent distributions and text embeddings.
+- the same model: the tiny Stable Diffusion of ``workbench/tiny/sd.py`` (random weights), or with
+  ``--gpu`` Stable Diffusion 1.5's architecture from its configs (random weights, nothing downloaded);
+- the same data: the demo dataset exported as a Hugging Face image folder at the resolution;
+- the same batch, resolution and precision; each tool otherwise at its own defaults.
 
-Samples/s are measured after a warm-up of a few steps. On a CPU the tiny model measures overheads
-(data loading, encoders, host syncs), not a GPU's arithmetic; see the issue for GPU targets.
+Each run is its own process, timed from start to exit. The time per step is the marginal one
+between a short and a long run (start-up, caches, the final save and, for the workbench, its
+end-of-run validation cancel out); what is left over is reported apart as the fixed cost. A first,
+untimed run of each tool builds its caches (datasets' Arrow files; the workbench's latents), and
+its time is printed as the first start. The runs are interleaved (short and long, both tools, the order alternating), repeated, and medians
+are printed with the ratio. Peak memory: the process's peak resident set on a CPU, PyTorch's
+peak allocation on a GPU. ``--gpu`` also finds the largest batch that fits (from the memory of
+two batch sizes, then checked) and reports its samples/s.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,148 +36,313 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-WARMUP = 5
+TOOLS = ("diffusers", "workbench")
+PEAK_ENV = "BENCH_PEAK_FILE"
 
 
-def peak_memory_mib() -> float:
-    """Peak GPU memory when on a GPU, else this process's peak resident memory."""
-    import torch
+# -- the child: runs one tool unmodified and records its peak memory at exit ------------------------
+def child(argv: list[str]) -> None:
+    """Run ``argv`` (a script path, or ``-m module``) as ``__main__``; write the peak GPU memory at exit."""
+    import atexit
+    import runpy
 
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    def record() -> None:
+        peak = None
+        if "torch" in sys.modules:
+            import torch
 
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                peak = torch.cuda.max_memory_allocated() / 2**20
+        Path(os.environ[PEAK_ENV]).write_text(json.dumps({"gpu_peak_mib": peak}))
 
-def plain_loop(sd: Path, export: Path, steps: int, batch: int, resolution: int) -> dict:
-    """The diffusers example's training loop, reduced to what a step does."""
-    import torch
-    import torch.nn.functional as F
-    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
-    from PIL import Image
-    from torchvision import transforms
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = CLIPTokenizer.from_pretrained(sd, subfolder="tokenizer")
-    text_encoder = CLIPTextModel.from_pretrained(sd, subfolder="text_encoder").to(device)
-    vae = AutoencoderKL.from_pretrained(sd, subfolder="vae").to(device)
-    unet = UNet2DConditionModel.from_pretrained(sd, subfolder="unet").to(device)
-    scheduler = DDPMScheduler.from_pretrained(sd, subfolder="scheduler")
-    controlnet = ControlNetModel.from_unet(unet).to(device)
-    for m in (vae, text_encoder, unet):
-        m.requires_grad_(False)
-    controlnet.train()
-    optimizer = torch.optim.AdamW(controlnet.parameters(), lr=1e-5)
-    rows = [json.loads(x) for x in (export / "prompt.json").read_text().splitlines()]
-    image_tf = transforms.Compose([transforms.Resize(resolution), transforms.CenterCrop(resolution),
-                                   transforms.ToTensor(), transforms.Normalize([0.5], [0.5])])
-    cond_tf = transforms.Compose([transforms.Resize(resolution), transforms.CenterCrop(resolution),
-                                  transforms.ToTensor()])
-
-    class Data(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(rows)
-
-        def __getitem__(self, i):
-            row = rows[i]
-            ids = tokenizer(row["prompt"], max_length=tokenizer.model_max_length, padding="max_length",
-                            truncation=True, return_tensors="pt").input_ids[0]
-            return {"pixel_values": image_tf(Image.open(export / row["target"]).convert("RGB")),
-                    "conditioning_pixel_values": cond_tf(Image.open(export / row["source"]).convert("RGB")),
-                    "input_ids": ids}
-
-    loader = torch.utils.data.DataLoader(Data(), batch_size=batch, shuffle=True, drop_last=True)
-    done, started = 0, None
-    while done < steps:
-        for b in loader:
-            if done == WARMUP:
-                started = time.perf_counter()
-            latents = vae.encode(b["pixel_values"].to(device)).latent_dist.sample() * vae.config.scaling_factor
-            noise = torch.randn_like(latents)
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), device=device).long()
-            noisy = scheduler.add_noise(latents, noise, t)
-            text = text_encoder(b["input_ids"].to(device), return_dict=False)[0]
-            down, mid = controlnet(noisy, t, encoder_hidden_states=text,
-                                   controlnet_cond=b["conditioning_pixel_values"].to(device), return_dict=False)
-            pred = unet(noisy, t, encoder_hidden_states=text, down_block_additional_residuals=down,
-                        mid_block_additional_residual=mid, return_dict=False)[0]
-            loss = F.mse_loss(pred.float(), noise.float(), reduction="mean")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=False)
-            loss.detach().item()  # the example logs the loss of every step
-            done += 1
-            if done >= steps:
-                break
-    elapsed = time.perf_counter() - started
-    return {"samples_per_s": (steps - WARMUP) * batch / elapsed, "peak_memory_mib": peak_memory_mib()}
+    atexit.register(record)
+    here = Path(__file__).resolve().parent  # bench/ holds a train.py that would shadow the train package
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+    if argv[0] == "-m":
+        sys.argv = [argv[1], *argv[2:]]
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = list(argv)
+        sys.path.insert(0, str(Path(argv[0]).resolve().parent))
+        runpy.run_path(argv[0], run_name="__main__")
 
 
-def trainer(sd: Path, export: Path, out: Path, steps: int, batch: int, resolution: int, cached: bool) -> dict:
-    """``train/controlnet.py`` on the same data; rate from its own per-step clock after warm-up."""
+# -- set-up -------------------------------------------------------------------------------------
+def prepare_export(work: Path, images: int, resolution: int, env: dict[str, str]) -> Path:
+    """The demo dataset exported as an image folder (built once per work folder)."""
+    export = work / f"export-{resolution}"
+    if not (export / "metadata.jsonl").is_file():
+        for args in (["demo", "--images", str(images)],
+                     ["export", "--dataset", "demo", "--format", "imagefolder", "--out", str(export),
+                      "--resolution", str(resolution)]):
+            done = subprocess.run([sys.executable, "-m", "workbench", *args], cwd=ROOT, env=env,
+                                  capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"workbench {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return export
+
+
+def prepare_model(work: Path, gpu: bool) -> Path:
+    """The random-weight Stable Diffusion folder (tiny, or SD 1.5's architecture with ``gpu``)."""
+    from workbench.tiny.sd import build_sd15_random, build_tiny_sd
+
+    folder = work / ("sd15-random" if gpu else "sd-tiny")
+    if not (folder / "model_index.json").is_file():
+        (build_sd15_random if gpu else build_tiny_sd)(folder)
+    return folder
+
+
+# -- one run ------------------------------------------------------------------------------------
+def command(tool: str, example: Path, sd: Path, export: Path, out: Path, steps: int, batch: int,
+            resolution: int, precision: str, extra: dict | None = None) -> list[str]:
+    """The argument list of one run: the example with its own flags, or ``workbench train run``."""
+    if tool == "diffusers":
+        return [str(example), "--pretrained_model_name_or_path", str(sd), "--train_data_dir", str(export),
+                "--output_dir", str(out), "--resolution", str(resolution), "--train_batch_size", str(batch),
+                "--max_train_steps", str(steps), "--mixed_precision", precision, "--seed", "0",
+                "--image_column", "image", "--conditioning_image_column", "conditioning_image",
+                "--caption_column", "text"]
     from train.config import load_config
-    from train.controlnet import train
 
-    config = load_config(None, dict(
-        pretrained_model_name_or_path=str(sd), train_data_dir=str(export), output_dir=str(out),
-        resolution=resolution, train_batch_size=batch, max_train_steps=steps, checkpointing_steps=10**6,
-        validation_steps=10**6, num_validation_images=0, validation_loss_samples=0, logging_steps=10,
-        report_to="none", proportion_empty_prompts=0.0, validation_split=0.0,
-        cache_latents=cached, cache_text_embeddings=cached))
-    train(config)
-    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    first, last = records[WARMUP - 1], records[-1]
-    rate = (last["step"] - first["step"]) * batch / (last["time"] - first["time"])
-    return {"samples_per_s": rate, "peak_memory_mib": peak_memory_mib()}
+    config = load_config(None, dict(pretrained_model_name_or_path=str(sd), train_data_dir=str(export),
+                                    output_dir=str(out), resolution=resolution, train_batch_size=batch,
+                                    max_train_steps=steps, mixed_precision=precision, seed=0, **(extra or {})))
+    path = config.to_file(out.parent / f"{out.name}.yaml")
+    return ["-m", "workbench", "train", "run", "--config", str(path)]
 
 
-def main() -> None:
-    """Build the model and data once, run each variant in its own process, print a table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--images", type=int, default=32)
-    parser.add_argument("--variant", help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.variant:
-        sd, export = args.workdir / "sd", args.workdir / "export"
-        if args.variant == "plain":
-            result = plain_loop(sd, export, args.steps, args.batch, args.resolution)
-        else:
-            result = trainer(sd, export, args.workdir / args.variant, args.steps, args.batch, args.resolution,
-                             cached=args.variant == "trainer+cache")
-        print("RESULT " + json.dumps(result))
-        return
+def run_once(argv: list[str], env: dict[str, str], log: Path) -> dict:
+    """Wall time, peak memory and success of one run in its own process."""
+    peak_file = log.with_suffix(".peak.json")
+    started = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, __file__, "--child", *argv], cwd=log.parent, stdout=out,
+                                stderr=subprocess.STDOUT, env={**env, PEAK_ENV: str(peak_file)})
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    gpu = json.loads(peak_file.read_text())["gpu_peak_mib"] if peak_file.is_file() else None
+    return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime, "ok": proc.returncode == 0,
+            "peak_mib": gpu if gpu else usage.ru_maxrss / 1024, "log": str(log)}
 
-    from tests.tiny_models import write_export
-    from workbench.tiny.sd import build_tiny_sd
 
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        build_tiny_sd(work / "sd")
-        write_export(work / "export", "controlnet", n=args.images, size=args.resolution, validation=0)
-        results = {}
-        for variant in ("plain", "trainer", "trainer+cache"):
-            done = subprocess.run([sys.executable, __file__, "--variant", variant, "--workdir", str(work),
-                                   "--steps", str(args.steps), "--batch", str(args.batch),
-                                   "--resolution", str(args.resolution)],
-                                  capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-            line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if line is None:
-                sys.exit(f"{variant} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
-            results[variant] = json.loads(line[7:])
+def measure(tools: tuple[str, ...], make_argv, steps: tuple[int, int], repeats: int, env: dict[str, str],
+            logs: Path, tag: str) -> dict[str, dict]:
+    """Interleaved short/long runs of every tool; per tool the marginal s/step, fixed s and peak."""
+    short, long = steps
+    times: dict[str, dict[int, list[float]]] = {t: {short: [], long: []} for t in tools}
+    cpu: dict[str, dict[int, list[float]]] = {t: {short: [], long: []} for t in tools}
+    peaks: dict[str, list[float]] = {t: [] for t in tools}
+    cold: dict[str, float] = {}
+    for tool in tools:  # untimed first runs: each tool's own caches (datasets' Arrow files, latents) get built
+        name = f"{tag}-{tool}-cold"
+        result = run_once(make_argv(tool, logs / name, short), env, logs / f"{name}.log")
+        if not result["ok"]:
+            raise RuntimeError(f"{tool} failed; log {result['log']}:\n{Path(result['log']).read_text()[-3000:]}")
+        cold[tool] = result["seconds"]
+        print(f"  {name}: {result['seconds']:.1f} s wall (first run, caches built; not in the figures)", flush=True)
+    for repeat in range(repeats):
+        order = tools if repeat % 2 == 0 else tuple(reversed(tools))
+        for n in (short, long):
+            for tool in order:
+                name = f"{tag}-{tool}-{n}-r{repeat}"
+                result = run_once(make_argv(tool, logs / name, n), env, logs / f"{name}.log")
+                if not result["ok"]:
+                    tail = Path(result["log"]).read_text()[-3000:]
+                    raise RuntimeError(f"{tool} ({n} steps) failed; log {result['log']}:\n{tail}")
+                times[tool][n].append(result["seconds"])
+                cpu[tool][n].append(result["cpu_seconds"])
+                peaks[tool].append(result["peak_mib"])
+                print(f"  {name}: {result['seconds']:.1f} s wall, {result['cpu_seconds']:.1f} s CPU, "
+                      f"peak {result['peak_mib']:.0f} MiB", flush=True)
+    summary = {}
+    for tool in tools:
+        marginal = [(b - a) / (long - short) for a, b in zip(times[tool][short], times[tool][long])]
+        fixed = [a - short * m for a, m in zip(times[tool][short], marginal)]
+        cpu_marginal = [(b - a) / (long - short) for a, b in zip(cpu[tool][short], cpu[tool][long])]
+        summary[tool] = {"marginal_s": marginal, "step_s": statistics.median(marginal),
+                         "fixed_s": statistics.median(fixed), "peak_mib": max(peaks[tool]),
+                         "cpu_step_s": statistics.median(cpu_marginal), "cpu_marginal_s": cpu_marginal,
+                         "cold_s": cold[tool]}
+    return summary
+
+
+def report(title: str, summary: dict[str, dict], batch: int) -> float | None:
+    """Print one table; returns diffusers' median time per step over the workbench's."""
+    print(title)
+    print(f"{'tool':<12}{'ms/step':>9}{'each repeat':>22}{'samples/s':>11}{'CPU ms/step':>13}{'each repeat':>22}"
+          f"{'fixed s':>9}{'first s':>9}{'peak MiB':>10}")
+    for tool, s in summary.items():
+        each = " ".join(f"{m * 1000:.0f}" for m in s["marginal_s"])
+        each_cpu = " ".join(f"{m * 1000:.0f}" for m in s["cpu_marginal_s"])
+        print(f"{tool:<12}{s['step_s'] * 1000:>9.1f}{each:>22}{batch / s['step_s']:>11.2f}{s['cpu_step_s'] * 1000:>13.1f}"
+              f"{each_cpu:>22}{s['fixed_s']:>9.1f}{s['cold_s']:>9.1f}{s['peak_mib']:>10.0f}")
+    if len(summary) == 2:
+        ratio = summary["diffusers"]["step_s"] / summary["workbench"]["step_s"]
+        cpu_ratio = summary["diffusers"]["cpu_step_s"] / summary["workbench"]["cpu_step_s"]
+        print(f"speed-up of the workbench over diffusers' example (medians per step): {ratio:.2f}x wall-clock, "
+              f"{cpu_ratio:.2f}x CPU time (wall-clock is the figure; CPU time is the check on a shared machine)")
+        return ratio
+    return None
+
+
+def _env(work: Path, threads: int | None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "WORKBENCH_DATA_DIR": str(work / "data"), "WORKBENCH_DB_URL": f"sqlite:///{work / 'data' / 'bench.db'}",
+           "HF_DATASETS_CACHE": str(work / "hf-datasets"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+def largest_batch(peak_at: dict[int, float], total_mib: float, fraction: float = 0.9) -> int:
+    """The largest batch (a multiple of 4) whose memory, extrapolated linearly from two measured
+    batch sizes, stays under ``fraction`` of the device's memory."""
+    (b1, m1), (b2, m2) = sorted(peak_at.items())[:2]
+    per_sample = max((m2 - m1) / (b2 - b1), 1e-6)
+    return max(4, int((total_mib * fraction - m1) / per_sample + b1) // 4 * 4)
+
+
+def gpu_bench(args, work: Path, env: dict[str, str], logs: Path) -> None:
+    """512 px, SD 1.5 architecture: both tools at batch 4 per precision, the workbench's largest batch,
+    then torch.compile and 8-bit AdamW; each part only while ``--budget-s`` lasts (skips are printed)."""
     import torch
 
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-    print(f"tiny SD, {args.resolution} px, batch {args.batch}, {args.steps} steps ({WARMUP} warm-up), {device}")
-    base = results["plain"]["samples_per_s"]
-    print(f"{'variant':<16}{'samples/s':>12}{'vs plain':>10}{'peak MiB':>12}")
-    for name, r in results.items():
-        print(f"{name:<16}{r['samples_per_s']:>12.2f}{r['samples_per_s'] / base:>9.2f}x{r['peak_memory_mib']:>12.0f}")
+    if not torch.cuda.is_available():
+        sys.exit("--gpu needs a CUDA device (torch.cuda.is_available() is False here)")
+    deadline = time.monotonic() + args.budget_s
+    res, steps = 512, tuple(args.gpu_steps)
+    export = prepare_export(work, args.gpu_images, res, env)
+    train_images = sum(1 for line in (export / "metadata.jsonl").read_text().splitlines() if line.strip())
+    sd = prepare_model(work, gpu=True)
+    total_mib = torch.cuda.get_device_properties(0).total_memory / 2**20
+    print(f"GPU: {torch.cuda.get_device_name(0)}, {total_mib / 1024:.0f} GiB; SD 1.5 architecture (random weights), "
+          f"{res} px; marginal time per step between {steps[0]} and {steps[1]} steps", flush=True)
+
+    def runs(tools, precision: str, batch: int, tag: str, repeats: int = 1, **extra) -> dict[str, dict]:
+        return measure(tools, lambda tool, out, n: command(tool, args.diffusers_example, sd, export, out, n, batch,
+                                                           res, precision, extra), steps, repeats, env, logs, tag)
+
+    def batch4(precision: str) -> None:
+        report(f"{precision}, batch 4, {args.gpu_repeats} repeat(s)",
+               runs(TOOLS, precision, 4, f"gpu-{precision}-b4", args.gpu_repeats), 4)
+
+    def largest() -> None:
+        precision, peaks = args.precisions[0], {}
+        for batch in (8, 16):  # memory at two sizes, extrapolated, then measured (backing off once on OOM)
+            argv = command("workbench", args.diffusers_example, sd, export, logs / f"probe-b{batch}", 2, batch, res,
+                           precision)
+            result = run_once(argv, env, logs / f"probe-b{batch}.log")
+            if not result["ok"]:
+                print(f"largest batch: the probe at batch {batch} failed; see {result['log']}")
+                return
+            peaks[batch] = result["peak_mib"]
+        batch = largest_batch(peaks, total_mib)
+        cap = max(4, train_images * 9 // 10 // 4 * 4)  # the training split (90 %) must fill a batch
+        if batch > cap:
+            print(f"largest batch: {batch} would fit, but the export's training split fills {cap}; "
+                  "measuring that (raise --gpu-images for more)")
+            batch = cap
+        for _attempt in range(2):
+            try:
+                summary = runs(("workbench",), precision, batch, f"gpu-{precision}-b{batch}")
+            except RuntimeError as exc:
+                print(f"batch {batch} failed ({str(exc).splitlines()[0]}); trying a smaller one")
+                batch = max(4, int(batch * 0.85) // 4 * 4)
+                continue
+            report(f"{precision}, largest batch {batch} (memory extrapolated from batch 8 and 16)", summary, batch)
+            return
+
+    def compiled() -> None:
+        precision = args.precisions[0]
+        report(f"{precision}, batch 4, torch_compile=true (compile time is in the fixed cost)",
+               runs(("workbench",), precision, 4, f"gpu-{precision}-b4-compile", torch_compile=True), 4)
+
+    def adam8() -> None:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            print("8-bit AdamW: bitsandbytes is not installed; not measured")
+            return
+        peaks = {}
+        for eight in (False, True):
+            tag = f"adam-{'8bit' if eight else 'fp32'}"
+            argv = command("workbench", args.diffusers_example, sd, export, logs / tag, steps[0], 4, res,
+                           args.precisions[0], {"use_8bit_adam": eight})
+            peaks[eight] = run_once(argv, env, logs / f"{tag}.log")["peak_mib"]
+        print(f"AdamW peak memory at batch 4: {peaks[False]:.0f} MiB; 8-bit AdamW: {peaks[True]:.0f} MiB")
+
+    parts = [(f"{args.precisions[0]} batch 4", lambda: batch4(args.precisions[0])), ("largest batch", largest)]
+    parts += [(f"{p} batch 4", lambda p=p: batch4(p)) for p in args.precisions[1:]]
+    parts += [("torch.compile", compiled), ("8-bit AdamW memory", adam8)]
+    for name, part in parts:
+        if time.monotonic() >= deadline:
+            print(f"{name}: skipped, past --budget-s {args.budget_s:.0f}")
+            continue
+        part()
+
+
+def cpu_bench(args, work: Path, env: dict[str, str], logs: Path) -> None:
+    """The tiny model on the CPU: both tools at the given batch, resolution and fp32."""
+    export = prepare_export(work, args.images, args.resolution, env)
+    sd = prepare_model(work, gpu=False)
+    summary = measure(TOOLS, lambda tool, out, n: command(tool, args.diffusers_example, sd, export, out, n, args.batch,
+                                                            args.resolution, "no"),
+                      tuple(args.steps), args.repeats, env, logs, "cpu")
+    threads = args.threads or "default"
+    report(f"tiny SD, {args.resolution} px, batch {args.batch}, fp32, CPU ({os.cpu_count()} cores, threads: "
+           f"{threads}); marginal time per step between {args.steps[0]} and {args.steps[1]} steps, "
+           f"{args.repeats} interleaved repeats", summary, args.batch)
+
+
+def _steps(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",")]
+    if len(values) != 2 or not 0 < values[0] < values[1]:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a short and a long step count, e.g. 4,34")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--diffusers-example", type=Path, required=True,
+                        help="diffusers' examples/controlnet/train_controlnet.py (unmodified), at the installed version's tag")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=_steps, default=[4, 34], help="short,long step counts (default 4,34)")
+    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--images", type=int, default=64, help="demo images to export")
+    parser.add_argument("--threads", type=int, help="OMP/MKL threads of both tools (default: torch's own)")
+    parser.add_argument("--workdir", type=Path, help="keep the export, model and logs here (reused when present)")
+    parser.add_argument("--gpu", action="store_true", help="SD 1.5 architecture at 512 px on the CUDA device")
+    parser.add_argument("--precisions", type=lambda t: t.split(","), default=["fp16", "bf16"])
+    parser.add_argument("--gpu-steps", type=_steps, default=[4, 24])
+    parser.add_argument("--gpu-images", type=int, default=192, help="--gpu: demo images to export (>= the largest batch)")
+    parser.add_argument("--gpu-repeats", type=int, default=1)
+    parser.add_argument("--budget-s", type=float, default=300,
+                        help="--gpu: start no further part after this many seconds (every figure fits in 8 minutes)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Prepare the model and data once, run both tools interleaved, print the figures."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        child(argv[1:])
+        return
+    args = build_parser().parse_args(argv)
+    if not args.diffusers_example.is_file():
+        sys.exit(f"--diffusers-example {args.diffusers_example}: no such file; get it with "
+                 "`git -C <diffusers clone> show v<version>:examples/controlnet/train_controlnet.py > FILE`")
+    sys.path.insert(0, str(ROOT))
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        work = args.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        logs = Path(tempfile.mkdtemp(prefix="runs-", dir=work))
+        env = _env(work, args.threads)
+        print("command: python bench/train.py " + " ".join(argv), flush=True)
+        (gpu_bench if args.gpu else cpu_bench)(args, work, env, logs)
 
 
 if __name__ == "__main__":

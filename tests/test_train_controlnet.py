@@ -151,22 +151,27 @@ def test_prompt_dropout_is_drawn_per_sample_at_every_step():
     assert not prompt_dropout(0, 1, 0, 8, 0.0).any() and prompt_dropout(0, 1, 0, 8, 1.0).all()
 
 
-def test_cached_latents_and_text_embeddings(tiny_sd, tiny_export, tmp_path):
+def test_cached_latents_text_embeddings_and_masks(tiny_sd, tiny_export, tmp_path):
     from diffusers import AutoencoderKL
 
-    out = tmp_path / "cached"
-    train(_config(tiny_sd, tiny_export, out, cache_latents=True, cache_text_embeddings=True, max_train_steps=2,
-                  random_flip=True, num_validation_images=0))
-    latents = np.load(next((out / "cache").glob("latents-*.npy")))
-    text = np.load(next((out / "cache").glob("text-*.npy")))
+    out, cache = tmp_path / "cached", tmp_path / "cache"
+    train(_config(tiny_sd, tiny_export, out, cache_dir=str(cache), max_train_steps=2, random_flip=True,
+                  num_validation_images=0))  # the caches are on by default
+    latents = np.load(next(cache.glob("latents-*-64x64.npy")))
+    text = np.load(next(cache.glob("text-*.npy")))
+    masks = np.load(next(cache.glob("masks-*-64x64.npy")))
     records = [r for r in read_records(tiny_export) if r.split == "train"]
     assert latents.shape == (len(records), 2, 2, 4, 8, 8)  # image, flip, (mean, std), latent
-    assert text.shape[:2] == (len(records), 77)
+    assert text.shape[:2] == (len(records) + 1, 77)  # every prompt, then the empty one
+    assert masks.shape == (len(records), 64, 64) and masks.dtype == np.uint8
+    assert np.array_equal(masks[0], np.array(Image.open(records[0].mask)))
     vae = AutoencoderKL.from_pretrained(tiny_sd, subfolder="vae")
     pixels = torch.from_numpy(np.array(Image.open(records[0].photo).convert("RGB"))).permute(2, 0, 1)
     dist = vae.encode(pixels.float().div(127.5).sub(1)[None]).latent_dist
     assert np.allclose(latents[0, 0, 0], dist.mean[0].detach().numpy(), atol=2e-3)
     assert np.allclose(latents[0, 0, 1], dist.std[0].detach().numpy(), atol=2e-3)
+    flipped = vae.encode(pixels.flip(-1).float().div(127.5).sub(1)[None]).latent_dist
+    assert np.allclose(latents[0, 1, 0], flipped.mean[0].detach().numpy(), atol=2e-3)
     assert [m["step"] for m in _metrics(out)] == [1, 2]
 
 

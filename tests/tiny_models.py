@@ -1,95 +1,15 @@
-"""Tiny models and training data for tests: the tiny Stable Diffusion fixture, and export folders.
-
-Nothing here is downloaded. The Stable Diffusion comes from ``workbench.tiny.sd`` (randomly
-initialised from small configs, saved as an ordinary diffusers folder), so the trainer,
-``add_control`` and the pipelines load it through their real ``from_pretrained`` paths.
-The export folders follow the two documented layouts (ControlNet reference and Hugging Face
-image folder) with single-channel palette PNG masks and a ``manifest.json`` naming the scheme.
-"""
+"""Fixtures of the tiny Stable Diffusion and export folders; the builders live in ``workbench/tiny/sd.py``."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from workbench.tiny.sd import build_tiny_sd  # noqa: F401  (the builders live in the library)
+from workbench.tiny.sd import (  # noqa: F401  (re-exported: tests import them from here)
+    TINY_CLASSES, TINY_COLOURS, build_tiny_sd, palette_png, write_export,
+)
 from workbench.tiny.sdxl import build_tiny_sdxl
-
-TINY_CLASSES = {"0": "background", "1": "upper body", "2": "lower body", "3": "full body"}
-TINY_COLOURS = [(0, 0, 0), (255, 0, 0), (0, 0, 255), (0, 255, 0)]
-
-
-def _figure(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A class-id map: a 'person' with an upper and a lower garment or a full-body one."""
-    mask = np.zeros((size, size), np.uint8)
-    left = int(rng.integers(size // 8, size // 2))
-    width = int(rng.integers(size // 4, size // 2))
-    top = int(rng.integers(2, size // 4))
-    mid = int(rng.integers(size // 3, size // 2)) + top
-    bottom = min(size - 2, mid + int(rng.integers(size // 4, size // 2)))
-    if rng.random() < 0.5:
-        mask[top:mid, left:left + width] = 1
-        mask[mid:bottom, left:left + width] = 2
-    else:
-        mask[top:bottom, left:left + width] = 3
-    return mask
-
-
-def palette_png(mask: np.ndarray, colours=TINY_COLOURS) -> Image.Image:
-    """A single-channel palette PNG image of a class-id map."""
-    image = Image.fromarray(mask, mode="P")
-    flat = [c for colour in colours for c in colour]
-    image.putpalette(flat + [0] * (768 - len(flat)))
-    return image
-
-
-def write_export(root: Path, fmt: str = "controlnet", n: int = 8, size: int = 64, seed: int = 0,
-                 validation: int = 2) -> Path:
-    """A tiny export folder in ``fmt`` (``controlnet`` or ``imagefolder``) with a manifest.
-
-    The manifest marks the last ``validation`` images as the validation split; photos are drawn from
-    their masks (a colour per class plus noise) so that there is something to learn.
-    """
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    garment = {1: "a red top", 2: "blue trousers", 3: "a green dress"}
-    lines, items = [], []
-    for i in range(n):
-        mask = _figure(rng, size)
-        photo = np.full((size, size, 3), 200, np.uint8)
-        for value, colour in enumerate(TINY_COLOURS[1:], start=1):
-            photo[mask == value] = colour
-        photo = np.clip(photo.astype(int) + rng.integers(-20, 20, photo.shape), 0, 255).astype(np.uint8)
-        prompt = "a person wearing " + " and ".join(garment[v] for v in sorted(set(mask.flat) - {0}))
-        split = "validation" if i >= n - validation else "train"
-        if fmt == "controlnet":
-            (root / "source").mkdir(exist_ok=True)
-            (root / "target").mkdir(exist_ok=True)
-            palette_png(mask).save(root / "source" / f"{i}.png")
-            Image.fromarray(photo).save(root / "target" / f"{i}.png")
-            lines.append({"source": f"source/{i}.png", "target": f"target/{i}.png", "prompt": prompt})
-        elif fmt == "imagefolder":
-            (root / "images").mkdir(exist_ok=True)
-            (root / "conditioning").mkdir(exist_ok=True)
-            palette_png(mask).save(root / "conditioning" / f"{i}.png")
-            Image.fromarray(photo).save(root / "images" / f"{i}.png")
-            lines.append({"file_name": f"images/{i}.png", "conditioning_image_file_name": f"conditioning/{i}.png",
-                          "text": prompt})
-        else:
-            raise ValueError(fmt)
-        items.append({"index": i, "file_name": f"{i}.png", "split": split})
-    name = "prompt.json" if fmt == "controlnet" else "metadata.jsonl"
-    (root / name).write_text("".join(json.dumps(line) + "\n" for line in lines))
-    # the layout workbench/export.py writes: the scheme (with its legend) and the split per line index
-    manifest = {"format": fmt, "recipe": {"scheme": "cloth-seg", "resolution": size},
-                "scheme": {"name": "cloth-seg", "version": 1, "legend": TINY_CLASSES},
-                "counts": {"images": n}, "items": items}
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return root
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +20,7 @@ def tiny_sd(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_sdxl(tmp_path_factory) -> Path:
-    """A tiny SDXL diffusers folder (two text encoders, text_time UNet), built once per session (read-only)."""
+    """A tiny SDXL diffusers folder (two text encoders), built once per test session (read-only)."""
     return build_tiny_sdxl(tmp_path_factory.mktemp("tiny-sdxl") / "sdxl")
 
 

@@ -42,7 +42,7 @@ class TrainConfig(BaseModel):
                           "base's model_index.json names (StableDiffusionXLPipeline).")
     train_data_dir: Path = Field(description="An export folder: prompt.json (ControlNet layout) or metadata.jsonl.")
     output_dir: Path = Field(description="Receives checkpoint-<step>/, metrics.jsonl, validation/, the final model.")
-    resolution: int = Field(512, ge=8, description="Side of the square training images (multiple of 8).")
+    resolution: int = Field(512, ge=8, description="Training side (multiple of 8): squares, or buckets of about resolution² pixels.")
     validation_split: float = Field(
         0.05, ge=0, lt=1, description="Fraction held out when the export marks no split.")
 
@@ -82,9 +82,19 @@ class TrainConfig(BaseModel):
     enable_sdpa: bool = Field(True, description="PyTorch scaled-dot-product attention (else the classic one).")
     channels_last: bool = Field(True, description="channels_last memory format on CUDA devices.")
     torch_compile: bool = False
-    cache_latents: bool = Field(False, description="Encode every photo once; sample from the cached mean/std.")
-    cache_text_embeddings: bool = Field(False, description="Encode every prompt once (and the empty prompt).")
-    dataloader_num_workers: int = Field(0, ge=0)
+    # the caches give the same training signal (a fresh latent sample from the cached mean/std every
+    # step, the flip's own latents, the same prompts and empty prompt), so they are on by default
+    cache_latents: bool = Field(True, description="Encode every photo (and its flip) once; sample from the cached mean/std.")
+    cache_text_embeddings: bool = Field(True, description="Encode every prompt once (and the empty prompt).")
+    cache_masks: bool = Field(True, description="Read and resize every mask once (uint8 at training size).")
+    cache_dir: Path | None = Field(
+        None, description="Where caches live; default <train_data_dir>/.cache, shared by runs on the same export.")
+    dataloader_num_workers: int = Field(0, ge=0, description="Data loading processes (kept alive across epochs).")
+
+    # -- aspect buckets
+    aspect_buckets: bool = Field(
+        True, description="Batch by aspect bucket (every batch one size, about resolution² pixels); "
+                          "false: centre-crop every sample to a resolution square.")
 
     # -- bookkeeping
     checkpointing_steps: int = Field(500, ge=1)

@@ -12,10 +12,15 @@ trainer does differently from that example, and why:
   pipeline exactly the same tensor, so training and inference agree;
 - prompt dropout is drawn per sample at every step; the flip is drawn per (epoch, sample) and
   applied to photo and mask together;
+- batches by aspect bucket (kohya-style): every batch one size, about ``resolution``² pixels,
+  so a bucketed export keeps its framing (``aspect_buckets=false``: centre-cropped squares);
 - resume restores model, optimizer, scheduler, scaler, RNG and the position in the data: the
-  sample order is a seeded permutation per epoch, so the order continues where it stopped;
-- optional caches of VAE latent distributions (mean and std; a fresh sample each step) and
-  text embeddings, computed once into ``output_dir/cache`` and shared by all processes;
+  batch order is a seeded function of the epoch, so the order continues where it stopped;
+- caches, on by default because they give the same training signal: VAE latent distributions of
+  every photo and its flip (mean and std; a fresh sample each step), text embeddings of every
+  prompt and the empty prompt (dropout picks that row), masks once at training size as uint8;
+  built once beside the export (``<train_data_dir>/.cache``, keyed by files and model) and
+  reused by every later run on it and by all processes;
 - losses stay on the device and are read back every ``logging_steps`` steps (one host sync),
   then written as one ``metrics.jsonl`` line per optimisation step;
 - a run stops with a checkpoint when ``<output_dir>/stop.request`` appears (all ranks at the same
@@ -51,7 +56,11 @@ from train.data import (
     DataError,
     ExportDataset,
     Record,
-    ResumableSampler,
+    BucketBatchSampler,
+    MaskCache,
+    Size,
+    assign_buckets,
+    bucket_rows,
     control_input,
     fit_mask,
     load_mask,
@@ -231,23 +240,51 @@ def make_optimizer(config: TrainConfig, params: list[torch.nn.Parameter], lr: fl
 
 
 # -- caches --------------------------------------------------------------------------------------
-def _cache_key(config: TrainConfig, records: list[Record], what: str) -> str:
+def cache_folder(config: TrainConfig) -> Path:
+    """Where the caches live: ``cache_dir``, else beside the export (``<train_data_dir>/.cache``,
+    so that every run on the same export reuses them), else ``<output_dir>/cache``."""
+    if config.cache_dir is not None:
+        return Path(config.cache_dir)
+    beside = Path(config.train_data_dir) / ".cache"
+    try:
+        beside.mkdir(exist_ok=True)
+        if os.access(beside, os.W_OK):
+            return beside
+    except OSError:
+        pass
+    return Path(config.output_dir) / "cache"
+
+
+def _model_stamp(config: TrainConfig, subfolder: str) -> str:
+    """Size and mtime of a local base model's weights, so that a rebuilt model is not mistaken for the old."""
+    folder = Path(config.pretrained_model_name_or_path) / subfolder
+    if not folder.is_dir():
+        return ""
+    return ",".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(folder.iterdir())
+                    if f.is_file())
+
+
+def _cache_key(config: TrainConfig, records: list[Record], what: str, sizes: list[Size] | None = None) -> str:
     digest = hashlib.sha256()
+    subfolder = {"latents": "vae", "text": "text_encoder"}.get(what, "")
     digest.update(f"{what}|{config.pretrained_model_name_or_path}|{config.revision}|{config.variant}|"
-                  f"{config.resolution}|{config.random_flip}".encode())
-    for r in records:
-        stat = r.photo.stat() if what == "latents" else None
-        digest.update(f"{r.index}|{r.photo}|{stat.st_size if stat else ''}|{stat.st_mtime_ns if stat else ''}|"
-                      f"{r.prompt if what == 'text' else ''}\n".encode())
+                  f"{_model_stamp(config, subfolder) if subfolder else ''}|{config.random_flip}|"
+                  f"{config.mixed_precision if subfolder else ''}".encode())  # encoders run in the compute dtype
+    for i, r in enumerate(records):
+        stat = (r.photo if what == "latents" else r.mask).stat() if what != "text" else None
+        size = sizes[i] if sizes else ""
+        digest.update(f"{r.index}|{r.photo if what != 'masks' else r.mask}|{stat.st_size if stat else ''}|"
+                      f"{stat.st_mtime_ns if stat else ''}|{size}|{r.prompt if what == 'text' else ''}\n".encode())
     return digest.hexdigest()[:16]
 
 
-def _write_cache(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray], None]) -> np.ndarray:
+def _write_cache(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray], None],
+                 dtype: Any = np.float16) -> np.ndarray:
     """Build ``path`` (an .npy memmap) once; written under a temporary name, then moved into place."""
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         fill(array)
         array.flush()
         del array
@@ -256,31 +293,68 @@ def _write_cache(path: Path, shape: tuple[int, ...], fill: Callable[[np.ndarray]
 
 
 @torch.no_grad()
-def cache_latents(config: TrainConfig, records: list[Record], vae, device, dtype) -> np.ndarray:
-    """(N, flips, 2, C, h, w) float16: the VAE's latent mean and std of every training photo."""
+def cache_latents(config: TrainConfig, records: list[Record], vae, device, dtype,
+                  sizes: list[Size] | None = None) -> dict[Size, np.ndarray]:
+    """Per bucket ``(width, height)``: (n, flips, 2, C, h, w) float16, the VAE's latent mean and std
+    of every training photo of that bucket (rows in record order), unflipped and flipped."""
     from PIL import Image
 
     from train.data import prepare_pair
 
+    sizes = sizes or [(config.resolution, config.resolution)] * len(records)
     flips = (False, True) if config.random_flip else (False,)
-    h = config.resolution // 8
-    path = Path(config.output_dir) / "cache" / f"latents-{_cache_key(config, records, 'latents')}.npy"
+    members, _rows = bucket_rows(sizes)
+    arrays = {}
+    for size, chosen in members.items():
+        subset = [records[i] for i in chosen]
+        key = _cache_key(config, subset, "latents", [size] * len(subset))
+        path = cache_folder(config) / f"latents-{key}-{size[0]}x{size[1]}.npy"
 
-    def fill(array: np.ndarray) -> None:
-        for start in range(0, len(records), 8):
-            chunk = records[start:start + 8]
-            for f, flip in enumerate(flips):
-                pixels = []
-                for r in chunk:
-                    mask, _ = load_mask(r.mask)
-                    with Image.open(r.photo) as photo:
-                        arr, _m = prepare_pair(photo, mask, config.resolution, flip)
-                    pixels.append(torch.from_numpy(arr).permute(2, 0, 1).float().div(127.5).sub(1))
-                dist = vae.encode(torch.stack(pixels).to(device, dtype)).latent_dist
-                array[start:start + len(chunk), f, 0] = dist.mean.float().cpu().numpy()
-                array[start:start + len(chunk), f, 1] = dist.std.float().cpu().numpy()
+        def fill(array: np.ndarray, subset=subset, size=size) -> None:
+            for start in range(0, len(subset), 8):
+                chunk = subset[start:start + 8]
+                for f, flip in enumerate(flips):
+                    pixels = []
+                    for r in chunk:
+                        mask, _ = load_mask(r.mask)
+                        with Image.open(r.photo) as photo:
+                            arr, _m = prepare_pair(photo, mask, size, flip)
+                        pixels.append(torch.from_numpy(arr).permute(2, 0, 1).float().div(127.5).sub(1))
+                    dist = vae.encode(torch.stack(pixels).to(device, dtype)).latent_dist
+                    array[start:start + len(chunk), f, 0] = dist.mean.float().cpu().numpy()
+                    array[start:start + len(chunk), f, 1] = dist.std.float().cpu().numpy()
 
-    return _write_cache(path, (len(records), len(flips), 2, vae.config.latent_channels, h, h), fill)
+        shape = (len(subset), len(flips), 2, vae.config.latent_channels, size[1] // 8, size[0] // 8)
+        arrays[size] = _write_cache(path, shape, fill)
+    return arrays
+
+
+def cache_masks(config: TrainConfig, records: list[Record], sizes: list[Size], num_classes: int | None) -> MaskCache:
+    """Every training mask once at its training size, uint8 class ids (flipped on the fly)."""
+    members, rows = bucket_rows(sizes)
+    arrays = {}
+    for size, chosen in members.items():
+        subset = [records[i] for i in chosen]
+        path = cache_folder(config) / f"masks-{_cache_key(config, subset, 'masks', [size] * len(subset))}-{size[0]}x{size[1]}.npy"
+
+        def fill(array: np.ndarray, subset=subset, size=size) -> None:
+            for row, r in enumerate(subset):
+                array[row] = fit_mask(load_mask(r.mask)[0], size, False)
+
+        arrays[size] = _write_cache(path, (len(subset), size[1], size[0]), fill, np.uint8)
+        if num_classes is not None:
+            top = int(arrays[size].max())
+            if top >= num_classes:
+                bad = next(r.mask for r, a in zip(subset, arrays[size]) if int(a.max()) >= num_classes)
+                raise DataError(f"{bad}: holds class {top} but the control input has {num_classes} channels; "
+                                "set conditioning_channels to the scheme's class count (background included)")
+    return MaskCache(arrays, rows)
+
+
+def gather_latents(cache: dict[Size, np.ndarray], rows: list[tuple[Size, int]], indices: list[int],
+                   flips: list[int]) -> torch.Tensor:
+    """The cached (B, 2, C, h, w) latent mean and std of a batch (one bucket)."""
+    return torch.from_numpy(np.stack([cache[rows[i][0]][rows[i][1], f] for i, f in zip(indices, flips)]))
 
 
 def tokenize(tokenizer, prompts: list[str]) -> torch.Tensor:
@@ -299,15 +373,16 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str], device) -> torch
 
 @torch.no_grad()
 def cache_text(config: TrainConfig, records: list[Record], tokenizer, text_encoder, device) -> np.ndarray:
-    """(N, 77, D) float16: the text embedding of every training prompt."""
-    path = Path(config.output_dir) / "cache" / f"text-{_cache_key(config, records, 'text')}.npy"
+    """(N + 1, 77, D) float16: the text embedding of every training prompt, then the empty prompt's."""
+    path = cache_folder(config) / f"text-{_cache_key(config, records, 'text')}.npy"
+    prompts = [r.prompt for r in records] + [""]
 
     def fill(array: np.ndarray) -> None:
-        for start in range(0, len(records), 32):
-            prompts = [r.prompt for r in records[start:start + 32]]
-            array[start:start + len(prompts)] = encode_prompts(tokenizer, text_encoder, prompts, device).float().cpu().numpy()
+        for start in range(0, len(prompts), 32):
+            chunk = prompts[start:start + 32]
+            array[start:start + len(chunk)] = encode_prompts(tokenizer, text_encoder, chunk, device).float().cpu().numpy()
 
-    return _write_cache(path, (len(records), *text_shape(tokenizer, text_encoder)), fill)
+    return _write_cache(path, (len(prompts), *text_shape(tokenizer, text_encoder)), fill)
 
 
 def text_shape(tokenizer, text_encoder) -> tuple[int, int]:
@@ -444,15 +519,28 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     time_ids = sdxl.time_ids_table(train_records, config.resolution) if model.sdxl else None
 
     # caches (computed once by the main process; the others read its files)
-    latent_cache = text_cache = None
+    started = time.perf_counter()
+    sizes = assign_buckets(train_records, config.resolution, config.aspect_buckets)
+    _members, bucket_of = bucket_rows(sizes)
+    latent_cache = text_cache = mask_cache = None
+    onehot_classes = channels if config.conditioning == "onehot" else None
     with accelerator.main_process_first():
         if config.cache_latents:
             stage(f"building the latent cache ({len(train_records)} photos)")
-            latent_cache = cache_latents(config, train_records, vae, device, weight_dtype)
+            latent_cache = cache_latents(config, train_records, vae, device, weight_dtype, sizes)
         if config.cache_text_embeddings:
             stage(f"building the text-embedding cache ({len(train_records)} prompts)")
             text_cache = cache_text(config, train_records, tokenizer, text_encoder, device)
-    empty_text = encode_prompts(tokenizer, text_encoder, [""], device)[0].to(weight_dtype)
+        if config.cache_masks:
+            mask_cache = cache_masks(config, train_records, sizes, onehot_classes)
+    if text_cache is not None:
+        empty_text = torch.from_numpy(np.array(text_cache[len(train_records)])).to(device, weight_dtype)
+    else:
+        empty_text = encode_prompts(tokenizer, text_encoder, [""], device)[0].to(weight_dtype)
+    log(f"caches ready in {time.perf_counter() - started:.1f} s ({cache_folder(config)}): "
+        f"latents {'on' if latent_cache is not None else 'off'}, text {'on' if text_cache is not None else 'off'}, "
+        f"masks {'on' if mask_cache is not None else 'off'}; {len(_members)} aspect bucket(s) "
+        + ", ".join(f"{w}x{h}: {len(m)}" for (w, h), m in sorted(_members.items())))
 
     # validation inputs, fixed once
     stage("preparing the validation inputs")
@@ -501,12 +589,12 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     accelerator.register_load_state_pre_hook(load_hook)
 
     dataset = ExportDataset(train_records, config.resolution, config.seed, config.random_flip,
-                            load_pixels=latent_cache is None,
-                            num_classes=channels if config.conditioning == "onehot" else None)
-    sampler = ResumableSampler(len(dataset), config.train_batch_size, config.seed, rank, world)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=config.train_batch_size, sampler=sampler,
-                                         num_workers=config.dataloader_num_workers, drop_last=True,
-                                         pin_memory=device.type == "cuda",
+                            load_pixels=latent_cache is None, num_classes=onehot_classes, sizes=sizes,
+                            masks=mask_cache)
+    sampler = BucketBatchSampler(sizes, config.train_batch_size, config.seed, rank, world)
+    workers = config.dataloader_num_workers
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                                         persistent_workers=workers > 0, pin_memory=device.type == "cuda",
                                          # its own generator: starting an epoch must not draw from the
                                          # global RNG, or a resumed run's noise would differ
                                          generator=torch.Generator().manual_seed(config.seed))
@@ -549,6 +637,7 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     # the loop
     micro = global_step * config.gradient_accumulation_steps
     step_loss = torch.zeros((), device=device)
+    first_step_at: float | None = time.perf_counter()
     empty_count = 0
     stopped = False
     details()
@@ -564,28 +653,30 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
             with accelerator.accumulate(model):
                 bsz = len(indices)
                 if latent_cache is not None:
-                    flips = batch["flip"].long().tolist()
-                    stats = torch.from_numpy(np.stack([latent_cache[i, f] for i, f in zip(indices, flips)]))
+                    stats = gather_latents(latent_cache, bucket_of, indices, batch["flip"].long().tolist())
                     stats = stats.to(device, non_blocking=True).float()
-                    latents = stats[:, 0] + stats[:, 1] * torch.randn_like(stats[:, 0])
+                    # noise drawn by shape, as the VAE's sample() draws it: randn_like follows a tensor's
+                    # strides, and a strided draw uses the generator differently (cached and uncached
+                    # runs would then differ)
+                    latents = stats[:, 0] + stats[:, 1] * torch.randn(stats[:, 0].shape, device=device)
                 else:
                     pixels = batch["pixel_values"].to(device, weight_dtype, non_blocking=True)
                     with torch.no_grad():
                         latents = vae.encode(pixels.contiguous(memory_format=memory_format)).latent_dist.sample()
                 latents = latents.float() * scaling
-                if text_cache is not None:
-                    text = torch.from_numpy(np.stack([text_cache[i] for i in indices])).to(device, non_blocking=True)
+                drop = prompt_dropout(config.seed, micro, rank, bsz, config.proportion_empty_prompts)
+                empty_count += int(drop.sum())
+                if text_cache is not None:  # the cache's last row is the empty prompt
+                    rows = [len(train_records) if d else i for i, d in zip(indices, drop.tolist())]
+                    text = torch.from_numpy(text_cache[rows]).to(device, non_blocking=True).to(weight_dtype)
                 else:
                     prompts = [train_records[i].prompt for i in indices]
                     with torch.no_grad():
                         text = encode_prompts(tokenizer, text_encoder, prompts, device)
-                text = text.to(weight_dtype)
-                drop = prompt_dropout(config.seed, micro, rank, bsz, config.proportion_empty_prompts)
-                empty_count += int(drop.sum())
-                text = torch.where(drop.to(device)[:, None, None], empty_text.expand_as(text), text)
+                    text = torch.where(drop.to(device)[:, None, None], empty_text.expand_as(text), text.to(weight_dtype))
                 control = control_input(batch["mask"].to(device, non_blocking=True).long(), config.conditioning,
                                         channels, colours).contiguous(memory_format=memory_format)
-                noise = torch.randn_like(latents)
+                noise = torch.randn(latents.shape, device=device)  # by shape: see above
                 timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), device=device)
                 noisy = noise_scheduler.add_noise(latents, noise, timesteps).contiguous(memory_format=memory_format)
                 prediction = model(noisy, timesteps, text, control.to(controlnet.dtype),
@@ -609,6 +700,10 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
                 continue
 
             global_step += 1
+            if first_step_at is not None:  # the first step holds torch.compile's compilation: reported apart
+                log(f"first step: {time.perf_counter() - first_step_at:.1f} s"
+                    + (" (torch.compile compiles here)" if config.torch_compile else ""))
+                first_step_at = None
             record = metrics.add({"step": global_step, "lr": lr_scheduler.get_last_lr()[0], "epoch": epoch,
                                   "empty_prompts": empty_count, "time": round(time.time(), 3)}, step_loss)
             step_loss = torch.zeros((), device=device)

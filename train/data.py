@@ -180,33 +180,62 @@ def load_mask(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                     "(palette 'P' or greyscale 'L', pixel value = class id) as the export writes them")
 
 
-def fit_geometry(size: tuple[int, int], resolution: int) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
-    """Resize (short side to ``resolution``) and centre-crop box for an image of ``size``."""
+Size = tuple[int, int]  # (width, height)
+
+
+def _as_size(target: int | Size) -> Size:
+    return (target, target) if isinstance(target, int) else (int(target[0]), int(target[1]))
+
+
+def fit_geometry(size: Size, target: int | Size) -> tuple[Size, tuple[int, int, int, int]]:
+    """Resize (aspect kept, covering ``target``) and centre-crop box for an image of ``size``.
+
+    ``target`` is a side (a square) or a ``(width, height)`` bucket.
+    """
     width, height = size
-    scale = resolution / min(width, height)
-    new = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
-    left, top = (new[0] - resolution) // 2, (new[1] - resolution) // 2
-    return new, (left, top, left + resolution, top + resolution)
+    out_w, out_h = _as_size(target)
+    scale = max(out_w / width, out_h / height)
+    new = (max(out_w, round(width * scale)), max(out_h, round(height * scale)))
+    left, top = (new[0] - out_w) // 2, (new[1] - out_h) // 2
+    return new, (left, top, left + out_w, top + out_h)
 
 
-def fit_mask(mask: np.ndarray, resolution: int, flip: bool) -> np.ndarray:
+def fit_mask(mask: np.ndarray, target: int | Size, flip: bool) -> np.ndarray:
     """A class-id mask resized (nearest only) and cropped as :func:`prepare_pair` does its photo."""
-    if mask.shape != (resolution, resolution):
-        new, box = fit_geometry((mask.shape[1], mask.shape[0]), resolution)
+    out_w, out_h = _as_size(target)
+    if mask.shape != (out_h, out_w):
+        new, box = fit_geometry((mask.shape[1], mask.shape[0]), (out_w, out_h))
         mask = np.array(Image.fromarray(mask).resize(new, Image.Resampling.NEAREST).crop(box))
     return np.ascontiguousarray(mask[:, ::-1] if flip else mask)
 
 
-def prepare_pair(photo: Image.Image, mask: np.ndarray, resolution: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+def prepare_pair(photo: Image.Image, mask: np.ndarray, target: int | Size, flip: bool) -> tuple[np.ndarray, np.ndarray]:
     """Photo (H, W, 3) uint8 and mask (H, W) class ids with the same geometry; masks nearest only."""
     photo = photo.convert("RGB")
     if photo.size != (mask.shape[1], mask.shape[0]):
         raise DataError(f"photo is {photo.size[0]}x{photo.size[1]} but its mask {mask.shape[1]}x{mask.shape[0]}")
-    if photo.size != (resolution, resolution):
-        new, box = fit_geometry(photo.size, resolution)
+    size = _as_size(target)
+    if photo.size != size:
+        new, box = fit_geometry(photo.size, size)
         photo = photo.resize(new, Image.Resampling.BICUBIC).crop(box)
     pixels = np.array(photo)
-    return np.ascontiguousarray(pixels[:, ::-1] if flip else pixels), fit_mask(mask, resolution, flip)
+    return np.ascontiguousarray(pixels[:, ::-1] if flip else pixels), fit_mask(mask, size, flip)
+
+
+def assign_buckets(records: list[Record], resolution: int, buckets: bool) -> list[Size]:
+    """The training size of every record: its aspect bucket at ``resolution`` (the export's own
+    size when it is one), or the ``resolution`` square when ``buckets`` is off."""
+    if not buckets:
+        return [(resolution, resolution)] * len(records)
+    from workbench.buckets import bucket_sizes, output_size
+
+    allowed = set(bucket_sizes(resolution)) | {(resolution, resolution)}
+    sizes = []
+    for record in records:
+        with Image.open(record.photo) as photo:  # reads the header only
+            size = photo.size
+        sizes.append(size if size in allowed else output_size(size[0], size[1], resolution, True))
+    return sizes
 
 
 def flip_of(seed: int, epoch: int, index: int, enabled: bool) -> bool:
@@ -218,16 +247,24 @@ def flip_of(seed: int, epoch: int, index: int, enabled: bool) -> bool:
 
 
 class ExportDataset(torch.utils.data.Dataset):
-    """Training samples of an export: pixels in [-1, 1] (or cached latent slots), class-id masks."""
+    """Training samples of an export: pixels in [-1, 1] (or cached latent slots), class-id masks.
+
+    ``sizes`` gives every record's training size (its aspect bucket); default the square.
+    ``masks``, when given, holds every record's class-id mask at that size (unflipped), so no
+    mask file is read per step.
+    """
 
     def __init__(self, records: list[Record], resolution: int, seed: int = 0, random_flip: bool = False,
-                 load_pixels: bool = True, num_classes: int | None = None):
+                 load_pixels: bool = True, num_classes: int | None = None, sizes: list[Size] | None = None,
+                 masks: "MaskCache | None" = None):
         self.records = records
         self.resolution = resolution
         self.seed = seed
         self.random_flip = random_flip
         self.load_pixels = load_pixels
         self.num_classes = num_classes
+        self.sizes = sizes or [(resolution, resolution)] * len(records)
+        self.masks = masks
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -237,63 +274,107 @@ class ExportDataset(torch.utils.data.Dataset):
         """The epoch whose flips the next iteration draws."""
         self.epoch = epoch
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        # (index, epoch) from BucketBatchSampler: persistent workers never see set_epoch
+        i, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         record = self.records[i]
-        flip = flip_of(self.seed, self.epoch, record.index, self.random_flip)
+        flip = flip_of(self.seed, epoch, record.index, self.random_flip)
+        item: dict[str, Any] = {"index": i, "flip": flip}
+        if self.masks is not None and not self.load_pixels:
+            mask = self.masks.get(i)
+            item["mask"] = torch.from_numpy(mask[:, ::-1].copy() if flip else np.array(mask))  # a copy: the cache is read-only
+            return item
         mask, _palette = load_mask(record.mask)
         if self.num_classes is not None and int(mask.max()) >= self.num_classes:
             raise DataError(f"{record.mask}: holds class {int(mask.max())} but the control input has "
                             f"{self.num_classes} channels; set conditioning_channels to the scheme's class "
                             "count (background included)")
-        item: dict[str, Any] = {"index": i, "flip": flip}
         if self.load_pixels:
             with Image.open(record.photo) as photo:
-                pixels, mask = prepare_pair(photo, mask, self.resolution, flip)
+                pixels, mask = prepare_pair(photo, mask, self.sizes[i], flip)
             item["pixel_values"] = torch.from_numpy(pixels).permute(2, 0, 1).float().div(127.5).sub(1)
         else:
-            mask = fit_mask(mask, self.resolution, flip)
-        item["mask"] = torch.from_numpy(mask.astype(np.int64))
+            mask = fit_mask(mask, self.sizes[i], flip)
+        item["mask"] = torch.from_numpy(mask)  # uint8 class ids; widened on the device
         return item
 
 
-class ResumableSampler(torch.utils.data.Sampler[int]):
-    """A seeded permutation per epoch, split across processes, that can start mid-epoch.
+class MaskCache:
+    """Every record's class-id mask at its training size, uint8, one array per bucket."""
 
-    Every process gets ``len(data) // (world * batch)`` full batches per epoch (the remainder is
-    dropped, as ``drop_last`` would), process ``rank`` taking every ``world``-th batch, so the
-    processes see disjoint samples.
+    def __init__(self, arrays: dict[Size, np.ndarray], rows: list[tuple[Size, int]]):
+        self.arrays, self.rows = arrays, rows
+
+    def get(self, i: int) -> np.ndarray:
+        """The (H, W) mask of record ``i`` (unflipped)."""
+        size, row = self.rows[i]
+        return self.arrays[size][row]
+
+
+def bucket_rows(sizes: list[Size]) -> tuple[dict[Size, list[int]], list[tuple[Size, int]]]:
+    """Records per bucket (in record order) and, per record, its (bucket, row in that bucket)."""
+    members: dict[Size, list[int]] = {}
+    rows = []
+    for i, size in enumerate(sizes):
+        rows.append((size, len(members.setdefault(size, []))))
+        members[size].append(i)
+    return members, rows
+
+
+class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches of one size each (kohya-style aspect buckets), resumable mid-epoch, split across processes.
+
+    Per epoch: a seeded permutation of the samples, grouped by bucket and cut into batches of
+    ``batch_size`` (a bucket's last batch may be smaller), then the batches themselves in a seeded
+    order. Every sample appears once per epoch; with several processes each takes every
+    ``world``-th batch and the last ``batches % world`` batches are left out, so that every process
+    draws as many batches. With one bucket and ``len % batch_size == 0`` this is a plain shuffle.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+    def __init__(self, sizes: list[Size], batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.sizes, self.batch_size, self.seed, self.rank, self.world = list(sizes), batch_size, seed, rank, world
         self.epoch, self.start_batch = 0, 0
-        if self.batches_per_epoch == 0:
-            raise DataError(f"{n} training samples are fewer than one batch per process "
-                            f"({batch_size} x {world} processes); lower train_batch_size")
+        self.members, _rows = bucket_rows(self.sizes)
+        total = sum(-(-len(m) // batch_size) for m in self.members.values())
+        self._per_process = total // world
+        if self._per_process == 0:
+            raise DataError(f"{len(self.sizes)} training samples make {total} batches, fewer than one per process "
+                            f"({world} processes); lower train_batch_size or use fewer processes")
 
     @property
     def batches_per_epoch(self) -> int:
         """Batches each process draws per epoch."""
-        return self.n // (self.world * self.batch_size)
+        return self._per_process
 
     def set_position(self, epoch: int, start_batch: int = 0) -> None:
         """Where the next iteration begins: ``epoch``, skipping its first ``start_batch`` batches."""
         self.epoch, self.start_batch = epoch, start_batch
 
-    def indices(self) -> list[int]:
-        """This process's sample indices for the current epoch from the start position."""
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
-        out = []
-        for b in range(self.start_batch, self.batches_per_epoch):
-            first = (b * self.world + self.rank) * self.batch_size
-            out.extend(order[first:first + self.batch_size].tolist())
-        return out
+    def epoch_batches(self) -> list[list[int]]:
+        """Every batch of the current epoch, all processes together, in training order."""
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(len(self.sizes), generator=generator).tolist()
+        by_bucket: dict[Size, list[int]] = {size: [] for size in self.members}
+        for i in order:
+            by_bucket[self.sizes[i]].append(i)
+        batches = [chunk[j:j + self.batch_size] for chunk in by_bucket.values()
+                   for j in range(0, len(chunk), self.batch_size)]
+        if len(by_bucket) == 1:
+            return batches  # one bucket: the permutation's own order
+        shuffle = torch.randperm(len(batches), generator=generator).tolist()
+        return [batches[k] for k in shuffle]
+
+    def batches(self) -> list[list[int]]:
+        """This process's batches for the current epoch from the start position."""
+        every = self.epoch_batches()
+        return [every[b * self.world + self.rank] for b in range(self.start_batch, self._per_process)]
 
     def __iter__(self):
-        return iter(self.indices())
+        # (index, epoch) keys: the dataset draws the epoch's flips even in persistent workers
+        return iter([[(i, self.epoch) for i in batch] for batch in self.batches()])
 
     def __len__(self) -> int:
-        return (self.batches_per_epoch - self.start_batch) * self.batch_size
+        return self._per_process - self.start_batch
 
 
 def palette_table(scheme: Scheme, records: list[Record]) -> np.ndarray:
@@ -310,6 +391,7 @@ def palette_table(scheme: Scheme, records: list[Record]) -> np.ndarray:
 
 def control_input(mask: torch.Tensor, mode: str, channels: int, table: torch.Tensor) -> torch.Tensor:
     """Class-id masks (B, H, W) -> control input (B, C, H, W) in [0, 1]: palette RGB or one-hot."""
+    mask = mask.long()  # uint8 masks would index as booleans
     if mode == "onehot":
         return torch.nn.functional.one_hot(mask, channels).permute(0, 3, 1, 2).float()
     return table.to(mask.device)[mask].permute(0, 3, 1, 2).float().div(255)
