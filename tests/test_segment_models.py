@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from tests.tiny_models import demo_store_with_tiny_models
 from workbench.cli import app
 from workbench.models import TINY_LABEL
 from workbench.segment.loaders import clear_caches
@@ -24,26 +25,13 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture(scope="module")
 def tiny_seg_store(tmp_path_factory, demo_template):
-    """A demo store whose models folder got ``models tiny`` for the two tiny segmenters."""
-    import shutil
-
-    from db.engine import dispose_engines
-
+    """A demo store whose models folder got ``models tiny`` for the two tiny segmenters (no cloth U2NET)."""
     root = tmp_path_factory.mktemp("seg-store")
-    shutil.copy(demo_template[0], root / "demo.db")
-    db = f"sqlite:///{(root / 'demo.db').as_posix()}"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("WORKBENCH_DATA_DIR", str(root / "data"))
-    mp.setenv("WORKBENCH_DB_URL", db)
-    mp.setenv("U2NET_HOME", str(root / "no-u2net"))
-    mp.setenv("HF_HUB_OFFLINE", "1")
     clear_caches()
-    made = cli(db, "models", "tiny", "--only", "tiny-segformer", "--only", "tiny-u2net-cloth", "--json")
-    assert made.exit_code == 0, made.output
-    yield db, root, json.loads(made.stdout)
+    with demo_store_with_tiny_models(root, demo_template[0], ("tiny-segformer", "tiny-u2net-cloth"),
+                                     U2NET_HOME=str(root / "no-u2net")) as (db, _data, checked):
+        yield db, root, checked
     clear_caches()
-    dispose_engines()
-    mp.undo()
 
 
 def cli(db: str, *args: str):
