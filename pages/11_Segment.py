@@ -9,6 +9,7 @@ import streamlit as st
 from db.engine import session_scope
 from ui.common import datasets_or_stop, store_or_stop
 from ui.jobs import watch_job
+from ui.models import model_picker
 
 st.set_page_config(page_title="Segment · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
 st.title("Cloth segmenter")
@@ -68,14 +69,14 @@ with train_tab:
 
 # -- predict ------------------------------------------------------------------------------------
 with predict_tab:
-    model = st.text_input("Model", value="u2net-cloth", key="segment_model",
-                          help="u2net-cloth[:PATH] (the public cloth model's ONNX file), or a SegFormer "
-                               "folder (a training run's output folder) or hub id.")
+    model = model_picker("segmenter", settings, engine, label="Segmenter", key="segment_model",
+                         other_label="Or a SegFormer folder (a training run's output folder), hub id or "
+                                     "u2net-cloth:PATH instead")
     c1, c2, c3 = st.columns(3)
     predict_scheme = c1.selectbox("Store masks in scheme", ["(the model's)"] + schemes, key="segment_predict_scheme")
     split = c2.text_input("Only split (empty: all)", key="segment_split")
     without = c3.checkbox("Only images without real masks", value=True, key="segment_without")
-    if st.button("Start prediction", key="segment_predict"):
+    if st.button("Start prediction", key="segment_predict", disabled=model is None):
         st.session_state["segment_predict_job"] = start_prediction_job(
             engine, settings, model, dataset=dataset, split=split or None, without_masks=without,
             scheme=None if predict_scheme == "(the model's)" else predict_scheme)

@@ -191,24 +191,11 @@ def wait_job(engine, job_id: int, data_dir: Path, timeout: float = 240) -> str:
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory, demo_template):
     """A demo store whose models folder got ``models tiny`` (every tiny model written and checked)."""
-    import shutil
+    from db.engine import make_engine
+    from tests.tiny_models import demo_store_with_tiny_models
 
-    from db.engine import dispose_engines, make_engine
-
-    root = tmp_path_factory.mktemp("tiny-store")
-    shutil.copy(demo_template[0], root / "demo.db")
-    db = f"sqlite:///{(root / 'demo.db').as_posix()}"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("WORKBENCH_DATA_DIR", str(root / "data"))
-    mp.setenv("WORKBENCH_DB_URL", db)
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("OMP_NUM_THREADS", "1")
-    made = run_cli(db, "models", "tiny", "--json")
-    assert made.exit_code == 0, made.output
-    engine = make_engine(db)
-    yield engine, db, root / "data", json.loads(made.stdout)
-    dispose_engines()
-    mp.undo()
+    with demo_store_with_tiny_models(tmp_path_factory.mktemp("tiny-store"), demo_template[0]) as (db, data, checked):
+        yield make_engine(db), db, data, checked
 
 
 def test_models_tiny_makes_every_kind_but_openpose_ready(tiny_store):

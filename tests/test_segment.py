@@ -87,15 +87,19 @@ def test_cloth_u2net_runs_through_rembg_from_a_local_file(cloth_onnx, photos):
 
 def test_a_missing_cloth_model_says_where_to_get_it_without_downloading(tmp_path, monkeypatch, photos):
     monkeypatch.setenv("U2NET_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
     started = time.monotonic()
-    with pytest.raises(SegmentError, match="u2net_cloth_seg.onnx is not at .*empty.*https://github.com/danielgatis"):
+    with pytest.raises(SegmentError, match=r"'u2net-cloth-seg' is missing: u2net_cloth_seg.onnx: not found in .*"
+                                           r"data/models.*empty.*Fix: .*https://github.com/danielgatis.*"
+                                           r"md5 2434d1f3cb744e0e49386c906e5a08bb"):
         predict_mask(Image.open(next(photos.iterdir())))
     assert time.monotonic() - started < 5
 
 
 def test_a_hub_id_not_in_the_cache_fails_at_once_offline(photos):
     started = time.monotonic()
-    with pytest.raises(SegmentError, match="hub id 'nvidia/segformer-b0-not-cached'.*HF_HUB_OFFLINE"):
+    with pytest.raises(SegmentError, match="hub id 'nvidia/segformer-b0-not-cached'.*not in the Hugging Face cache"
+                                           ".*Fix: .*download nvidia/segformer-b0-not-cached"):
         open_segmenter("nvidia/segformer-b0-not-cached")
     assert time.monotonic() - started < 20
 

@@ -72,3 +72,25 @@ def test_training_job_trains_and_shows_validation_iou(page_store, tmp_path):
     table = next(d.value for d in app.dataframe if "mIoU" in d.value.columns)
     assert list(table["step"]) == [2] and set(CLOTH) <= set(table.columns)
     assert (tmp_path / "run" / "config.json").is_file()
+
+
+@pytest.mark.timeout(400)
+def test_the_picker_offers_the_ready_tiny_segmenter_first_and_its_masks_are_marked(page_store, tmp_path):
+    from db.engine import session_scope
+    from workbench.models import TINY_LABEL, add_model
+    from workbench.settings import get_settings
+    from workbench.tiny import write_tiny_models
+
+    written = write_tiny_models(get_settings().models_dir, names=["tiny-segformer"])
+    with session_scope(page_store) as session:
+        add_model(session, "tiny-segformer", path=written["tiny-segformer"], kind="segmenter", tiny=True)
+    app = run(AppTest.from_file(str(PAGE), default_timeout=60))
+    assert app.selectbox(key="segment_model_pick").value == "tiny-segformer"  # the one ready segmenter
+    assert any(TINY_LABEL in w.value for w in app.warning), [w.value for w in app.warning]
+    app.checkbox(key="segment_without").uncheck()
+    next(b for b in app.button if b.label == "Start prediction").click()
+    run(app)
+    wait_for(app, lambda a: any(s.value.startswith("Predicted masks stored") for s in a.success))
+    table = next(d.value for d in app.dataframe if "source" in d.value.columns)
+    assert table.loc[0, "images"] == 12
+    assert table.loc[0, "source"] == f"tiny-segformer (cloth-seg v1) · {TINY_LABEL}"

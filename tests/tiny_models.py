@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,3 +44,31 @@ def single_thread(monkeypatch):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@contextmanager
+def demo_store_with_tiny_models(root: Path, template_db: Path, only: tuple[str, ...] = (),
+                                **env: str) -> Iterator[tuple[str, Path, list[dict]]]:
+    """A copy of the demo store under ``root`` whose models folder got ``models tiny`` (``only``
+    these), with the environment (plus ``env``) pointing at it; yields ``(db_url, data_dir, checks)``."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from db.engine import dispose_engines
+    from workbench.cli import app
+
+    shutil.copy(template_db, root / "demo.db")
+    db = f"sqlite:///{(root / 'demo.db').as_posix()}"
+    mp = pytest.MonkeyPatch()
+    for name, value in {"WORKBENCH_DATA_DIR": str(root / "data"), "WORKBENCH_DB_URL": db, "HF_HUB_OFFLINE": "1",
+                        "OMP_NUM_THREADS": "1", **env}.items():
+        mp.setenv(name, value)
+    try:
+        made = CliRunner().invoke(app, ["--db", db, "models", "tiny", *[a for n in only for a in ("--only", n)],
+                                        "--json"])
+        assert made.exit_code == 0, made.output
+        yield db, root / "data", json.loads(made.stdout)
+    finally:
+        dispose_engines()
+        mp.undo()

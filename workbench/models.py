@@ -105,6 +105,7 @@ class ModelSpec:
     path: str | None = None
     file_name: str | None = None
     url: str | None = None
+    md5: str | None = None
     aliases: tuple[str, ...] = ()
     note: str = ""
     tiny: bool = False
@@ -142,6 +143,7 @@ BUILTIN: tuple[ModelSpec, ...] = (
     ModelSpec("segformer-clothes", "segmenter", "mattmdjaga/segformer_b2_clothes", note="SegFormer B2 clothes (ATR)"),
     ModelSpec("u2net-cloth-seg", "segmenter", file_name="u2net_cloth_seg.onnx",
               url="https://github.com/danielgatis/rembg/releases/download/v0.0.0/u2net_cloth_seg.onnx",
+              md5="2434d1f3cb744e0e49386c906e5a08bb",
               note="rembg's cloth-segmentation U2NET (ONNX)"),
     ModelSpec("openpose", "openpose", "lllyasviel/Annotators", note="controlnet_aux OpenPose annotator"),
 )
@@ -172,8 +174,18 @@ def torch_cache_dir() -> Path:
 
 
 def u2net_dir() -> Path:
-    """rembg's model folder (``U2NET_HOME``, default ``~/.u2net``)."""
+    """rembg's flat model folder (``U2NET_HOME``, default ``~/.u2net``)."""
     return Path(os.environ.get("U2NET_HOME") or Path.home() / ".u2net").expanduser()
+
+
+def rembg_model_dir(model: str) -> Path:
+    """rembg's own folder for ``model`` (``<home>/models/<model>``; ``U2NET_HOME`` wins, as in rembg)."""
+    if os.environ.get("U2NET_HOME"):
+        home = u2net_dir()
+    else:
+        xdg = os.environ.get("XDG_DATA_HOME")
+        home = Path(os.environ.get("REMBG_HOME") or (Path(xdg) / "rembg" if xdg else Path.home() / ".rembg"))
+    return Path(home).expanduser() / "models" / model
 
 
 def cache_snapshot(root: Path, repo: str) -> Path | None:
@@ -223,6 +235,7 @@ def _candidates(spec: ModelSpec, settings: Settings) -> Iterator[tuple[Path, str
     if spec.file_name and spec.kind == "torchvision":
         yield torch_cache_dir() / spec.file_name, "torch cache"
     if spec.file_name and spec.file_name.endswith(".onnx"):
+        yield rembg_model_dir(Path(spec.file_name).stem) / spec.file_name, "rembg folder"
         yield u2net_dir() / spec.file_name, "rembg folder"
 
 
@@ -532,6 +545,8 @@ def fix_text(kind: str, source: str, *, name: str | None = None, settings: Setti
     settings = settings or get_settings()
     models = Path(settings.models_dir)
     spec = spec or _builtin_for(kind, source)
+    if spec is None and source.lower().endswith(".onnx"):  # a local copy of a built-in single-file model
+        spec = next((s for s in BUILTIN if s.kind == kind and s.file_name == Path(source).name), None)
     name = name or (spec.name if spec else re.sub(r"[^\w.-]+", "-", source.rstrip("/").split("/")[-1]) or kind)
     add = f"or register a copy you have: `python -m workbench models add {name} PATH`"
     cli = hub_cli()
@@ -544,7 +559,10 @@ def fix_text(kind: str, source: str, *, name: str | None = None, settings: Setti
                     f"or pass a local state dict: --weights FILE; {add}")
         return f"give the path of a torchvision state dict (.pth or .safetensors) with --weights FILE; {add}"
     if spec is not None and spec.file_name and spec.file_name.endswith(".onnx"):
-        return (f"download {spec.url} into {models}/ (or rembg's folder {u2net_dir()}), {add}")
+        md5 = f" (md5 {spec.md5})" if spec.md5 else ""
+        return (f"on a machine with access download it from {spec.url}{md5} and put it here as "
+                f"{models / spec.file_name} or {u2net_dir() / spec.file_name} (or set U2NET_HOME to the folder "
+                f"holding it), {add}")
     if Path(source).expanduser().exists() or source.startswith(("/", "./", "~")):
         need = KINDS[kind].needs + KINDS[kind].weights[:1]
         return (f"the local {KINDS[kind].label} at {source} must hold {', '.join(need)}; fix or replace it, "

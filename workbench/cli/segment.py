@@ -16,8 +16,9 @@ segment_app = typer.Typer(help="Cloth segmenters: train SegFormer, predict masks
 app.add_typer(segment_app, name="segment")
 
 ModelOpt = Annotated[str, typer.Option(
-    "--model", help="u2net-cloth[:PATH] (the public cloth model, ONNX), a SegFormer folder (a training run's "
-                    "output_dir or checkpoint-<step>/model) or a hub id.")]
+    "--model", help="A segmenter of the model registry (`models list`: u2net-cloth-seg, segformer-clothes, "
+                    "tiny-segformer ...), u2net-cloth:PATH (the public cloth model's ONNX), a SegFormer folder "
+                    "(a training run's output_dir or checkpoint-<step>/model) or a hub id.")]
 ConfigOpt = Annotated[Path, typer.Option("--config", help="YAML or JSON segmenter config (keys: train/segmenter.py).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: key=value (repeatable).")]
 ResumeOpt = Annotated[Optional[str], typer.Option("--resume-from-checkpoint", help="'latest' or a checkpoint folder.")]
@@ -64,7 +65,7 @@ def resume(ctx: typer.Context, job_id: int) -> None:
 @segment_app.command("predict")
 def predict(
     ctx: typer.Context,
-    model: ModelOpt = "u2net-cloth",
+    model: ModelOpt = "u2net-cloth-seg",
     dataset: Annotated[Optional[str], typer.Option(help="Predict for this dataset's images (into the store).")] = None,
     split: Annotated[Optional[str], typer.Option(help="Only images of this split (e.g. test).")] = None,
     without_masks: Annotated[bool, typer.Option("--without-masks", help="Only images with no real masks.")] = False,
@@ -113,7 +114,7 @@ def predict(
 def evaluate(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Option(help="Dataset whose real masks are the truth.")],
-    model: ModelOpt = "u2net-cloth",
+    model: ModelOpt = "u2net-cloth-seg",
     scheme: Annotated[Optional[str], typer.Option(help="Scheme to score in (default: the model's).")] = None,
     split: Annotated[Optional[str], typer.Option(help="Only images of this split.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many images.")] = None,

@@ -1,16 +1,18 @@
-"""Load segmentation models, one loader per kind, each from a hub id, a local path or a config.
+"""Load segmentation models, one loader per kind, each from a registry name, a hub id, a local path or a config.
 
-- SegFormer (``transformers.SegformerForSemanticSegmentation``): a hub id, a folder saved with
+- SegFormer (``transformers.SegformerForSemanticSegmentation``): a registry name
+  (``segformer-clothes``, ``tiny-segformer``, one the user added), a hub id, a folder saved with
   ``save_pretrained`` (what ``train/segmenter.py`` writes), or a config (a dict or
   ``SegformerConfig``: random weights).
 - The public cloth-segmentation U2NET as rembg's ``u2net_cloth_seg`` session: the ONNX file
-  ``u2net_cloth_seg.onnx`` from a local path (a file or the folder holding it; default: rembg's
-  own folders under ``U2NET_HOME``). Nothing is downloaded here: a missing file is an error
-  saying where to get it, never a download attempt.
+  ``u2net_cloth_seg.onnx`` from a local path (a file or the folder holding it; default: where the
+  model registry finds ``u2net-cloth-seg``: the models folder or rembg's own folders). Nothing
+  is downloaded here: a missing file is an error saying where to get it, never a download attempt.
 
-With ``HF_HUB_OFFLINE`` set, hub loads use only the local cache (``local_files_only``), so a
-model that is not there fails in seconds instead of retrying the network for minutes.
-Loaded models are cached per source, so pages and jobs reuse them.
+Names and hub ids go through the model registry (:func:`workbench.models.resolve`) and every
+load through :func:`workbench.models.loading`: with the hub unreachable (or ``HF_HUB_OFFLINE``)
+only local files are tried, so a model that is not there fails in seconds with the registry's
+fix. Loaded models are cached per source, so pages and jobs reuse them.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from workbench.models import BUILTIN, ModelNotReady, fix_text, loading, resolve, status_of
 from workbench.segment.tiny import CLOTH_ONNX_NAME
 
-CLOTH_MODEL_URL = "https://github.com/danielgatis/rembg/releases/download/v0.0.0/u2net_cloth_seg.onnx"
+CLOTH_MODEL = "u2net-cloth-seg"  # the registry's name of the public cloth U2NET
 CLOTH_CLASSES = ("background", "upper body", "lower body", "full body")
 CLOTH_SCHEME = "cloth-seg-compat"  # what the released weights learnt (see workbench/schemes.py)
 SCHEME_KEY = "workbench_scheme"  # where a trained SegFormer's config.json records its scheme
@@ -54,11 +57,6 @@ class SegmenterScheme:
         return {"name": self.name, "version": self.version, "values": list(self.values), "names": list(self.names)}
 
 
-def hub_offline() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` asks for cached files only."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 # -- SegFormer ----------------------------------------------------------------------------------
 def load_segformer(source: str | Path | dict | Any):
     """A ``SegformerForSemanticSegmentation`` from a hub id, a saved folder or a config (eval mode)."""
@@ -68,28 +66,29 @@ def load_segformer(source: str | Path | dict | Any):
         source = SegformerConfig(**source)
     if isinstance(source, SegformerConfig):
         return SegformerForSemanticSegmentation(source).eval()
-    return _load_segformer_cached(str(source))
+    return _load_segformer_cached(resolve(str(source), "segmenter"), str(source))
+
+
+def _where(source: str, ref: str) -> str:
+    """How an error names what was loaded: the folder, or the hub id (and the name it came from)."""
+    if Path(source).expanduser().exists():
+        return f"folder {Path(source).expanduser()}" + (f" ({ref!r})" if ref != source else "")
+    return f"hub id {source!r}" + (f" ({ref!r})" if ref != source else "")
 
 
 @lru_cache(maxsize=4)
-def _load_segformer_cached(source: str):
+def _load_segformer_cached(source: str, ref: str):
     from transformers import SegformerForSemanticSegmentation
 
     path = Path(source).expanduser()
-    local = path.exists()
-    if local and not (path / "config.json").is_file():
+    if path.is_dir() and not (path / "config.json").is_file():
         raise SegmentError(f"SegFormer folder {path} has no config.json; point at a folder written by "
                            "`save_pretrained` (e.g. a segmenter run's output_dir or its checkpoint-<step>/model)")
     try:
-        model = SegformerForSemanticSegmentation.from_pretrained(str(path) if local else source,
-                                                                 local_files_only=local or hub_offline())
-    except (OSError, ValueError) as exc:
-        where = f"folder {path}" if local else f"hub id {source!r}"
-        fix = ("it is not in the local cache and HF_HUB_OFFLINE is set; download it on a machine with access "
-               "(`huggingface-cli download ID`) or pass a local folder" if hub_offline() and not local
-               else "pass a SegFormer hub id, a folder saved with save_pretrained, or a config")
-        raise SegmentError(f"cannot load a SegFormer from {where}: {fix} ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        with loading("segmenter", source, name=ref if ref != source else None) as load:
+            model = SegformerForSemanticSegmentation.from_pretrained(source, **load.kwargs)
+    except ModelNotReady as exc:
+        raise SegmentError(f"cannot load a SegFormer from {_where(source, ref)}: {exc}") from exc
     return model.eval()
 
 
@@ -102,16 +101,15 @@ def load_segformer_for_training(source: str | Path | dict | Any, names: list[str
     if isinstance(source, (dict, SegformerConfig)):
         values = source.to_dict() if isinstance(source, SegformerConfig) else dict(source)
         return SegformerForSemanticSegmentation(SegformerConfig(**{**values, **labels}))
-    path = Path(str(source)).expanduser()
-    local = path.exists()
+    ref = str(source)
+    resolved = resolve(ref, "segmenter")
     try:
-        return SegformerForSemanticSegmentation.from_pretrained(
-            str(path) if local else str(source), local_files_only=local or hub_offline(),
-            ignore_mismatched_sizes=True, **labels)
-    except (OSError, ValueError) as exc:
-        raise SegmentError(f"cannot load a SegFormer to train from {'folder ' + str(path) if local else repr(str(source))}: "
-                           f"pass a hub id in the local cache (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')!r}), "
-                           f"a folder saved with save_pretrained, or segformer_config ({type(exc).__name__})") from None
+        with loading("segmenter", resolved, name=ref if ref != resolved else None) as load:
+            return SegformerForSemanticSegmentation.from_pretrained(resolved, ignore_mismatched_sizes=True,
+                                                                    **labels, **load.kwargs)
+    except ModelNotReady as exc:
+        raise SegmentError(f"cannot load a SegFormer to train from {_where(resolved, ref)}: {exc}; or give "
+                           f"segformer_config (random weights)") from exc
 
 
 def segformer_scheme(model: Any, source: str = "") -> SegmenterScheme:
@@ -128,41 +126,35 @@ def segformer_scheme(model: Any, source: str = "") -> SegmenterScheme:
 
 
 # -- the public cloth U2NET via rembg ---------------------------------------------------------------
-def cloth_model_candidates() -> list[Path]:
-    """Where rembg looks for ``u2net_cloth_seg.onnx`` without downloading (its own folders)."""
-    from rembg.sessions.u2net_cloth_seg import Unet2ClothSession
-
-    return [Path(Unet2ClothSession.model_dir()) / CLOTH_ONNX_NAME, Path(Unet2ClothSession.legacy_home()) / CLOTH_ONNX_NAME]
-
-
 def find_cloth_model(path: str | Path | None = None) -> Path:
-    """The local ``u2net_cloth_seg.onnx``: ``path`` (file or folder) or rembg's folders; else how to get it."""
-    if path is not None:
+    """The local ``u2net_cloth_seg.onnx``: ``path`` (file or folder), else where the registry finds
+    ``u2net-cloth-seg``; if absent, an error naming the places looked at and the registry's fix."""
+    if path is None:
+        status = status_of(next(s for s in BUILTIN if s.name == CLOTH_MODEL))
+        if not status.ready or status.location is None:
+            raise SegmentError(str(ModelNotReady("segmenter", CLOTH_MODEL, status.state,
+                                                 f"{CLOTH_ONNX_NAME}: {status.reason}", status.fix)))
+        candidate = status.location
+    else:
         candidate = Path(path).expanduser()
         if candidate.is_dir():
             candidate = candidate / CLOTH_ONNX_NAME
-        candidates = [candidate]
-    else:
-        candidates = cloth_model_candidates()
-    for candidate in candidates:
-        if candidate.is_file():
-            if candidate.name != CLOTH_ONNX_NAME:
-                raise SegmentError(f"{candidate}: rembg's u2net_cloth_seg session reads a file named "
-                                   f"{CLOTH_ONNX_NAME}; rename it (or copy it) to {candidate.parent / CLOTH_ONNX_NAME}")
-            return candidate.resolve()
-    raise SegmentError(
-        f"the cloth-segmentation model {CLOTH_ONNX_NAME} is not at {' or '.join(map(str, candidates))}; "
-        f"download it on a machine with access from {CLOTH_MODEL_URL} (md5 2434d1f3cb744e0e49386c906e5a08bb) "
-        f"and put it there, or set U2NET_HOME to the folder holding it")
+        if not candidate.is_file():
+            raise SegmentError(str(ModelNotReady("segmenter", str(path), "missing", f"{candidate} does not exist",
+                                                 fix_text("segmenter", CLOTH_MODEL))))
+    if candidate.name != CLOTH_ONNX_NAME:
+        raise SegmentError(f"{candidate}: rembg's u2net_cloth_seg session reads a file named "
+                           f"{CLOTH_ONNX_NAME}; rename it (or copy it) to {candidate.parent / CLOTH_ONNX_NAME}")
+    return candidate.resolve()
 
 
-def load_cloth_session(path: str | Path | None = None):
+def load_cloth_session(path: str | Path | None = None, name: str | None = None):
     """rembg's ``u2net_cloth_seg`` session on the local ONNX file (never a download)."""
-    return _load_cloth_cached(str(find_cloth_model(path)))
+    return _load_cloth_cached(str(find_cloth_model(path)), name)
 
 
 @lru_cache(maxsize=2)
-def _load_cloth_cached(onnx_path: str):
+def _load_cloth_cached(onnx_path: str, name: str | None):
     from rembg import new_session
 
     folder = str(Path(onnx_path).parent)
@@ -172,11 +164,11 @@ def _load_cloth_cached(onnx_path: str):
         saved = os.environ.get("U2NET_HOME")
         os.environ["U2NET_HOME"] = folder
         try:
-            return new_session("u2net_cloth_seg", providers=["CPUExecutionProvider"]
-                               if not _cuda_onnx() else ["CUDAExecutionProvider", "CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own types for a corrupt or foreign file
-            raise SegmentError(f"{onnx_path}: onnxruntime cannot load it as the cloth-segmentation model "
-                               f"({type(exc).__name__}: {exc}); download it again from {CLOTH_MODEL_URL}") from None
+            with loading("segmenter", onnx_path, name=name):
+                return new_session("u2net_cloth_seg", providers=["CPUExecutionProvider"]
+                                   if not _cuda_onnx() else ["CUDAExecutionProvider", "CPUExecutionProvider"])
+        except ModelNotReady as exc:  # onnxruntime raises its own types for a corrupt or foreign file
+            raise SegmentError(f"{onnx_path}: onnxruntime cannot load it as the cloth-segmentation model: {exc}") from exc
         finally:
             if saved is None:
                 os.environ.pop("U2NET_HOME", None)

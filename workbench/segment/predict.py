@@ -21,7 +21,9 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from workbench.models import is_tiny, resolve
 from workbench.segment.loaders import (
+    CLOTH_MODEL,
     CLOTH_SCHEME,
     SegmenterScheme,
     SegmentError,
@@ -34,7 +36,7 @@ from workbench.segment.loaders import (
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLOTH_SIZE = (768, 768)
-CLOTH_PREFIX = "u2net-cloth"  # model spec of the public cloth U2NET: "u2net-cloth" or "u2net-cloth:PATH"
+CLOTH_PREFIX = "u2net-cloth"  # the public cloth U2NET: "u2net-cloth" (= registry name u2net-cloth-seg) or "u2net-cloth:PATH"
 
 
 class Segmenter(Protocol):
@@ -42,6 +44,7 @@ class Segmenter(Protocol):
 
     scheme: SegmenterScheme
     source: str
+    tiny: bool  # a tiny random-weight test model: its masks are noise
 
     def predict(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
         """One ``(height, width)`` uint8 label map per photo, at the photo's size."""
@@ -83,6 +86,7 @@ class SegformerSegmenter:
     batch_size: int = 8
     device: str = field(default_factory=default_device)
     half: bool = False
+    tiny: bool = False
 
     def __post_init__(self) -> None:
         import torch
@@ -120,8 +124,9 @@ class ClothSegmenter:
     """The public cloth-segmentation U2NET through rembg's ``u2net_cloth_seg`` session."""
 
     session: Any
-    source: str = CLOTH_PREFIX
+    source: str = CLOTH_MODEL
     scheme: SegmenterScheme = field(default_factory=cloth_scheme)
+    tiny: bool = False
 
     def predict(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
         """Label maps of ``images`` (one forward pass each: the model takes one image)."""
@@ -140,19 +145,33 @@ class ClothSegmenter:
 
 def open_segmenter(model: str | Path | Segmenter | None = None, *, resolution: int | None = None,
                    batch_size: int = 8, device: str | None = None) -> Segmenter:
-    """A segmenter from a model spec: ``u2net-cloth[:PATH]`` (the public cloth model), a SegFormer
-    hub id or folder, or a segmenter already built (returned as is). ``None``: the cloth model."""
+    """A segmenter from a model spec: a registry name (``u2net-cloth-seg``, ``segformer-clothes``,
+    ``tiny-segformer`` ...), ``u2net-cloth[:PATH]`` or an ``.onnx`` path (the public cloth model), a
+    SegFormer hub id or folder, or a segmenter already built (returned as is). ``None``: the cloth model."""
     if model is not None and not isinstance(model, (str, Path)):
         return model
-    spec = str(model) if model is not None else CLOTH_PREFIX
-    if spec == CLOTH_PREFIX or spec.startswith(CLOTH_PREFIX + ":") or spec.endswith(".onnx"):
-        path = spec.split(":", 1)[1] if spec.startswith(CLOTH_PREFIX + ":") else (spec if spec.endswith(".onnx") else None)
-        return ClothSegmenter(load_cloth_session(path), source=f"{CLOTH_PREFIX}:{path}" if path else CLOTH_PREFIX)
+    spec = str(model) if model is not None else CLOTH_MODEL
+    if spec == CLOTH_PREFIX or spec.startswith(CLOTH_PREFIX + ":"):
+        path = spec.split(":", 1)[1] if ":" in spec else None
+        return _cloth(path, spec)
+    local = resolve(spec, "segmenter")
+    tiny = Path(local).exists() and is_tiny(local)
+    if local.lower().endswith(".onnx") or spec == CLOTH_MODEL:
+        # a registry name is its own source; a path is recorded as u2net-cloth:PATH
+        return _cloth(local if local != spec or spec.endswith(".onnx") else None,
+                      f"{CLOTH_PREFIX}:{spec}" if spec.endswith(".onnx") else spec)
     loaded = load_segformer(spec)
     trained_at = getattr(loaded.config, "workbench_resolution", None)
     return SegformerSegmenter(loaded, segformer_scheme(loaded, spec), source=spec,
                               resolution=resolution or trained_at or 512, batch_size=batch_size,
-                              device=device or default_device())
+                              device=device or default_device(), tiny=tiny)
+
+
+def _cloth(path: str | None, source: str) -> ClothSegmenter:
+    """The cloth U2NET at ``path`` (``None``: where the registry finds it), recorded as ``source``."""
+    name = None if source.startswith(CLOTH_PREFIX + ":") else source
+    tiny = path is not None and Path(path).expanduser().exists() and is_tiny(Path(path).expanduser())
+    return ClothSegmenter(load_cloth_session(path, name), source=source, tiny=tiny)
 
 
 def scheme_class_names(scheme: str) -> dict[str, int]:

@@ -25,6 +25,7 @@ from db.engine import session_scope
 from db.models import Annotation, Dataset, Image
 from db.segment import PredictedAnnotation, PredictionSource
 from workbench.datasets import get_dataset
+from workbench.models import TINY_LABEL
 from workbench.progress import ProgressFn, StopFn, check_stop, report
 from workbench.rle import counts_to_runs, encode_mask, paint_runs, runs_area, runs_bbox, runs_to_counts
 from workbench.segment.loaders import SegmentError
@@ -50,9 +51,11 @@ class PredictionSummary:
 
 
 def source_label(source: PredictionSource) -> str:
-    """``model @ checkpoint (scheme vN)``: how pages and facets name a prediction source."""
+    """``model @ checkpoint (scheme vN)``, marked when a tiny test model made them: how pages,
+    facets and ``segment sources`` name a prediction source."""
     checkpoint = f" @ {source.checkpoint}" if source.checkpoint else ""
-    return f"{source.model}{checkpoint} ({source.scheme} v{source.scheme_version})"
+    tiny = f" · {TINY_LABEL}" if (source.settings or {}).get("tiny") else ""
+    return f"{source.model}{checkpoint} ({source.scheme} v{source.scheme_version}){tiny}"
 
 
 def get_or_create_source(session: Session, dataset_id: int, segmenter: Segmenter, scheme: str,
@@ -162,7 +165,8 @@ def predict_dataset(engine: Engine, dataset_name: str, segmenter: Segmenter, *, 
             version, target, legend = scheme_target(session, scheme, dataset.id)
         source = get_or_create_source(session, dataset.id, segmenter, scheme, version, legend, checkpoint,
                                       {"batch_size": batch_size, "split": split,
-                                       "only_without_masks": only_without_masks})
+                                       "only_without_masks": only_without_masks,
+                                       "tiny": bool(getattr(segmenter, "tiny", False))})
         source_id = source.id
         chosen = images_to_predict(session, dataset, split, False if only_without_masks else None, limit)
         done_ids = set(session.scalars(select(PredictedAnnotation.image_id).where(

@@ -32,19 +32,39 @@ def tiny_segformer_config(num_labels: int, **overrides: Any):
 
 
 def build_tiny_segformer(num_labels: int, folder: Path | None = None, seed: int = 0,
-                         names: list[str] | None = None):
-    """A random tiny ``SegformerForSemanticSegmentation``; saved to ``folder`` when given."""
+                         names: list[str] | None = None, scheme: dict[str, Any] | None = None,
+                         resolution: int | None = None):
+    """A random tiny ``SegformerForSemanticSegmentation``; saved to ``folder`` (with its image
+    processor) when given. ``scheme`` (``SegmenterScheme.as_dict()``) and ``resolution`` are
+    recorded in its config as ``train/segmenter.py`` records them."""
     import torch
-    from transformers import SegformerForSemanticSegmentation
+    from transformers import SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    from workbench.segment.loaders import SCHEME_KEY
 
     names = names or [f"class {i}" for i in range(num_labels)]
     config = tiny_segformer_config(num_labels, id2label=dict(enumerate(names)),
                                    label2id={n: i for i, n in enumerate(names)})
+    if scheme is not None:
+        setattr(config, SCHEME_KEY, scheme)
+    if resolution is not None:
+        config.workbench_resolution = resolution
     torch.manual_seed(seed)
     model = SegformerForSemanticSegmentation(config)
     if folder is not None:
         model.save_pretrained(str(folder))
+        size = resolution or 64
+        SegformerImageProcessor(size={"height": size, "width": size}).save_pretrained(str(folder))
     return model
+
+
+def build_tiny_cloth_segformer(folder: Path, seed: int = 0) -> Path:
+    """The registry's ``tiny-segformer``: the 4 ``cloth-seg`` classes, its scheme recorded, 64 px."""
+    from workbench.segment.loaders import CLOTH_CLASSES, SegmenterScheme
+
+    scheme = SegmenterScheme("cloth-seg", None, tuple(range(len(CLOTH_CLASSES))), CLOTH_CLASSES)
+    build_tiny_segformer(len(CLOTH_CLASSES), folder, seed, list(CLOTH_CLASSES), scheme.as_dict(), resolution=64)
+    return Path(folder)
 
 
 def build_tiny_cloth_onnx(path: Path, seed: int = 0) -> Path:

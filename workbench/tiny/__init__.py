@@ -28,6 +28,7 @@ TINY_MODELS: dict[str, str] = {
     "tiny-grounding-dino": "grounding-dino",
     "tiny-maskrcnn": "torchvision",
     "tiny-segformer": "segmenter",
+    "tiny-u2net-cloth": "segmenter",
 }
 
 
@@ -79,17 +80,23 @@ def _build(name: str, folder: Path, models_dir: Path) -> dict[str, Any]:
         save_tiny_rcnn(folder, "mask", favour_class=1)
         return {"rcnn": "mask", "favour_class": 1}
     if name == "tiny-segformer":
-        from workbench.tiny.segmenter import save_tiny_segformer
+        from workbench.segment.tiny import build_tiny_cloth_segformer
 
-        save_tiny_segformer(folder)
+        build_tiny_cloth_segformer(folder)
         return {}
+    if name == "tiny-u2net-cloth":
+        from workbench.segment.tiny import CLOTH_ONNX_NAME, build_tiny_cloth_onnx
+
+        build_tiny_cloth_onnx(folder / CLOTH_ONNX_NAME)
+        return {"file": CLOTH_ONNX_NAME}
     raise ValueError(f"unknown tiny model {name!r}; choose from {', '.join(TINY_MODELS)}")
 
 
 def write_tiny_models(models_dir: Path, progress: Callable[[int, int | None], None] | None = None,
                       names: list[str] | None = None) -> dict[str, Path]:
     """Write every tiny model (or ``names``) into ``models_dir/<name>``, each built in a temporary
-    folder and moved into place when complete; returns ``{name: folder}``."""
+    folder and moved into place when complete; returns ``{name: path}``: the folder, or for a
+    single-file model (the cloth ONNX) the file in it, as the registry should record it."""
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     todo = names or list(TINY_MODELS)
@@ -111,7 +118,7 @@ def write_tiny_models(models_dir: Path, progress: Callable[[int, int | None], No
             if final.exists():
                 shutil.rmtree(final)
             folder.rename(final)
-        out[name] = final
+        out[name] = final / info["file"] if "file" in info else final
         if progress:
             progress(done, len(todo))
     return out
