@@ -58,12 +58,20 @@ def test_time_ids_hold_the_photo_size_the_crop_corner_and_the_training_size(tmp_
     assert sdxl.default_time_ids(2, 64, 48).tolist() == [[64, 48, 0, 0, 64, 48]] * 2
 
 
+def test_time_ids_follow_each_samples_aspect_bucket(tmp_path):
+    export = write_export(tmp_path / "export", n=2, size=64, validation=0)
+    records = read_records(export)
+    Image.new("RGB", (96, 64)).save(records[1].photo)  # landscape, trained in a 48x32 bucket: no crop
+    table = sdxl.time_ids_table(records, 32, sizes=[(32, 32), (48, 32)])
+    assert table.tolist() == [[64, 64, 0, 0, 32, 32], [64, 96, 0, 0, 32, 48]]
+
+
 @pytest.mark.timeout(600)
 def test_sdxl_trains_resumes_exactly_and_writes_a_validation_grid(tiny_sdxl, tiny_export, tmp_path):
     from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline
 
     common = dict(random_flip=True, record_sample_ids=True, checkpoints_total_limit=None,
-                  cache_latents=True, cache_text_embeddings=True)
+                  cache_latents=True, cache_text_embeddings=True, cache_dir=tmp_path / "cache")
     whole = tmp_path / "whole"
     result = train(_config(tiny_sdxl, tiny_export, whole, validation_steps=4, num_validation_images=1, **common))
     assert result.global_step == 4
@@ -71,7 +79,7 @@ def test_sdxl_trains_resumes_exactly_and_writes_a_validation_grid(tiny_sdxl, tin
     assert [g.name for g in grids] == ["step-0000004.png"]
     assert Image.open(grids[0]).size == (3 * 64, 64)  # mask | generated | target
     assert [m["step"] for m in _metrics(whole) if "val_loss" in m] == [4]
-    text = np.load(next((whole / "cache").glob("text-*.npy")))
+    text = np.load(next((tmp_path / "cache").glob("text-*.npy")))
     assert text.shape[1:] == (78, 64)  # the cache holds the packed SDXL embeddings
 
     cut = tmp_path / "cut"

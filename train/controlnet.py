@@ -516,12 +516,12 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
         controlnet.compile()
         unet.compile()
     model = ControlledUNet(controlnet, unet)
-    time_ids = sdxl.time_ids_table(train_records, config.resolution) if model.sdxl else None
 
     # caches (computed once by the main process; the others read its files)
     started = time.perf_counter()
     sizes = assign_buckets(train_records, config.resolution, config.aspect_buckets)
     _members, bucket_of = bucket_rows(sizes)
+    time_ids = sdxl.time_ids_table(train_records, config.resolution, sizes) if model.sdxl else None
     latent_cache = text_cache = mask_cache = None
     onehot_classes = channels if config.conditioning == "onehot" else None
     with accelerator.main_process_first():

@@ -121,21 +121,25 @@ def default_time_ids(batch: int, height: int, width: int, device: torch.device |
     return torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32, device=device).repeat(batch, 1)
 
 
-def time_ids_table(records: list[Any], resolution: int) -> torch.Tensor:
-    """(N, 6) time ids of the training records: photo size, centre-crop top-left, training size."""
+def time_ids_table(records: list[Any], resolution: int, sizes: list[tuple[int, int]] | None = None) -> torch.Tensor:
+    """(N, 6) time ids of the training records: photo size, crop top-left, training size.
+
+    ``sizes`` gives each record's training size ``(width, height)`` (its aspect bucket); default the
+    ``resolution`` square."""
     from PIL import Image
 
     from train.data import fit_geometry
 
     rows = []
-    for record in records:
+    for i, record in enumerate(records):
+        target = sizes[i] if sizes else (resolution, resolution)
         with Image.open(record.photo) as photo:  # reads the header only
             width, height = photo.size
-        if (width, height) == (resolution, resolution):
+        if (width, height) == tuple(target):
             top = left = 0
         else:
-            _new, (left, top, _right, _bottom) = fit_geometry((width, height), resolution)
-        rows.append((height, width, top, left, resolution, resolution))
+            _new, (left, top, _right, _bottom) = fit_geometry((width, height), target)
+        rows.append((height, width, top, left, target[1], target[0]))
     return torch.tensor(rows, dtype=torch.float32).reshape(-1, TIME_IDS)
 
 
