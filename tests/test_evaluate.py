@@ -160,3 +160,22 @@ def test_cli_evaluates_as_json_and_names_usage_errors(trained_run, store, judge,
     assert bad.exit_code == 2 and "has no 'test' split" in bad.output
     bad = runner.invoke(app, ["--db", store, "evaluate"])
     assert bad.exit_code == 2 and "give --checkpoint" in bad.output
+
+
+def test_a_background_evaluation_job_reports_progress_and_stores_its_result(trained_run, store, judge, tmp_path,
+                                                                            monkeypatch):
+    from tests.job_waits import wait_job_ended
+
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
+    started = CliRunner().invoke(app, ["--db", store, "evaluate", "--checkpoint", str(trained_run.run_dir / "checkpoint-1"),
+                                       "--segmenter", str(judge), "--per-mask", "2", "--steps", "1", "--resolution", "64",
+                                       "--limit", "1", "--device", "cpu", "--background"])
+    assert started.exit_code == 0, started.output
+    job_id = int(started.stdout.strip())
+    engine = make_engine(store)
+    job = wait_job_ended(engine, job_id, timeout=240)
+    assert job["status"] == "finished", Path(job["log_path"]).read_text()[-3000:]
+    assert job["kind"] == "evaluate" and (job["done"], job["total"]) == (2, 2)
+    with session_scope(engine) as session:
+        rows = [r for r in ev.list_evaluations(session) if r.job_id == job_id]
+        assert len(rows) == 1 and rows[0].images == 2 and rows[0].checkpoint_step == 1
