@@ -179,3 +179,32 @@ def test_a_background_evaluation_job_reports_progress_and_stores_its_result(trai
     with session_scope(engine) as session:
         rows = [r for r in ev.list_evaluations(session) if r.job_id == job_id]
         assert len(rows) == 1 and rows[0].images == 2 and rows[0].checkpoint_step == 1
+
+
+def test_the_trainer_starts_an_evaluation_job_at_each_checkpoint_when_asked(trained_run, store, judge, tmp_path,
+                                                                              monkeypatch):
+    from tests.job_waits import wait_job_ended
+    from train.config import load_config
+    from train.controlnet import train
+    from workbench.jobs import list_jobs
+
+    monkeypatch.setenv("WORKBENCH_DB_URL", store)
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
+    run = tmp_path / "run"
+    train(load_config(None, dict(
+        pretrained_model_name_or_path=str(trained_run.base_model), train_data_dir=str(trained_run.export_dir),
+        output_dir=str(run), resolution=64, train_batch_size=2, max_train_steps=2, checkpointing_steps=1,
+        checkpoints_total_limit=None, validation_steps=100, num_validation_images=0, validation_loss_samples=0,
+        report_to="none", evaluate_segmenter=str(judge), evaluate_limit=1, evaluate_inference_steps=1)))
+    engine = make_engine(store)
+    with session_scope(engine) as session:
+        job_ids = [j.id for j in list_jobs(session, kind="evaluate")]
+    assert len(job_ids) == 2  # checkpoints 1 and 2
+    for job_id in job_ids:
+        job = wait_job_ended(engine, job_id, timeout=240)
+        assert job["status"] == "finished", Path(job["log_path"]).read_text()[-3000:]
+    with session_scope(engine) as session:
+        curve = ev.miou_curve(session, run)
+        assert all(r.settings["resolution"] == 64 and r.settings["steps"] == 1 and r.masks == 1
+                   for r in ev.list_evaluations(session, run_dir=run))
+    assert [point["step"] for point in curve] == [1, 2] and all(point["miou"] is not None for point in curve)

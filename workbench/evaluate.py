@@ -328,3 +328,34 @@ def summary(row: Evaluation) -> dict[str, Any]:
 def evaluate_argv(request: EvaluateRequest) -> list[str]:
     """The ``python -m workbench`` arguments that run ``request`` in the foreground (what a job runs)."""
     return ["evaluate", "--request-json", request.model_dump_json()]
+
+
+def start_evaluation(engine: Engine, settings: Any, request: EvaluateRequest, target: Target | None = None) -> int:
+    """Start ``request`` as a background job (kind ``evaluate``); returns the job id."""
+    from workbench.jobs import start_job
+
+    target = target or evaluation_target(request)
+    return start_job(engine, settings, kind="evaluate", argv=evaluate_argv(request),
+                     details={"checkpoint": request.checkpoint, "images": len(target.records) * request.per_mask,
+                              "output_dir": str(target.run_dir) if target.run_dir else None})
+
+
+def evaluate_checkpoint_job(folder: Path, config: Any) -> str:
+    """The trainer's checkpoint hook: a small evaluation of ``folder`` as a job in the store the
+    environment names (``WORKBENCH_DB_URL``), at the training resolution, with ``config``'s
+    ``evaluate_*`` keys (segmenter, masks, images per mask, steps). Returns the line to log; an
+    evaluation that cannot start is logged, never a reason to stop training."""
+    from db.engine import make_engine
+    from workbench.settings import get_settings
+
+    settings = get_settings()
+    engine = make_engine(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    request = EvaluateRequest(checkpoint=str(folder), segmenter=config.evaluate_segmenter,
+                              per_mask=config.evaluate_per_mask, limit=config.evaluate_limit,
+                              steps=config.evaluate_inference_steps, resolution=config.resolution)
+    try:
+        return f"evaluation job {start_evaluation(engine, settings, request)} started"
+    except EvaluateError as exc:
+        return f"no evaluation: {exc}"
+    finally:
+        engine.dispose()

@@ -10,7 +10,6 @@ import typer
 from workbench.cli.common import engine_of, fail, print_json, progress_hooks, settings_of
 
 app = typer.Typer()
-KIND = "evaluate"
 
 
 @app.command("evaluate")
@@ -40,7 +39,8 @@ def evaluate_command(
     """Generate from the export's masks, segment the images, score mIoU against the masks; store it."""
     from pydantic import ValidationError
 
-    from workbench.evaluate import EvaluateError, EvaluateRequest, evaluate, evaluate_argv, evaluation_target, summary
+    from workbench.evaluate import (EvaluateError, EvaluateRequest, evaluate, evaluation_target, start_evaluation,
+                                    summary)
     from workbench.progress import Cancelled
 
     try:
@@ -62,11 +62,7 @@ def evaluate_command(
     except EvaluateError as exc:
         fail(str(exc))
     if background:
-        from workbench.jobs import start_job
-
-        typer.echo(start_job(engine, settings, kind=KIND, argv=evaluate_argv(request),
-                             details={"checkpoint": request.checkpoint, "images": len(target.records) * request.per_mask,
-                                      "output_dir": str(target.run_dir) if target.run_dir else None}))
+        typer.echo(start_evaluation(engine, settings, request, target))
         return
     from workbench.jobs import current_job
 
