@@ -65,9 +65,9 @@ class EvaluateRequest(BaseModel):
     @field_validator("resolution")
     @classmethod
     def _multiple_of_8(cls, value: int) -> int:
-        if value % 8:
-            raise ValueError(f"resolution {value} is not a multiple of 8 (the VAE needs that); use {value - value % 8 or 8}")
-        return value
+        from workbench.generate import GenerateRequest
+
+        return GenerateRequest._multiple_of_8(value)  # the one rule (and message) of generation
 
 
 # -- scoring -------------------------------------------------------------------------------------------
