@@ -249,7 +249,7 @@ def show_job(job_id: int) -> None:
     checkpoints = training.checkpoints(output_dir)
     if checkpoints:
         st.caption("Checkpoints: " + ", ".join(p.name for _s, p in checkpoints))
-        show_controllability(engine, output_dir, key=f"train_eval_{job_id}")
+        show_controllability(engine, settings, output_dir, key=f"train_eval_{job_id}")
     if not job["ending"]:  # a stopped job shows its log with its reason, above
         with st.expander("Log"):
             st.code(log or "(empty)", language=None, wrap_lines=True)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from db.engine import make_engine
+from db.engine import make_engine, session_scope
+from tests.job_waits import wait_job_ended
 from tests.test_evaluate import judge  # noqa: F401  (the tiny SegFormer judge fixture)
 from workbench import evaluate as ev
 from workbench.settings import get_settings
@@ -45,7 +46,6 @@ def test_the_train_page_plots_miou_over_the_runs_evaluated_steps(app_store, trai
     rows = [ev.evaluate(engine, Path(settings.data_dir), ev.EvaluateRequest(
         checkpoint=str(trained_run.run_dir / f"checkpoint-{step}"), segmenter=str(judge), steps=1, resolution=64,
         limit=1, worst=1, device="cpu")) for step in (1, 2)]
-    engine.dispose()
     app = _run_page()
     chart = next(c for c in app.get("plotly_chart") if "mIoU over training steps" in c.proto.spec)
     trace = json.loads(chart.proto.spec)["data"][0]
@@ -57,3 +57,21 @@ def test_the_train_page_plots_miou_over_the_runs_evaluated_steps(app_store, trai
     assert list(table["class"]) == list(rows[1].iou)
     images = app.get("image")  # the worst case: mask | generated | segmentation
     assert len(images) == 3 and Path(rows[1].worst_cases[0]["generated"]).is_file()
+
+    # the page's twin of `python -m workbench evaluate --background`: a job that stores step 1 again
+    app.selectbox(key="train_eval_1_ckpt").set_value("step 1")
+    app.text_input(key="train_eval_1_segmenter").set_value(str(judge))
+    app.number_input(key="train_eval_1_limit").set_value(1)
+    app.number_input(key="train_eval_1_steps").set_value(1)
+    app.number_input(key="train_eval_1_resolution").set_value(64)
+    app.button(key="train_eval_1_start").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    started = [s.value for s in app.success if s.value.startswith("Evaluation job")]
+    assert started, [e.value for e in app.error]
+    job_id = int(started[0].split()[2])
+    job = wait_job_ended(engine, job_id, timeout=240)
+    assert job["status"] == "finished", Path(job["log_path"]).read_text()[-3000:]
+    with session_scope(engine) as session:
+        newest = ev.list_evaluations(session, run_dir=trained_run.run_dir, limit=1)[0]
+        assert (newest.job_id, newest.checkpoint_step, newest.settings["resolution"]) == (job_id, 1, 64)
+    engine.dispose()

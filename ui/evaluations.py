@@ -8,10 +8,41 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from db.engine import session_scope
-from workbench.evaluate import list_evaluations, miou_curve, summary
+from workbench.evaluate import EvaluateError, EvaluateRequest, list_evaluations, miou_curve, start_evaluation, summary
+from workbench.settings import Settings
 
 
-def show_controllability(engine: Engine, output_dir: Path, key: str) -> None:
+def evaluate_form(engine: Engine, settings: Settings, output_dir: Path, key: str) -> None:
+    """Start an evaluation job of one of the run's checkpoints (the page twin of ``python -m workbench evaluate``)."""
+    from workbench.training import checkpoints
+
+    found = checkpoints(output_dir)
+    if not found:
+        return
+    with st.expander("Evaluate a checkpoint"):
+        paths = {f"step {step}": path for step, path in found}
+        c1, c2, c3, c4 = st.columns([1, 2, 1, 1])
+        picked = c1.selectbox("Checkpoint", list(paths), index=len(paths) - 1, key=f"{key}_ckpt")
+        segmenter = c2.text_input("Segmenter", value="u2net-cloth", key=f"{key}_segmenter",
+                                  help="A SegFormer trained on the run's scheme (folder or hub id), or u2net-cloth[:DIR].")
+        per_mask = c3.number_input("Images per mask", min_value=1, max_value=100, value=1, key=f"{key}_per_mask")
+        limit = c4.number_input("Masks (0: all)", min_value=0, value=0, key=f"{key}_limit")
+        c5, c6, _rest = st.columns([1, 1, 3])
+        steps = c5.number_input("Steps", min_value=1, max_value=1000, value=20, key=f"{key}_steps")
+        resolution = c6.number_input("Resolution", min_value=8, max_value=4096, value=512, step=8,
+                                     key=f"{key}_resolution")
+        if st.button("Evaluate", key=f"{key}_start"):
+            try:
+                request = EvaluateRequest(checkpoint=str(paths[picked]), segmenter=segmenter.strip(),
+                                          per_mask=int(per_mask), limit=int(limit) or None, steps=int(steps),
+                                          resolution=int(resolution))
+                st.success(f"Evaluation job {start_evaluation(engine, settings, request)} started (UniPC, guidance "
+                           "7.5; the protocol: 20 steps, 512 px); its mIoU joins the plot when it ends")
+            except (EvaluateError, ValueError) as exc:
+                st.error(str(exc))
+
+
+def show_controllability(engine: Engine, settings: Settings, output_dir: Path, key: str) -> None:
     """mIoU of the run's evaluated checkpoints by step (with the segmenter's ceiling), the newest
     evaluation's per-class IoU and its worst cases (mask | generated | segmentation)."""
     import pandas as pd
@@ -19,15 +50,16 @@ def show_controllability(engine: Engine, output_dir: Path, key: str) -> None:
 
     if not str(output_dir) or str(output_dir) == ".":
         return
+    evaluate_form(engine, settings, output_dir, key)
     with session_scope(engine) as session:
         curve = miou_curve(session, output_dir)
         newest = [summary(row) for row in list_evaluations(session, run_dir=output_dir, limit=1)]
     st.markdown("**Controllability** — mIoU between the masks and a segmenter's reading of the images "
                 "generated from them (validation split)")
     if not newest:
-        st.caption("No evaluation of this run's checkpoints yet: "
+        st.caption("No evaluation of this run's checkpoints yet: evaluate one above, or "
                    f"`python -m workbench evaluate --checkpoint {output_dir}/checkpoint-<step> "
-                   "--segmenter <SegFormer folder or u2net-cloth>` (or `--background` for a job).")
+                   "--segmenter <SegFormer folder or u2net-cloth>`.")
         return
     if curve:
         frame = pd.DataFrame(curve)
