@@ -286,7 +286,7 @@ def evaluate(engine: Engine, data_dir: Path, request: EvaluateRequest, *, segmen
             split=request.split, masks=len(target.records), images=done, miou=result["miou"],
             miou_foreground=result["miou_foreground"], pixel_accuracy=result["pixel_accuracy"], iou=result["iou"],
             clip_score=float(np.mean(clip_scores)) if clip_scores else None, ceiling_miou=real["miou"],
-            ceiling=real if mask.photo is not None else {}, settings=settings,
+            ceiling=real if ceiling.confusion.matrix.any() else {}, settings=settings,
             worst_cases=save_worst(worst, palette, folder), notes=notes,
             seconds=round(time.perf_counter() - started, 3))
         session.add(row)
