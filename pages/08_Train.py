@@ -9,6 +9,7 @@ import streamlit as st
 
 from db.engine import session_scope
 from ui.common import store_or_stop
+from ui.evaluations import show_controllability
 from ui.jobs import job_log, job_now, restart_button, show_ending
 from ui.models import model_picker
 from workbench.models import TINY_LABEL
@@ -248,6 +249,7 @@ def show_job(job_id: int) -> None:
     checkpoints = training.checkpoints(output_dir)
     if checkpoints:
         st.caption("Checkpoints: " + ", ".join(p.name for _s, p in checkpoints))
+        show_controllability(engine, settings, output_dir, key=f"train_eval_{job_id}")
     if not job["ending"]:  # a stopped job shows its log with its reason, above
         with st.expander("Log"):
             st.code(log or "(empty)", language=None, wrap_lines=True)

@@ -109,6 +109,12 @@ class TrainConfig(BaseModel):
     logging_steps: int = Field(10, ge=1, description="Optimisation steps between loss read-backs from the device.")
     report_to: Literal["tensorboard", "none"] = "tensorboard"
     record_sample_ids: bool = Field(False, description="Write the sample ids each process trained on (debugging).")
+    evaluate_segmenter: str | None = Field(
+        None, description="Opt-in: at each checkpoint start a controllability evaluation job (mIoU) judged by this "
+                          "segmenter (SegFormer folder or hub id, or u2net-cloth[:PATH]); None: off.")
+    evaluate_per_mask: int = Field(1, ge=1, description="Images per validation mask in the checkpoint evaluations.")
+    evaluate_limit: int | None = Field(8, ge=1, description="Validation masks in each checkpoint evaluation (None: all).")
+    evaluate_inference_steps: int = Field(20, ge=1, description="Inference steps of the checkpoint evaluations.")
 
     @field_validator("resolution")
     @classmethod

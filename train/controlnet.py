@@ -629,6 +629,10 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
         last_checkpoint = folder
         log(f"step {global_step}: saved {folder}")
         details()
+        if config.evaluate_segmenter and main:  # opt-in: the run's mIoU curve grows as checkpoints are judged
+            from workbench.evaluate import evaluate_checkpoint_job
+
+            log(f"step {global_step}: {evaluate_checkpoint_job(folder, config)}")
         return folder
 
     metrics = MetricsLog(accelerator, metrics_path, config.effective_batch * world, to_trackers=True)
