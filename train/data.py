@@ -321,6 +321,47 @@ def bucket_rows(sizes: list[Size]) -> tuple[dict[Size, list[int]], list[tuple[Si
     return members, rows
 
 
+class ResumableSampler(torch.utils.data.Sampler[int]):
+    """Single samples in a seeded permutation per epoch, split across processes, that can start
+    mid-epoch (the segmenter trainer's: one size, full batches only).
+
+    Every process gets ``len(data) // (world * batch)`` full batches per epoch (the remainder is
+    dropped, as ``drop_last`` would), process ``rank`` taking every ``world``-th batch, so the
+    processes see disjoint samples.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch, self.start_batch = 0, 0
+        if self.batches_per_epoch == 0:
+            raise DataError(f"{n} training samples are fewer than one batch per process "
+                            f"({batch_size} x {world} processes); lower train_batch_size")
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches each process draws per epoch."""
+        return self.n // (self.world * self.batch_size)
+
+    def set_position(self, epoch: int, start_batch: int = 0) -> None:
+        """Where the next iteration begins: ``epoch``, skipping its first ``start_batch`` batches."""
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def indices(self) -> list[int]:
+        """This process's sample indices for the current epoch from the start position."""
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        out = []
+        for b in range(self.start_batch, self.batches_per_epoch):
+            first = (b * self.world + self.rank) * self.batch_size
+            out.extend(order[first:first + self.batch_size].tolist())
+        return out
+
+    def __iter__(self):
+        return iter(self.indices())
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.start_batch) * self.batch_size
+
+
 class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
     """Batches of one size each (kohya-style aspect buckets), resumable mid-epoch, split across processes.
 
