@@ -196,16 +196,21 @@ def test_a_controlnet_whose_channels_do_not_fit_the_scheme_is_refused(trained_ru
         gen.resolve_controlnet(run / "checkpoint-1")
 
 
-def test_a_photo_without_a_segmenter_asks_for_a_mask(trained_run, store, tmp_path):
+def test_a_photos_mask_comes_from_the_cloth_segmenter_in_the_controlnets_scheme(trained_run, store, tmp_path):
+    from workbench.segment.predict import scheme_class_names
+    from workbench.segment.tiny import build_tiny_cloth_segformer
+
     info = gen.resolve_controlnet(trained_run.run_dir / "checkpoint-2")
-    Image.new("RGB", (64, 64), (200, 100, 50)).save(tmp_path / "photo.jpg")
-    try:
-        from workbench.segment import predict_mask  # noqa: F401  (the cloth segmenter's hook, once merged)
-    except ImportError:
-        _error(store, info, gen.MaskSource(kind="photo", path=str(tmp_path / "photo.jpg")),
-               "no cloth segmenter .* upload the photo's mask as a PNG instead")
-    else:
-        pytest.skip("the cloth segmenter is installed; its own tests cover predicted masks")
+    Image.new("RGB", (80, 64), (200, 100, 50)).save(tmp_path / "photo.jpg")
+    segmenter = build_tiny_cloth_segformer(tmp_path / "segformer")
+    with session_scope(store) as session:
+        mask = gen.conditioning_mask(session, info, gen.MaskSource(kind="photo", path=str(tmp_path / "photo.jpg"),
+                                                                   segmenter=str(segmenter)), 64)
+    assert mask.array.shape == (64, 64) and mask.photo is not None and mask.photo.size == (64, 64)
+    cloth_values = {scheme_class_names(info.scheme)[n] for n in ("background", "upper body", "lower body", "full body")}
+    assert set(np.unique(mask.array)) <= cloth_values  # the cloth classes, as the body-parts ControlNet numbers them
+    _error(store, info, gen.MaskSource(kind="photo", path=str(tmp_path / "photo.jpg"),
+                                       segmenter=str(tmp_path / "nothing")), "the photo's mask: .*nothing")
 
 
 def test_a_missing_model_fails_at_once_offline_naming_it(monkeypatch):

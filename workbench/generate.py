@@ -78,6 +78,8 @@ class MaskSource(BaseModel):
     path: str | None = Field(None, description="The mask PNG (kind file) or the photo (kind photo).")
     photo: str | None = Field(None, description="The photo beside a mask file (for the pose).")
     scheme: str | None = Field(None, description="The scheme, when the ControlNet names none.")
+    segmenter: str | None = Field(None, description="The cloth segmenter of a photo (kind photo): a registry "
+                                                    "name or a path; default the public cloth U2NET.")
     edits: list[dict[str, Any]] = Field(default_factory=list, description="workbench/mask_edit.py edits.")
 
 
@@ -484,14 +486,15 @@ def mask_from_image(image: PILImage.Image, palette: np.ndarray, what: str) -> np
     return first[position].astype(np.uint8)
 
 
-def predict_photo_mask(photo: PILImage.Image, scheme: str | None) -> np.ndarray:
-    """The cloth segmenter's mask of a photo in ``scheme`` (``workbench.segment.predict_mask``)."""
+def predict_photo_mask(photo: PILImage.Image, scheme: str | None, segmenter: str | None = None) -> np.ndarray:
+    """The cloth segmenter's mask of a photo in ``scheme`` (``workbench.segment.predict.predict_mask``)."""
+    from workbench.segment.loaders import CLOTH_SCHEME, SegmentError
+    from workbench.segment.predict import predict_mask
+
     try:
-        from workbench.segment import predict_mask
-    except ImportError:
-        raise GenerateError("no cloth segmenter is installed in this workbench yet (workbench.segment.predict_mask); "
-                            "upload the photo's mask as a PNG instead") from None
-    return np.asarray(predict_mask(photo, scheme), np.uint8)
+        return np.asarray(predict_mask(photo, scheme or CLOTH_SCHEME, segmenter), np.uint8)
+    except SegmentError as exc:
+        raise GenerateError(f"the photo's mask: {exc}; or upload the photo's mask as a PNG instead") from None
 
 
 def file_mask(info: ControlNetInfo, source: MaskSource, resolution: int) -> ConditioningMask:
@@ -506,7 +509,7 @@ def file_mask(info: ControlNetInfo, source: MaskSource, resolution: int) -> Cond
     photo = None
     if source.kind == "photo":
         photo = read_image(data, f"photo {path.name}").convert("RGB")
-        array = predict_photo_mask(photo, info.scheme or source.scheme)
+        array = predict_photo_mask(photo, info.scheme or source.scheme, source.segmenter)
     else:
         image = read_image(data, f"mask {path.name}")
         if image.mode == "P" and info.export_dir is None:
