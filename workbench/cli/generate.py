@@ -144,6 +144,7 @@ def list_(ctx: typer.Context,
     """Generated images, newest first, with their provenance."""
     from db.engine import session_scope
     from workbench.generate import list_generations, provenance
+    from workbench.models import TINY_LABEL
 
     with session_scope(engine_of(ctx)) as session:
         rows = [provenance(r) for r in list_generations(session, job_id=job, limit=limit)]
@@ -153,8 +154,9 @@ def list_(ctx: typer.Context,
     if not rows:
         typer.echo("no generated images")
     for row in rows:
+        mark = f"  [{TINY_LABEL}]" if row["random_weights"] else ""
         typer.echo(f"{row['id']:>5}  step {row['checkpoint_step'] if row['checkpoint_step'] is not None else 'final'}"
-                   f"  seed {row['seed']}  {row['path']}")
+                   f"  seed {row['seed']}  {row['path']}{mark}")
 
 
 @generate_app.command("compare")
