@@ -155,7 +155,8 @@ except (gen.GenerateError, ValidationError) as exc:
 if st.button("Generate", type="primary", key="gen_start"):
     try:
         request = gen.GenerateRequest(
-            base_model=(base_model or "").strip(), controlnets=[str(i.path) for i in infos], mask=source, prompt=prompt,
+            base_model=(base_model or "").strip(), controlnets=[str(i.path) for i in infos], mask=source,
+            prompt=prompt,
             negative_prompt=negative, seeds=gen.parse_seeds(seeds_text), steps=int(steps), guidance=float(guidance),
             conditioning_scale=float(scale), scheduler=scheduler, resolution=int(resolution),
             pose={"detector": pose_detector, "controlnet": pose_controlnet, "scale": float(pose_scale)}

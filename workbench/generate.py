@@ -85,8 +85,8 @@ class PoseSource(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    detector: str = Field(description="OpenPose annotator weights: hub id (lllyasviel/Annotators) or folder.")
-    controlnet: str = Field(description="The pose ControlNet: hub id or folder.")
+    detector: str = Field(description="OpenPose annotator: registry name, hub id (lllyasviel/Annotators) or folder.")
+    controlnet: str = Field(description="The pose ControlNet: registry name, hub id or folder.")
     scale: float = Field(1.0, ge=0.0, le=2.0, description="Its conditioning scale.")
 
 
@@ -95,8 +95,9 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_model: str
-    controlnets: list[str] = Field(min_length=1, description="ControlNet folders; several = side by side.")
+    base_model: str = Field(description="Registry name (sd15, tiny-sd ...), hub id, folder or single file.")
+    controlnets: list[str] = Field(min_length=1, description="ControlNet folders or registry names; several = "
+                                                              "side by side.")
     mask: MaskSource
     prompt: str | None = Field(None, description="Default: the image's training prompt (its export's).")
     negative_prompt: str = ""
@@ -836,7 +837,8 @@ def result_caption(row: dict[str, Any]) -> str:
     from workbench.models import TINY_LABEL
 
     step = row["checkpoint_step"] if row["checkpoint_step"] is not None else "final"
-    return f"#{row['id']} · step {step} · seed {row['seed']}" + (f" · 🎲 {TINY_LABEL}" if row["random_weights"] else "")
+    mark = f" · 🎲 {TINY_LABEL}" if row["random_weights"] else ""
+    return f"#{row['id']} · step {step} · seed {row['seed']}{mark}"
 
 
 def generate_argv(request: GenerateRequest) -> list[str]:

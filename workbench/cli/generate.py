@@ -61,10 +61,11 @@ def _request(base: Optional[str], controlnet: Optional[list[str]], image_id: Opt
 def run(
     ctx: typer.Context,
     base: Annotated[Optional[str], typer.Option(
-        help="Base Stable Diffusion: hub id, diffusers folder or .safetensors file.")] = None,
+        help="Base Stable Diffusion: registry name (sd15, tiny-sd ...), hub id, diffusers folder or "
+             ".safetensors file.")] = None,
     controlnet: Annotated[Optional[list[str]], typer.Option(
-        help="ControlNet: a checkpoint-N folder, a run's output folder or any ControlNet folder "
-             "(repeat to compare checkpoints).")] = None,
+        help="ControlNet: a checkpoint-N folder, a run's output folder, a registry name or any ControlNet "
+             "folder (repeat to compare checkpoints).")] = None,
     image_id: Annotated[Optional[int], typer.Option(
         help="Mask: this stored image's masks in the ControlNet's scheme.")] = None,
     mask: Annotated[Optional[Path], typer.Option(
@@ -85,8 +86,9 @@ def run(
     resolution: Annotated[Optional[int], typer.Option(
         help="Square size in pixels (default: the training resolution).")] = None,
     pose_detector: Annotated[Optional[str], typer.Option(
-        help="OpenPose weights: hub id (lllyasviel/Annotators) or folder.")] = None,
-    pose_controlnet: Annotated[Optional[str], typer.Option(help="The OpenPose ControlNet: hub id or folder.")] = None,
+        help="OpenPose weights: registry name (openpose, tiny-openpose), hub id or folder.")] = None,
+    pose_controlnet: Annotated[Optional[str], typer.Option(
+        help="The OpenPose ControlNet: registry name (controlnet-openpose), hub id or folder.")] = None,
     pose_scale: Annotated[float, typer.Option(help="The pose ControlNet's conditioning scale.")] = 1.0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     request_json: Annotated[Optional[str], typer.Option(help="The whole request as JSON (what a job runs).")] = None,
