@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 
 from db.engine import dispose_engines, make_engine, session_scope
 from tests.browser.forms import fill, pick, start_short_training
-from tests.browser.waits import demo_imported, export_finished
+from tests.browser.waits import demo_imported, export_finished, picked
 from workbench.captions.store import list_captions
 from workbench.models import list_models
 from workbench.settings import get_settings
@@ -81,8 +81,7 @@ def test_first_hour_from_tiny_models_to_a_loss_curve(browser, demo_app, tmp_path
 
     # Train: the tiny base is offered first (sd15 is not on this machine); a few steps at 64 px
     page.goto(f"{demo_app.url}/Train", wait_until="domcontentloaded")
-    expect(page.locator('[data-testid="stSelectbox"]').filter(has_text="Base model")) \
-        .to_contain_text("tiny-sd", timeout=WAIT_MS)
+    picked(page, "Base model", "tiny-sd", WAIT_MS)
     fill(page, "Resolution", "64")
     start_short_training(page, 2)
     page.get_by_text("Training job").first.wait_for(timeout=WAIT_MS)

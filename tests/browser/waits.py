@@ -70,3 +70,20 @@ def export_finished(db_url: str, timeout: float = 120) -> str:
                                     if e.status in ("finished", "failed")], timeout, "the export")
     assert done[0][0] == "finished", done[0][1]
     return done[0][2]
+
+
+_SHOWN_JS = """box => [box.value, box.getAttribute('aria-valuetext'),
+                      box.closest('[data-testid="stSelectbox"]').innerText].join(' ')"""
+
+
+def picked(page, label: str, text: str, timeout_ms: float) -> str:
+    """Wait until the selectbox labelled ``label`` shows an option holding ``text``; what it shows."""
+    box = page.get_by_role("combobox", name=label)
+    deadline = time.monotonic() + timeout_ms / 1000
+    shown = ""
+    while time.monotonic() < deadline:
+        shown = box.evaluate(_SHOWN_JS, timeout=timeout_ms)  # the locator is found afresh each time
+        if text in shown:
+            return shown
+        page.wait_for_timeout(300)
+    pytest.fail(f"the selectbox {label!r} shows {shown!r}, not {text!r}")
