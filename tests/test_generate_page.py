@@ -118,4 +118,4 @@ def test_a_tiny_base_from_the_registry_labels_its_images_random_weights(store, t
     app = run_page(app)
     grid = [c for c in captions(app) if c.startswith("#")]
     assert len(grid) == 1 and grid[0].endswith(f"🎲 {TINY_LABEL}"), grid
-    assert any(w.value.startswith(f"#") and TINY_LABEL in w.value for w in app.warning)  # the provenance's mark
+    assert any(w.value.startswith("#") and TINY_LABEL in w.value for w in app.warning)  # the provenance's mark
