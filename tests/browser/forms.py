@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+import time
+
+import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 
 def fill(page, label: str, value: str) -> None:
@@ -14,10 +18,25 @@ def fill(page, label: str, value: str) -> None:
 
 
 def pick(page, label: str, option: str, timeout_ms: float = 60_000) -> None:
-    """Choose the option whose text holds ``option`` in the selectbox labelled ``label``."""
-    page.get_by_role("combobox", name=label).click(timeout=timeout_ms)
-    page.get_by_role("option", name=re.compile(re.escape(option))).first.click(timeout=timeout_ms)
-    page.wait_for_timeout(400)
+    """Choose the option whose text holds ``option`` in the selectbox labelled ``label``.
+
+    The list can move while the app reruns under it (an option "not stable"): then it is closed and
+    opened again, until the selectbox shows the option."""
+    from tests.browser.waits import picked
+
+    box = page.get_by_role("combobox", name=label)
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        try:
+            box.click(timeout=10_000)
+            page.get_by_role("option", name=re.compile(re.escape(option))).first.click(timeout=10_000)
+            picked(page, label, option, 5_000)
+            return
+        except (PlaywrightTimeoutError, pytest.fail.Exception):
+            if time.monotonic() > deadline:
+                raise
+            page.keyboard.press("Escape")
+            page.wait_for_timeout(500)
 
 
 def start_short_training(page, steps: int) -> None:
