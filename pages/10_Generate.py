@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from db.engine import session_scope
 from ui.common import store_or_stop
 from ui.jobs import watch_job
+from ui.models import model_picker
 
 st.set_page_config(page_title="Generate · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
 st.title("Generate")
@@ -22,9 +23,11 @@ settings, engine = store_or_stop()
 from workbench import generate as gen  # noqa: E402
 from workbench.jobs import start_job  # noqa: E402
 from workbench.mask_edit import SHAPES  # noqa: E402
+from workbench.models import TINY_LABEL, registry  # noqa: E402
 
 with session_scope(engine) as session:
     trained = gen.trained_controlnets(session)
+    registry_names = {spec.name for spec in registry(session, settings)}
 by_path = {str(info.path): info for info in trained}
 
 # -- ControlNets and base model ---------------------------------------------------------------
@@ -34,20 +37,28 @@ picked = left.multiselect("ControlNet checkpoints (several: side by side)", list
                           default=newest_final or list(by_path)[-1:], format_func=lambda p: by_path[p].label,
                           key="gen_controlnets",
                           help="The checkpoints and final ControlNets of the training jobs.")
-other = left.text_input("Or a ControlNet folder", key="gen_controlnet_path",
-                        help="A checkpoint-<step> folder, a run's output folder, or any ControlNet folder.")
+registered = model_picker("controlnet", settings, engine, label="ControlNet from the Models registry",
+                          key="gen_controlnet_path", other_label="Or a ControlNet folder", container=left,
+                          none="(none: the checkpoints above)" if by_path else None,
+                          help="Trained here, downloaded, added on the Models page, or the tiny test model.")
 infos = [by_path[p] for p in picked]
-if other.strip():
+if registered:
     try:
-        infos.append(gen.resolve_controlnet(other.strip()))
+        infos.append(gen.resolve_controlnet(registered))
     except gen.GenerateError as exc:
         st.error(str(exc))
 if not infos:
-    st.info("No ControlNet yet: train one on the **Train** page, or type the path of a ControlNet folder.")
+    st.info("No ControlNet yet: train one on the **Train** page, pick one from the registry (the **Models** page "
+            "makes tiny test models), or type the path of a ControlNet folder.")
     st.stop()
 info = infos[0]
-base_model = right.text_input("Base model (hub id, diffusers folder or .safetensors)",
-                              value=info.base_model or "runwayml/stable-diffusion-v1-5", key="gen_base")
+trained_base = info.base_model or ""
+if st.session_state.get("gen_base_for") != str(info.path):  # a new ControlNet: the base it was trained on
+    st.session_state["gen_base"] = "" if trained_base in registry_names else trained_base
+    st.session_state["gen_base_for"] = str(info.path)
+base_model = model_picker("sd", settings, engine, label="Base model", key="gen_base", container=right,
+                          default=trained_base if trained_base in registry_names else "sd15",
+                          other_label="Base model: or a hub id, diffusers folder or .safetensors")
 right.caption(f"Trained on **{info.scheme or 'an unknown scheme'}** masks, {info.conditioning} control input "
               f"({info.channels} channels)" + (f", export {info.export_dir}" if info.export_dir else ""))
 
@@ -124,10 +135,11 @@ resolution = c6.number_input("Resolution", min_value=64, max_value=2048, step=8,
                              value=int(info.resolution or 512), key="gen_resolution")
 with st.expander("Pose control (OpenPose)"):
     use_pose = st.checkbox("Add a pose ControlNet beside the mask's", key="gen_pose_on")
-    pose_detector = st.text_input("OpenPose weights (hub id or folder)", value="lllyasviel/Annotators",
-                                  key="gen_pose_detector")
-    pose_controlnet = st.text_input("Pose ControlNet (hub id or folder)", value="lllyasviel/sd-controlnet-openpose",
-                                    key="gen_pose_controlnet")
+    pose_detector = model_picker("openpose", settings, engine, label="OpenPose annotator", key="gen_pose_detector",
+                                 default="openpose", other_label="OpenPose annotator: or a hub id or folder")
+    pose_controlnet = model_picker("controlnet", settings, engine, label="Pose ControlNet",
+                                   key="gen_pose_controlnet", default="controlnet-openpose",
+                                   other_label="Pose ControlNet: or a hub id or folder")
     pose_scale = st.number_input("Pose conditioning scale", 0.0, 2.0, 1.0, 0.1, key="gen_pose_scale")
 
 # -- preview and act ------------------------------------------------------------------------------
@@ -143,7 +155,8 @@ except (gen.GenerateError, ValidationError) as exc:
 if st.button("Generate", type="primary", key="gen_start"):
     try:
         request = gen.GenerateRequest(
-            base_model=base_model.strip(), controlnets=[str(i.path) for i in infos], mask=source, prompt=prompt,
+            base_model=(base_model or "").strip(), controlnets=[str(i.path) for i in infos], mask=source,
+            prompt=prompt,
             negative_prompt=negative, seeds=gen.parse_seeds(seeds_text), steps=int(steps), guidance=float(guidance),
             conditioning_scale=float(scale), scheduler=scheduler, resolution=int(resolution),
             pose={"detector": pose_detector, "controlnet": pose_controlnet, "scale": float(pose_scale)}
@@ -167,10 +180,11 @@ with session_scope(engine) as session:
 if not shown:
     st.stop()
 st.subheader("Results" if job_id is not None else "Latest images")
+if any(r["random_weights"] for r in shown):
+    st.warning(f"Images marked 🎲 come from a {TINY_LABEL}: they are noise, made to try the pipeline.", icon="🎲")
 columns = st.columns(4)
 for n, row in enumerate(shown):
-    step = row["checkpoint_step"] if row["checkpoint_step"] is not None else "final"
-    columns[n % 4].image(row["path"], caption=f"#{row['id']} · step {step} · seed {row['seed']}")
+    columns[n % 4].image(row["path"], caption=gen.result_caption(row))
 
 st.subheader("Side by side across checkpoints")
 anchor = st.selectbox("Same mask, prompt and seed as", [r["id"] for r in shown], key="gen_compare",
@@ -182,6 +196,9 @@ columns = st.columns(len(lined_up) + 1)
 columns[0].image(lined_up[0]["mask_path"], caption="mask")
 for column, row in zip(columns[1:], lined_up):
     step = row["checkpoint_step"] if row["checkpoint_step"] is not None else "final"
-    column.image(row["path"], caption=f"step {step} · #{row['id']}")
+    column.image(row["path"], caption=f"step {step} · #{row['id']}" + (" · 🎲" if row["random_weights"] else ""))
 with st.expander("Provenance"):
-    st.json(next(r for r in shown if r["id"] == anchor), expanded=True)
+    chosen = next(r for r in shown if r["id"] == anchor)
+    if chosen["random_weights"]:
+        st.warning(f"#{anchor}: {TINY_LABEL}", icon="🎲")
+    st.json(chosen, expanded=True)

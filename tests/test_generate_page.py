@@ -94,3 +94,28 @@ def test_an_edit_changes_the_preview_mask(store):
     app = run_page(app)
     assert "1 edits" in " ".join(e.label for e in app.expander)
     assert app.session_state["gen_edits"][0]["op"] == "paint"
+
+
+def test_a_tiny_base_from_the_registry_labels_its_images_random_weights(store, trained_run):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app as cli
+    from workbench.models import TINY_LABEL
+
+    made = CliRunner().invoke(cli, ["--db", store, "models", "tiny", "--only", "tiny-sd", "--no-check"])
+    assert made.exit_code == 0, made.output
+    app = run_page()
+    app.text_input(key="gen_base").set_value("")  # the picker, not the training config's folder
+    app = run_page(app)
+    assert app.selectbox(key="gen_base_pick").value == "tiny-sd"  # sd15 is missing: the ready tiny one first
+    assert any(TINY_LABEL in w.value for w in app.warning)
+    app.number_input(key="gen_steps").set_value(1)
+    app = run_page(app)
+    app.button(key="gen_start").click()
+    app = run_page(app)
+    job = wait_job_ended(make_engine(store), app.session_state["gen_job"], timeout=240)
+    assert job["status"] == "finished", Path(job["log_path"]).read_text()[-3000:]
+    app = run_page(app)
+    grid = [c for c in captions(app) if c.startswith("#")]
+    assert len(grid) == 1 and grid[0].endswith(f"🎲 {TINY_LABEL}"), grid
+    assert any(w.value.startswith("#") and TINY_LABEL in w.value for w in app.warning)  # the provenance's mark

@@ -198,14 +198,15 @@ def tiny_store(tmp_path_factory, demo_template):
         yield make_engine(db), db, data, checked
 
 
-def test_models_tiny_makes_every_kind_but_openpose_ready(tiny_store):
+def test_models_tiny_makes_every_kind_ready(tiny_store):
     engine, db, data_dir, checked = tiny_store
     assert {r["state"] for r in checked} == {"ready"}
     listed = json.loads(run_cli(db, "models", "list", "--json").stdout)
     ready_kinds = {m["kind"] for m in listed if m["ready"] and m["tiny"]}
     from workbench.models import KINDS
 
-    assert ready_kinds == set(KINDS) - {"openpose"}
+    assert ready_kinds == set(KINDS)
+    assert next(m for m in listed if m["name"] == "tiny-openpose")["state"] == "ready"
     assert all(is_tiny(m["location"]) for m in listed if m["tiny"])
 
 

@@ -26,20 +26,22 @@ def model_label(m: ModelStatus) -> str:
 
 def model_picker(kind: str, settings: Settings, engine: Engine, *, label: str, key: str,
                  other_label: str | None = None, default: str | None = None, container=st,
-                 help: str | None = None) -> str | None:
+                 help: str | None = None, none: str | None = None) -> str | None:
     """A selectbox of the registry's ``kind`` models (key ``<key>_pick``: ready ones first, missing
     ones marked, with their fix shown when picked) and under it a text input (key ``key``) for a hub id
     or path that, when filled, is used instead. Returns the registry name or the typed text, and
-    shows the random-weights mark when that is a tiny test model."""
+    shows the random-weights mark when that is a tiny test model. ``none``: the label of a first
+    option that picks nothing (returns ``None``)."""
     from workbench.models import is_tiny, resolve
 
     with session_scope(engine) as session:
         models = list_models(session, settings, kind)
     by_name = {m.spec.name: m for m in models}
     names = [m.spec.name for m in models if m.ready] + [m.spec.name for m in models if not m.ready]
-    index = names.index(default) if default in names and by_name[default].ready else 0
-    choice = container.selectbox(label, names, index=index, key=f"{key}_pick", help=help,
-                                 format_func=lambda n: model_label(by_name[n]))
+    options: list[str | None] = [None, *names] if none else list(names)
+    index = options.index(default) if default in names and by_name[default].ready else 0
+    choice = container.selectbox(label, options, index=index, key=f"{key}_pick", help=help,
+                                 format_func=lambda n: none if n is None else model_label(by_name[n]))
     typed = container.text_input(other_label or f"{label}: or a hub id / local path instead", key=key,
                                  placeholder="leave empty to use the model picked above").strip()
     if typed:

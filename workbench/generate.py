@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import time
 import uuid
@@ -88,8 +87,8 @@ class PoseSource(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    detector: str = Field(description="OpenPose annotator weights: hub id (lllyasviel/Annotators) or folder.")
-    controlnet: str = Field(description="The pose ControlNet: hub id or folder.")
+    detector: str = Field(description="OpenPose annotator: registry name, hub id (lllyasviel/Annotators) or folder.")
+    controlnet: str = Field(description="The pose ControlNet: registry name, hub id or folder.")
     scale: float = Field(1.0, ge=0.0, le=2.0, description="Its conditioning scale.")
 
 
@@ -98,8 +97,9 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_model: str
-    controlnets: list[str] = Field(min_length=1, description="ControlNet folders; several = side by side.")
+    base_model: str = Field(description="Registry name (sd15, tiny-sd ...), hub id, folder or single file.")
+    controlnets: list[str] = Field(min_length=1, description="ControlNet folders or registry names; several = "
+                                                              "side by side.")
     mask: MaskSource
     prompt: str | None = Field(None, description="Default: the image's training prompt (its export's).")
     negative_prompt: str = ""
@@ -174,8 +174,8 @@ def _training_config(folder: Path) -> tuple[Path | None, dict[str, Any]]:
 
 
 def resolve_controlnet(source: str | Path) -> ControlNetInfo:
-    """What a ControlNet folder is and was trained on (channels, scheme, export, resolution)."""
-    folder = _controlnet_folder(Path(source).expanduser())
+    """What a ControlNet folder (or registry name) is and was trained on (channels, scheme, export, resolution)."""
+    folder = _controlnet_folder(Path(resolve_source("controlnet", source)).expanduser())
     config = _read_json(folder / "config.json")
     channels = int(config.get("conditioning_channels") or 3)
     run_dir, train = _training_config(folder)
@@ -226,63 +226,68 @@ def trained_controlnets(session: Session) -> list[ControlNetInfo]:
 
 # -- loading models (the one place) -----------------------------------------------------------------
 _loaded: dict[tuple[str, str, str], Any] = {}
+REGISTRY_KINDS = {"base": "sd", "controlnet": "controlnet", "pose": "openpose"}
+WHAT = {"base": "base model", "controlnet": "ControlNet", "pose": "OpenPose annotator"}
 
 
-def offline() -> bool:
-    """Whether the hub is off (``HF_HUB_OFFLINE``): loads then only read local files and caches."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+def resolve_source(kind: Literal["base", "controlnet", "pose"], source: str | Path) -> str:
+    """What ``source`` (a registry name, a path or a hub id) is loaded from here (``models.resolve``)."""
+    from workbench.models import resolve
+
+    return resolve(str(source), REGISTRY_KINDS[kind])
+
+
+def is_random(kind: Literal["base", "controlnet", "pose"], source: str | Path) -> bool:
+    """Whether ``source`` is a tiny random-weight test model (its output is noise)."""
+    from workbench.models import is_tiny
+
+    path = Path(resolve_source(kind, source))
+    return path.exists() and is_tiny(path)
 
 
 def load_model(kind: Literal["base", "controlnet", "pose"], source: str | Path, dtype: Any = None) -> Any:
     """Load (once per process) a base Stable Diffusion pipeline, a ControlNet, or an OpenPose annotator.
 
-    ``source`` is a hub id, a local folder, or for a base also a single ``.safetensors``/``.ckpt``
-    file (``from_single_file``). With ``HF_HUB_OFFLINE`` set nothing is fetched
-    (``local_files_only``), so a missing model fails in seconds with a message naming it.
+    ``source`` is a registry name (``tiny-sd``, ``sd15`` ...), a hub id, a local folder, or for a
+    base also a single ``.safetensors``/``.ckpt`` file (``from_single_file``). Loading goes through
+    ``models.loading``: when the hub cannot be reached nothing is fetched, and a missing model
+    fails in seconds with the registry's fix for its kind.
     """
-    key = (kind, str(source), str(dtype))
-    if key in _loaded:
-        return _loaded[key]
+    from workbench.models import ModelNotReady, loading
+
     text = str(source)
     path = Path(text).expanduser()
-    looks_local = path.exists() or text.startswith((".", "/", "~")) or path.suffix in (".safetensors", ".ckpt")
-    what = {"base": "base model", "controlnet": "ControlNet", "pose": "OpenPose annotator"}[kind]
-    if looks_local and not path.exists():
-        raise GenerateError(f"{what} {text}: no such file or folder; give an existing folder or file, or a hub id")
-    local_only = offline()
+    if (text.startswith((".", "/", "~")) or path.suffix in (".safetensors", ".ckpt")) and not path.exists():
+        raise GenerateError(f"{WHAT[kind]} {text}: no such file or folder; give an existing folder or file, "
+                            "a registry name (Models page) or a hub id")
+    resolved = resolve_source(kind, text)
+    key = (kind, resolved, str(dtype))
+    if key in _loaded:
+        return _loaded[key]
+    single_file = Path(resolved).is_file()
     try:
-        if kind == "base":
-            from diffusers import StableDiffusionPipeline
+        # a single-file checkpoint may still fetch its component configs from the hub
+        name = text if re.fullmatch(r"[\w.-]+", text) else None  # a registry name, not a path or hub id
+        with loading(REGISTRY_KINDS[kind], resolved, name=name, asks_hub=single_file) as load:
+            if kind == "base":
+                from diffusers import StableDiffusionPipeline
 
-            if path.is_file():
-                model = StableDiffusionPipeline.from_single_file(str(path), torch_dtype=dtype,
-                                                                 local_files_only=local_only)
+                if single_file:
+                    model = StableDiffusionPipeline.from_single_file(resolved, torch_dtype=dtype, **load.kwargs)
+                else:
+                    model = StableDiffusionPipeline.from_pretrained(resolved, dtype=dtype, safety_checker=None,
+                                                                    requires_safety_checker=False, **load.kwargs)
+                model.set_progress_bar_config(disable=True)
+            elif kind == "controlnet":
+                from diffusers import ControlNetModel
+
+                model = ControlNetModel.from_pretrained(resolved, dtype=dtype, **load.kwargs)
             else:
-                model = StableDiffusionPipeline.from_pretrained(
-                    str(path) if path.exists() else text, dtype=dtype, safety_checker=None,
-                    requires_safety_checker=False, local_files_only=local_only)
-            model.set_progress_bar_config(disable=True)
-        elif kind == "controlnet":
-            from diffusers import ControlNetModel
+                from controlnet_aux.open_pose import OpenposeDetector
 
-            model = ControlNetModel.from_pretrained(str(path) if path.exists() else text, dtype=dtype,
-                                                    local_files_only=local_only)
-        else:
-            from controlnet_aux.open_pose import OpenposeDetector
-
-            model = OpenposeDetector.from_pretrained(str(path) if path.exists() else text,
-                                                     local_files_only=local_only)
-    except Exception as exc:  # every loader has its own error types; all of them end here, explained
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = {"base": "a diffusers folder (model_index.json, unet/, vae/, text_encoder/ ...), a single "
-                        ".safetensors file, or a hub id whose files are in the Hugging Face cache",
-                "controlnet": "a folder with config.json and diffusion_pytorch_model.safetensors, or a hub id "
-                              "whose files are in the Hugging Face cache",
-                "pose": "a folder with body_pose_model.pth, hand_pose_model.pth and facenet.pth, or a hub id "
-                        "(lllyasviel/Annotators) whose files are in the Hugging Face cache"}[kind]
-        extra = " (HF_HUB_OFFLINE is set: nothing is downloaded)" if local_only else ""
-        raise GenerateError(f"{what} {text}: cannot load it ({type(exc).__name__}: {first}){extra}; "
-                            f"give {hint}") from exc
+                model = OpenposeDetector.from_pretrained(resolved, **load.kwargs)
+    except ModelNotReady as exc:
+        raise GenerateError(f"{WHAT[kind]} {text}: {exc}") from exc
     _loaded[key] = model
     return model
 
@@ -705,6 +710,17 @@ def run_pipeline(prepared: Prepared, request: GenerateRequest, seed: int) -> PIL
         guidance_scale=request.guidance, generator=generator).images[0]
 
 
+def random_weights(request: GenerateRequest, info: ControlNetInfo) -> bool:
+    """Whether a tiny random-weight test model takes part (base, ControlNet, its training base, or the
+    pose models): then the image is noise and is labelled so."""
+    from workbench.models import is_tiny
+
+    return (is_random("base", request.base_model) or is_tiny(info.path) or is_tiny(info.path.parent)
+            or bool(info.base_model and is_random("base", info.base_model))
+            or bool(request.pose and (is_random("pose", request.pose.detector)
+                                      or is_random("controlnet", request.pose.controlnet))))
+
+
 def generate_one(engine: Engine, prepared: Prepared, request: GenerateRequest, seed: int, run: str,
                  data_dir: Path, job_id: int | None = None) -> GenerationResult:
     """Generate, save and record one image (PNG under ``data_dir/generations/<run>/``, a store row)."""
@@ -721,7 +737,8 @@ def generate_one(engine: Engine, prepared: Prepared, request: GenerateRequest, s
                 "scheduler": request.scheduler, "resolution": prepared.resolution, "conditioning": info.conditioning,
                 "channels": info.channels, "scheme_version": info.scheme_version, "label": info.label,
                 "device": str(prepared.device), "dtype": str(prepared.controls[0].dtype).removeprefix("torch."),
-                "pose": request.pose.model_dump() if request.pose else None}
+                "pose": request.pose.model_dump() if request.pose else None,
+                "random_weights": random_weights(request, info)}
     with session_scope(engine) as session:
         row = Generation(job_id=job_id, run=run, path=str(path), image_sha256=hashlib.sha256(data).hexdigest(),
                          mask_path=str(prepared.mask_path), mask_sha256=prepared.mask_sha256,
@@ -814,8 +831,17 @@ def provenance(row: Generation) -> dict[str, Any]:
             "export_manifest_sha256": row.export_manifest_sha256, "scheme": row.scheme, "seed": row.seed,
             "prompt": row.prompt, "negative_prompt": row.negative_prompt, "settings": row.settings,
             "mask_source": row.mask_source, "mask_path": row.mask_path, "mask_sha256": row.mask_sha256,
-            "image_sha256": row.image_sha256,
+            "image_sha256": row.image_sha256, "random_weights": bool((row.settings or {}).get("random_weights")),
             "seconds": row.seconds, "created_at": row.created_at}
+
+
+def result_caption(row: dict[str, Any]) -> str:
+    """A generated image's short caption (``#12 · step 200 · seed 3``), marked when made with random weights."""
+    from workbench.models import TINY_LABEL
+
+    step = row["checkpoint_step"] if row["checkpoint_step"] is not None else "final"
+    mark = f" · 🎲 {TINY_LABEL}" if row["random_weights"] else ""
+    return f"#{row['id']} · step {step} · seed {row['seed']}{mark}"
 
 
 def generate_argv(request: GenerateRequest) -> list[str]:

@@ -123,6 +123,8 @@ BUILTIN: tuple[ModelSpec, ...] = (
     ModelSpec("sd15", "sd", "stable-diffusion-v1-5/stable-diffusion-v1-5", aliases=("runwayml/stable-diffusion-v1-5",),
               note="Stable Diffusion 1.5, the base the ControlNet is trained on"),
     ModelSpec("controlnet-seg", "controlnet", "lllyasviel/sd-controlnet-seg", note="ADE20K segmentation ControlNet (SD 1.5)"),
+    ModelSpec("controlnet-openpose", "controlnet", "lllyasviel/sd-controlnet-openpose",
+              note="OpenPose ControlNet (SD 1.5), the Generate page's pose control"),
     ModelSpec("clip-vit-l-14", "clip", "timm/vit_large_patch14_clip_224.openai", spec="ViT-L-14/openai",
               note="the CLIP Interrogator's CLIP for SD 1.x"),
     ModelSpec("blip-large", "caption", "Salesforce/blip-image-captioning-large", note="BLIP large (Interrogator default)"),

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from db.engine import dispose_engines, make_engine, session_scope
-from db.models import Image, ImportRun
+from db.models import Image
+from tests.browser.waits import demo_imported
 from workbench.captions.review import history
 from workbench.captions.store import list_captions, save_captions
 from workbench.datasets import get_dataset
@@ -21,17 +21,9 @@ WAIT_MS = 120_000
 def test_edit_then_accept_a_caption(browser, demo_app, tmp_path: Path) -> None:
     page = browser.new_page()
     page.goto(demo_app.url, wait_until="domcontentloaded")  # Home builds the demo store on first start
+    demo_imported(demo_app.db_url)
     engine = make_engine(demo_app.db_url)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            with session_scope(engine) as session:
-                done = session.scalar(select(func.count(ImportRun.id)).where(ImportRun.status == "finished"))
-            if done:
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"the demo import did not finish in 180 s:\n{demo_app.log.read_text(errors='replace')}")
-            time.sleep(0.5)
         with session_scope(engine) as session:
             dataset = get_dataset(session, "demo")
             image_id = session.scalar(select(func.min(Image.id)).where(Image.dataset_id == dataset.id))

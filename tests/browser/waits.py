@@ -4,7 +4,10 @@ the numbers under it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
+
+import pytest
 
 # Every metric on the page as [label, value], read in one go (no element can go stale between).
 _METRICS_JS = """labels => {
@@ -30,3 +33,57 @@ def url_contains(page, text: str, timeout_ms: float) -> None:
     """Wait until the page's address holds ``text`` (Streamlit updates query parameters after
     it has drawn the page)."""
     page.wait_for_function("text => window.location.href.includes(text)", arg=text, timeout=timeout_ms)
+
+
+def _poll(db_url: str, check, timeout: float, what: str):
+    """``check(session)`` on the test store, every half second until it returns something truthy."""
+    from db.engine import dispose_engines, make_engine, session_scope
+
+    engine = make_engine(db_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with session_scope(engine) as session:
+                if found := check(session):
+                    return found
+            time.sleep(0.5)
+    finally:
+        dispose_engines()
+    pytest.fail(f"{what} did not finish in {timeout:.0f} s")
+
+
+def demo_imported(db_url: str, timeout: float = 180) -> None:
+    """Wait until the demo store's import has finished (Home builds it on the first start)."""
+    from sqlalchemy import func, select
+
+    from db.models import ImportRun
+
+    _poll(db_url, lambda s: s.scalar(select(func.count(ImportRun.id)).where(ImportRun.status == "finished")),
+          timeout, "the demo import")
+
+
+def export_finished(db_url: str, timeout: float = 120) -> str:
+    """Wait for the first export of the store to end; its folder (it must have finished)."""
+    from workbench.export import list_exports
+
+    done = _poll(db_url, lambda s: [(e.status, e.error, e.out_dir) for e in list_exports(s)
+                                    if e.status in ("finished", "failed")], timeout, "the export")
+    assert done[0][0] == "finished", done[0][1]
+    return done[0][2]
+
+
+_SHOWN_JS = """box => [box.value, box.getAttribute('aria-valuetext'),
+                      box.closest('[data-testid="stSelectbox"]').innerText].join(' ')"""
+
+
+def picked(page, label: str, text: str, timeout_ms: float) -> str:
+    """Wait until the selectbox labelled ``label`` shows an option holding ``text``; what it shows."""
+    box = page.get_by_role("combobox", name=label)
+    deadline = time.monotonic() + timeout_ms / 1000
+    shown = ""
+    while time.monotonic() < deadline:
+        shown = box.evaluate(_SHOWN_JS, timeout=timeout_ms)  # the locator is found afresh each time
+        if text in shown:
+            return shown
+        page.wait_for_timeout(300)
+    pytest.fail(f"the selectbox {label!r} shows {shown!r}, not {text!r}")

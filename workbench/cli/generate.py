@@ -61,10 +61,11 @@ def _request(base: Optional[str], controlnet: Optional[list[str]], image_id: Opt
 def run(
     ctx: typer.Context,
     base: Annotated[Optional[str], typer.Option(
-        help="Base Stable Diffusion: hub id, diffusers folder or .safetensors file.")] = None,
+        help="Base Stable Diffusion: registry name (sd15, tiny-sd ...), hub id, diffusers folder or "
+             ".safetensors file.")] = None,
     controlnet: Annotated[Optional[list[str]], typer.Option(
-        help="ControlNet: a checkpoint-N folder, a run's output folder or any ControlNet folder "
-             "(repeat to compare checkpoints).")] = None,
+        help="ControlNet: a checkpoint-N folder, a run's output folder, a registry name or any ControlNet "
+             "folder (repeat to compare checkpoints).")] = None,
     image_id: Annotated[Optional[int], typer.Option(
         help="Mask: this stored image's masks in the ControlNet's scheme.")] = None,
     mask: Annotated[Optional[Path], typer.Option(
@@ -85,8 +86,9 @@ def run(
     resolution: Annotated[Optional[int], typer.Option(
         help="Square size in pixels (default: the training resolution).")] = None,
     pose_detector: Annotated[Optional[str], typer.Option(
-        help="OpenPose weights: hub id (lllyasviel/Annotators) or folder.")] = None,
-    pose_controlnet: Annotated[Optional[str], typer.Option(help="The OpenPose ControlNet: hub id or folder.")] = None,
+        help="OpenPose weights: registry name (openpose, tiny-openpose), hub id or folder.")] = None,
+    pose_controlnet: Annotated[Optional[str], typer.Option(
+        help="The OpenPose ControlNet: registry name (controlnet-openpose), hub id or folder.")] = None,
     pose_scale: Annotated[float, typer.Option(help="The pose ControlNet's conditioning scale.")] = 1.0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     request_json: Annotated[Optional[str], typer.Option(help="The whole request as JSON (what a job runs).")] = None,
@@ -144,6 +146,7 @@ def list_(ctx: typer.Context,
     """Generated images, newest first, with their provenance."""
     from db.engine import session_scope
     from workbench.generate import list_generations, provenance
+    from workbench.models import TINY_LABEL
 
     with session_scope(engine_of(ctx)) as session:
         rows = [provenance(r) for r in list_generations(session, job_id=job, limit=limit)]
@@ -153,8 +156,9 @@ def list_(ctx: typer.Context,
     if not rows:
         typer.echo("no generated images")
     for row in rows:
+        mark = f"  [{TINY_LABEL}]" if row["random_weights"] else ""
         typer.echo(f"{row['id']:>5}  step {row['checkpoint_step'] if row['checkpoint_step'] is not None else 'final'}"
-                   f"  seed {row['seed']}  {row['path']}")
+                   f"  seed {row['seed']}  {row['path']}{mark}")
 
 
 @generate_app.command("compare")

@@ -3,8 +3,9 @@
 Each is built from a small config with random weights (nothing is downloaded), saved where the
 model registry looks (``models_dir/<name>``), and marked with ``workbench_tiny.json`` so that
 anything made with it is labelled "random weights (tiny test model)". Their output is noise: they
-exercise the real loading and running code, nothing more. OpenPose has no tiny model (its
-annotator's architecture is fixed and weighs 200 MB even with random weights).
+exercise the real loading and running code, nothing more. The OpenPose annotator's architecture
+is fixed; its tiny copy stays small on disk (about 5 MB a file) by sharing one random buffer
+(:mod:`workbench.tiny.openpose`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ TINY_MODELS: dict[str, str] = {
     "tiny-maskrcnn": "torchvision",
     "tiny-segformer": "segmenter",
     "tiny-u2net-cloth": "segmenter",
+    "tiny-openpose": "openpose",
 }
 
 
@@ -89,6 +91,11 @@ def _build(name: str, folder: Path, models_dir: Path) -> dict[str, Any]:
 
         build_tiny_cloth_onnx(folder / CLOTH_ONNX_NAME)
         return {"file": CLOTH_ONNX_NAME}
+    if name == "tiny-openpose":
+        from workbench.tiny.openpose import build_tiny_openpose
+
+        build_tiny_openpose(folder)
+        return {}
     raise ValueError(f"unknown tiny model {name!r}; choose from {', '.join(TINY_MODELS)}")
 
 
