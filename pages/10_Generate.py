@@ -83,6 +83,10 @@ else:
     if upload is None:
         st.stop()
     source["path"] = str(gen.save_upload(Path(settings.data_dir), upload.name, upload.getvalue()))
+    if kind == "photo":
+        source["segmenter"] = model_picker("segmenter", settings, engine, label="Cloth segmenter (the photo's mask)",
+                                           key="gen_segmenter", default="u2net-cloth-seg",
+                                           other_label="Cloth segmenter: or a SegFormer folder, hub id or .onnx file")
     if kind == "file":
         photo = st.file_uploader("Its photo (for the pose, optional)", type=["png", "jpg", "jpeg", "webp"],
                                  key="gen_upload_pose_photo")

@@ -21,7 +21,7 @@ def _request(base: Optional[str], controlnet: Optional[list[str]], image_id: Opt
              photo: Optional[Path], scheme: Optional[str], edit: Optional[list[str]], prompt: Optional[str],
              negative_prompt: str, seed: Optional[list[int]], steps: int, guidance: float, conditioning_scale: float,
              scheduler: str, resolution: Optional[int], pose_detector: Optional[str], pose_controlnet: Optional[str],
-             pose_scale: float, device: str, request_json: Optional[str]):
+             pose_scale: float, device: str, request_json: Optional[str], segmenter: Optional[str] = None):
     """The request the options describe (or ``--request-json`` as is)."""
     from pydantic import ValidationError
 
@@ -41,6 +41,7 @@ def _request(base: Optional[str], controlnet: Optional[list[str]], image_id: Opt
         path = mask if mask is not None else photo if kind == "photo" else None
         mask_source = {"kind": kind, "image_id": image_id, "path": str(path) if path else None,
                        "photo": str(photo) if photo and kind == "file" else None, "scheme": scheme,
+                       "segmenter": segmenter if kind == "photo" else None,
                        "edits": [parse_edit(e) for e in edit or []]}
         if (pose_detector is None) != (pose_controlnet is None):
             fail("pose control needs both --pose-detector (OpenPose weights) and --pose-controlnet")
@@ -72,6 +73,9 @@ def run(
         help="Mask: a label PNG (pixel value = class id) or one in the scheme's colours.")] = None,
     photo: Annotated[Optional[Path], typer.Option(
         help="A photo: its mask is predicted (alone) or it goes with --mask (for the pose).")] = None,
+    segmenter: Annotated[Optional[str], typer.Option(
+        help="The cloth segmenter of --photo alone: registry name (u2net-cloth-seg, segformer-clothes, "
+             "tiny-segformer), SegFormer folder or hub id, or .onnx file.")] = None,
     scheme: Annotated[Optional[str], typer.Option(help="The mask scheme, for a ControlNet that names none.")] = None,
     edit: Annotated[Optional[list[str]], typer.Option(
         help="Mask edit (repeatable): 'swap 1 2', 'erase ellipse x0,y0,x1,y1', "
@@ -100,7 +104,7 @@ def run(
 
     request = _request(base, controlnet, image_id, mask, photo, scheme, edit, prompt, negative_prompt, seed, steps,
                        guidance, conditioning_scale, scheduler, resolution, pose_detector, pose_controlnet,
-                       pose_scale, device, request_json)
+                       pose_scale, device, request_json, segmenter)
     settings, engine = settings_of(ctx), engine_of(ctx)
     if background:
         from workbench.jobs import start_job
