@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+
+# Tests never reach the network: the hub is offline for them and for every process they start
+# (a test that needs it reachable or unreachable says so itself).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
 
 from db.engine import dispose_engines, make_engine
 
