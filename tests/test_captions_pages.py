@@ -172,16 +172,16 @@ def test_a_captioning_job_that_fails_shows_its_reason_and_no_resume(store, tmp_p
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     missing = tmp_path / "no-such-blip"
     app = run("05_Captions.py")
-    app.selectbox(key="captions_gen_kind").set_value("blip")
-    app.text_input(key="captions_gen_model").set_value(str(missing))
+    app.selectbox(key="captions_gen_kind").set_value("blip").run()  # the captioner's model picker appears
+    app.text_input(key="captions_gen_model_caption").set_value(str(missing))
     next(b for b in app.button if b.label == "Start captioning job").click()
     app.run()
     job_id = app.session_state["captions_job"]
     error = job_error(app, f"Captioning job {job_id}")
     # the captioner's reason, naming the model, rather than "exit code 2"
-    assert error.startswith(f"Captioning job {job_id} failed before its first step: could not load the caption model")
-    assert str(missing) in error
-    assert next(c for c in app.code if "could not load" in c.value).proto.wrap_lines
+    assert error.startswith(f"Captioning job {job_id} failed before its first step: BLIP / BLIP-2 / GIT captioner")
+    assert str(missing) in error and "pick a ready model on the Models page" in error  # the registry's fix
+    assert next(c for c in app.code if "BLIP / BLIP-2 / GIT captioner" in c.value).proto.wrap_lines
     assert not [b for b in app.button if b.label == "Resume"]  # no image was captioned: nothing to continue
     next(b for b in app.button if b.label == "Run again").click()
     app.run()
@@ -189,4 +189,4 @@ def test_a_captioning_job_that_fails_shows_its_reason_and_no_resume(store, tmp_p
     from workbench.jobs import cancel_job
 
     cancel_job(store, job_id + 1, grace_seconds=10)
-    assert app.dataframe[0].value.loc[1, "reason"].startswith("could not load the caption model")
+    assert app.dataframe[0].value.loc[1, "reason"].startswith("BLIP / BLIP-2 / GIT captioner")

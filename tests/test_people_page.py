@@ -171,7 +171,10 @@ def test_a_detection_that_fails_shows_its_reason_on_the_page(store, monkeypatch)
         [job] = list_jobs(session, kind="people-detect", dataset="demo")
         job_id = job.id
     error = job_error(app, f"Detection job {job_id}")
-    assert error.startswith(f"Detection job {job_id} failed before its first step: cannot load Grounding DINO")
-    assert app.code[0].proto.wrap_lines and "cannot load Grounding DINO" in app.code[0].value
+    # the registry's reason and fix, rather than "exit code 2"
+    assert error.startswith(f"Detection job {job_id} failed before its first step: Grounding DINO "
+                            "'IDEA-Research/grounding-dino-base' is missing")
+    assert "models add grounding-dino-base PATH" in error
+    assert app.code[0].proto.wrap_lines and "Grounding DINO" in app.code[0].value
     assert not [b for b in app.button if b.label == "Resume"]  # nothing was done that a rerun would keep
     assert [b.label for b in app.button if b.label == "Run again"] == ["Run again"]

@@ -115,7 +115,7 @@ def test_a_job_that_fails_before_its_first_step_says_why_and_resume_says_it_star
     job_id = int(runner.invoke(app, ["train", "start", "--config", str(path)]).output.strip())
     job = _wait(store, job_id, lambda j: j["status"] not in ("queued", "running"), timeout=300)
     assert job["status"] == "failed"
-    assert job["error"].startswith(f"pretrained_model_name_or_path={missing}: cannot load a Stable Diffusion")
+    assert job["error"].startswith(f"pretrained_model_name_or_path={missing}: Stable Diffusion base")
     assert job["details"]["stage"] == f"loading the base model {missing}"  # where it was when it failed
     shown = runner.invoke(app, ["train", "status", str(job_id)]).output
     assert shown.startswith(f"job {job_id}: failed before its first step: pretrained_model_name_or_path={missing}")

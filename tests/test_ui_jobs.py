@@ -104,7 +104,7 @@ def test_a_stopped_job_that_skips_done_work_offers_resume_and_it_continues(store
     # captions jobs skip the images already done, so a stopped one continues: Resume
     job_id = start_job(engine, settings, kind="captions", argv=["demo", "--images", "400"])
     app = run(AppTest.from_function(watcher, args=(job_id, True), default_timeout=60))
-    poll(app, lambda a: re.search(r"running — [1-9]\d*/", bar(a)))  # some work done
+    poll(app, lambda a: re.search(r"running — [1-9]\d*%", bar(a)))  # some work done
     next(b for b in app.button if b.label == "Cancel").click()
     run(app)
     poll(app, lambda a: "cancelled" in bar(a))
