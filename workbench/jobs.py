@@ -388,6 +388,11 @@ def current_job() -> JobReporter | None:
     return _current
 
 
+def current_job_id() -> int | None:
+    """The id of the job this process runs (what its results record); ``None`` in a foreground command."""
+    return _current.job_id if _current is not None else None
+
+
 def run_job(job_id: int) -> int:
     """Run job ``job_id`` in this process (the runner's body); returns the exit code."""
     global _current

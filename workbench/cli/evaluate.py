@@ -64,13 +64,12 @@ def evaluate_command(
     if background:
         typer.echo(start_evaluation(engine, settings, request, target))
         return
-    from workbench.jobs import current_job
+    from workbench.jobs import current_job_id
 
-    job = current_job()
     with progress_hooks("evaluating", unit="image") as (progress, should_stop):
         try:
             row = evaluate(engine, Path(settings.data_dir), request, progress=progress, should_stop=should_stop,
-                           job_id=job.job_id if job is not None else None)
+                           job_id=current_job_id())
         except EvaluateError as exc:
             fail(str(exc))
         except Cancelled:

@@ -117,13 +117,12 @@ def run(
         typer.echo(start_job(engine, settings, kind=KIND, argv=generate_argv(request),
                              details={"images": len(request.controlnets) * len(request.seeds)}))
         return
-    from workbench.jobs import current_job
+    from workbench.jobs import current_job_id
 
-    job = current_job()
     with progress_hooks("generating", unit="image") as (progress, should_stop):
         try:
             results = generate(engine, Path(settings.data_dir), request, progress=progress, should_stop=should_stop,
-                               job_id=job.job_id if job is not None else None)
+                               job_id=current_job_id())
         except GenerateError as exc:
             fail(str(exc))
     if json_:
