@@ -504,8 +504,11 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     memory_format = torch.channels_last if config.channels_last and device.type == "cuda" else torch.contiguous_format
     vae.to(device, memory_format=memory_format)
     text_encoder.to(device)
+    # SDXL's VAE overflows in fp16 (NaN latents poison training); as in diffusers' own SDXL
+    # example, it stays fp32 then and only its latents take the compute dtype
+    vae_dtype = torch.float32 if weight_dtype == torch.float16 and sdxl.uses_sdxl(config) else weight_dtype
+    vae.to(dtype=vae_dtype)
     if weight_dtype != torch.float32:
-        vae.to(dtype=weight_dtype)
         text_encoder.to(dtype=weight_dtype)
     unet.to(device, memory_format=memory_format)
     for param in unet.parameters():  # frozen weights in the compute dtype; trained ones stay fp32
@@ -527,7 +530,7 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     with accelerator.main_process_first():
         if config.cache_latents:
             stage(f"building the latent cache ({len(train_records)} photos)")
-            latent_cache = cache_latents(config, train_records, vae, device, weight_dtype, sizes)
+            latent_cache = cache_latents(config, train_records, vae, device, vae_dtype, sizes)
         if config.cache_text_embeddings:
             stage(f"building the text-embedding cache ({len(train_records)} prompts)")
             text_cache = cache_text(config, train_records, tokenizer, text_encoder, device)
@@ -545,7 +548,7 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     # validation inputs, fixed once
     stage("preparing the validation inputs")
     validation = _validation_set(config, held_out or train_records[:1], tokenizer, text_encoder, vae,
-                                 device, weight_dtype, channels, colours, log) if main else None
+                                 device, weight_dtype, channels, colours, log, vae_dtype) if main else None
     if text_cache is not None:
         text_encoder.to("cpu")  # embeddings are cached; keep the device memory for training
     scaling = vae.config.scaling_factor
@@ -664,7 +667,7 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
                     # runs would then differ)
                     latents = stats[:, 0] + stats[:, 1] * torch.randn(stats[:, 0].shape, device=device)
                 else:
-                    pixels = batch["pixel_values"].to(device, weight_dtype, non_blocking=True)
+                    pixels = batch["pixel_values"].to(device, vae_dtype, non_blocking=True)
                     with torch.no_grad():
                         latents = vae.encode(pixels.contiguous(memory_format=memory_format)).latent_dist.sample()
                 latents = latents.float() * scaling
@@ -760,7 +763,8 @@ def save_unet(config: TrainConfig, unet: torch.nn.Module, folder: Path, exact_fr
     full.save_pretrained(folder)
 
 
-def _validation_set(config, records, tokenizer, text_encoder, vae, device, dtype, channels, colours, log) -> ValidationSet | None:
+def _validation_set(config, records, tokenizer, text_encoder, vae, device, dtype, channels, colours, log,
+                    vae_dtype) -> ValidationSet | None:
     from PIL import Image
 
     if config.validation_image:
@@ -793,7 +797,7 @@ def _validation_set(config, records, tokenizer, text_encoder, vae, device, dtype
             pixels.append(torch.from_numpy(p).permute(2, 0, 1).float().div(127.5).sub(1))
             masks_l.append(torch.from_numpy(m.astype(np.int64)))
         with torch.no_grad():
-            latents = vae.encode(torch.stack(pixels).to(device, dtype)).latent_dist.mean.float()
+            latents = vae.encode(torch.stack(pixels).to(device, vae_dtype)).latent_dist.mean.float()
         generator = torch.Generator().manual_seed(config.seed + 12345)
         val.loss_latents = latents * vae.config.scaling_factor
         val.loss_text = encode_prompts(tokenizer, text_encoder, [r.prompt for r in chosen], device).to(dtype)
