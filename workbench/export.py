@@ -74,6 +74,7 @@ from db.models import Annotation, Category, Dataset, Image, utcnow
 from db.training import Export
 from workbench.datasets import get_dataset
 from workbench.files import write_atomically
+from workbench.formats.images import image_file
 from workbench.progress import Cancelled, ProgressFn, StopFn, check_stop, report
 from workbench.settings import Settings
 
@@ -414,8 +415,10 @@ def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
             reason = "no reviewed caption" if recipe.reviewed_captions_only else "no prompt"
         if reason is None and recipe.people == "crop" and kind == "mask-region":
             avoid = decision.regions
-        path = root / file_name
-        if reason is None and not path.is_file():
+        path = image_file(root, file_name)
+        if reason is None and path is None:
+            reason = "photo outside the images folder (a symlink leading out)"
+        elif reason is None and not path.is_file():
             reason = "photo file missing"
         if reason is not None:
             excluded[reason].append(file_name)

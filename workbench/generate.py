@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 from db.engine import session_scope
 from db.generations import Generation
 from workbench.files import write_atomically
+from workbench.formats.images import image_file
 from workbench.mask_edit import MaskEditError, apply_edits
 from workbench.progress import ProgressFn, StopFn, check_stop, report
 
@@ -438,9 +439,9 @@ def dataset_mask(session: Session, info: ControlNetInfo, source: MaskSource, res
         raise GenerateError(f"ControlNet {info.label} was trained on {scheme} with classes {info.legend}, but the "
                             f"stored {scheme} now has {rendered.legend}; pin the version it was trained on")
     dataset = session.get(Dataset, image.dataset_id)
-    photo_path = Path(dataset.images_root) / image.file_name
+    photo_path = image_file(Path(dataset.images_root), image.file_name)
     photo = None
-    if photo_path.is_file():
+    if photo_path is not None and photo_path.is_file():
         with PILImage.open(photo_path) as opened:
             photo = opened.convert("RGB")
     array = rendered.array

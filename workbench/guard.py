@@ -206,25 +206,49 @@ def check_server_path(path: str | os.PathLike, settings: Any, what: str, *, kind
 
 
 # -- keys of settings files ---------------------------------------------------------------------
-def unknown_keys_message(unknown: Iterable[str], known: Iterable[str], what: str) -> str:
-    """``"unknown key 'trigger' in a recipe (did you mean trigger_word?); known keys: ..."``."""
+def did_you_mean(key: Any, known: Iterable[str]) -> str:
+    """`` (did you mean trigger_word?)`` for the known key closest to ``key``, or ``""``."""
     known = sorted(known)
-    parts = []
-    for key in unknown:
-        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
-        close = close or [k for k in known if str(key) and k.startswith(str(key))][:1]
-        parts.append(f"{shown(key, 40)}" + (f" (did you mean {close[0]}?)" if close else ""))
-    return f"unknown key {', '.join(parts)} in {what}; known keys: {', '.join(known)}"
+    text = str(key)
+    close = difflib.get_close_matches(text, known, n=1, cutoff=0.5)
+    close = close or [k for k in known if text and (k.startswith(text) or text.startswith(k))][:1]
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
-def check_known_keys(data: Any, known: Iterable[str], what: str) -> None:
-    """Refuse keys of the mapping ``data`` that are not in ``known``, naming them and the known ones."""
-    if not isinstance(data, dict):
-        return
-    known = set(known)
-    unknown = [k for k in data if k not in known]
-    if unknown:
-        raise InputRefused(unknown_keys_message(unknown, known, what))
+def unknown_key_problem(key: Any, known: Iterable[str], hint: str = "") -> str:
+    """``"'trigger' is not a known key (did you mean trigger_word?); known keys: ..."``."""
+    known = sorted(known)
+    return f"{shown(key, 40)} is not a known key{hint}{did_you_mean(key, known)}; known keys: {', '.join(known)}"
+
+
+def validation_problems(exc: Any, model: Any, hint: str = "") -> str:
+    """A pydantic ``ValidationError`` of ``model`` on one line: each unknown key named with a
+    close match and the keys known where it stands (``hint`` follows "not a known key"), then
+    the other problems."""
+    return "; ".join(validation_problem(err, model, hint) for err in exc.errors())
+
+
+def validation_problem(err: dict[str, Any], model: Any, hint: str = "") -> str:
+    """One error of a pydantic ``ValidationError`` (see :func:`validation_problems`)."""
+    loc = err["loc"]
+    where = ".".join(map(str, loc))
+    if err["type"] == "extra_forbidden":
+        known = sorted(_fields_at(model, loc[:-1]))
+        return (f"{shown(where, 60)}: not a known key{hint}{did_you_mean(loc[-1], known)}; "
+                f"known keys: {', '.join(known)}")
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+def _fields_at(model: Any, loc: tuple) -> list[str]:
+    """The field names of the (nested) pydantic model found along ``loc``."""
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        annotation = getattr(field, "annotation", None)
+        if not hasattr(annotation, "model_fields"):
+            break
+        model = annotation
+    return list(getattr(model, "model_fields", {}))
 
 
 def check_text_length(value: Any, limit: int, what: str) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from workbench.cli.common import engine_of, fail, print_json, progress_hooks, settings_of
-from workbench.cli.jobs import resume_or_fail, run_trainer
+from workbench.cli.jobs import JobArg, resume_or_fail, run_trainer
 
 app = typer.Typer()
 segment_app = typer.Typer(help="Cloth segmenters: train SegFormer, predict masks, score them against real masks.",
@@ -57,7 +57,7 @@ def train(ctx: typer.Context, config: ConfigOpt, set_: SetOpt = None, resume_fro
 
 
 @segment_app.command("resume")
-def resume(ctx: typer.Context, job_id: int) -> None:
+def resume(ctx: typer.Context, job_id: JobArg) -> None:
     """Start a stopped or failed segmenter training job again from its latest checkpoint; prints the new id."""
     typer.echo(resume_or_fail(ctx, job_id, ("--resume-from-checkpoint=latest",)))
 

@@ -22,7 +22,9 @@ from pycocotools import mask as mask_utils
 from sqlalchemy import Engine
 
 from workbench.formats.records import PendingAnnotation, source_key
+from workbench.formats.records import size_problem
 from workbench.formats.store import DatasetWriter, ImportReport, ImportSourceError
+from workbench.guard import InputRefused, check_json_events
 from workbench.progress import ProgressFn, StopFn, report
 from workbench.rle import (
     RLEError,
@@ -62,8 +64,19 @@ def _is_int(value: Any) -> bool:
 
 
 def _chunks(path: Path, on_bytes: Callable[[int], None]) -> Iterator[bytes]:
+    """The file's bytes in chunks, each checked for nesting past the limit before ijson's item
+    builders see it (they take time that grows with the square of the depth)."""
+    events = ijson.sendable_list()
+    nesting = ijson.basic_parse_coro(events)
+    depth = 0
     with path.open("rb") as handle:
         while chunk := handle.read(_CHUNK_BYTES):
+            nesting.send(chunk)
+            try:
+                depth = check_json_events(events, depth, str(path))
+            except InputRefused as exc:
+                raise ImportSourceError(str(exc)) from None
+            del events[:]
             yield chunk
             on_bytes(len(chunk))
 
@@ -135,8 +148,8 @@ def _add_image_entry(header: _CocoHeader, entry: Any, index: int) -> None:
         return
     elif not name:
         reason = f"image {image_id}: file_name {file_name!r} must be a non-empty path"
-    elif not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
-        reason = f"image {image_id}: width {width!r} and height {height!r} must be positive integers"
+    elif size_problem(width, "width") or size_problem(height, "height"):
+        reason = f"image {image_id}: {size_problem(width, 'width') or size_problem(height, 'height')}"
     else:
         header.images[image_id] = (name, width, height)
         return
