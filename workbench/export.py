@@ -75,6 +75,7 @@ from db.training import Export
 from workbench.datasets import get_dataset
 from workbench.files import write_atomically
 from workbench.formats.images import image_file
+from workbench.guard import InputRefused, read_json
 from workbench.progress import Cancelled, ProgressFn, StopFn, check_stop, report
 from workbench.settings import Settings
 
@@ -158,9 +159,9 @@ def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
     """Recipe values from a JSON file: a recipe, or an export's manifest (its ``recipe``)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ExportError(f"recipe file {path}: {exc}") from None
+        data = read_json(path, "recipe file")
+    except InputRefused as exc:
+        raise ExportError(str(exc)) from None
     if not isinstance(data, dict):
         raise ExportError(f"recipe file {path}: expected a JSON object")
     if isinstance(data.get("recipe"), dict) and "files" in data:

@@ -11,7 +11,7 @@ import difflib
 import json
 import os
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import accumulate, repeat
 from operator import itemgetter
 from pathlib import Path
@@ -32,6 +32,16 @@ PATH_MAX_BYTES = 4096
 
 class InputRefused(ValueError):
     """A name, path or file refused before anything was written; the message says why and how to fix it."""
+
+
+def refusal(check: Callable[..., Any], *args: Any, **kwargs: Any) -> str | None:
+    """The message of ``check(*args, **kwargs)``'s refusal, or None when it passes (for pages,
+    which show it with ``st.error``)."""
+    try:
+        check(*args, **kwargs)
+    except InputRefused as exc:
+        return str(exc)
+    return None
 
 
 def shown(value: Any, limit: int = 60) -> str:
@@ -203,6 +213,20 @@ def check_server_path(path: str | os.PathLike, settings: Any, what: str, *, kind
     if kind == "dir":
         return check_output_dir(inside, what, must_be_new=must_be_new)
     return inside
+
+
+def looks_like_path(value: str) -> bool:
+    """Whether a model reference typed by a user names a local path (not a hub id or registry name)."""
+    text = value.strip()
+    return text.startswith(("/", "~", ".", "\\")) or (len(text) > 1 and text[1] == ":") or Path(text).expanduser().exists()
+
+
+def check_server_model(value: str, settings: Any, what: str) -> str:
+    """A model typed into a page: a hub id or registry name as it is, a local path only inside
+    the allowed roots."""
+    if value.strip() and looks_like_path(value):
+        check_inside_roots(value.strip(), allowed_roots(settings), what)
+    return value
 
 
 # -- keys of settings files ---------------------------------------------------------------------
