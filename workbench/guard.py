@@ -333,7 +333,16 @@ def loads_json(text: str, what: str, *, max_depth: int = JSON_MAX_DEPTH, max_str
     try:
         events = list(ijson.basic_parse(text.encode("utf-8")))
     except ijson.JSONError as exc:
-        raise InputRefused(f"{what} is not valid JSON ({str(exc).splitlines()[0]})") from None
+        events = None
+        problem = str(exc).splitlines()[0]
+    if events is None:
+        try:  # for the line and column of the mistake
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            problem = f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
+        except RecursionError:
+            problem = f"nested over {max_depth} levels deep"
+        raise InputRefused(f"{what}: not JSON ({problem})")
     check_json_events(events, 0, what, max_depth)
     longest = max((len(v) for e, v in events if e in ("string", "map_key")), default=0)
     if longest > max_string:
@@ -341,7 +350,7 @@ def loads_json(text: str, what: str, *, max_depth: int = JSON_MAX_DEPTH, max_str
     try:
         return json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise InputRefused(f"{what} is not valid JSON ({exc})") from None
+        raise InputRefused(f"{what}: not JSON ({exc})") from None
 
 
 def read_json(path: str | os.PathLike, what: str, *, max_bytes: int = JSON_MAX_BYTES,

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from workbench.cli.common import MAX_ID, engine_of, fail, guarded, print_json, progress_hooks, settings_of
-from workbench.guard import check_output_file
+from workbench.guard import check_output_file, validation_problems
 
 app = typer.Typer()
 captions_app = typer.Typer(help="Captions: generate, list, review state, and mix into training prompts.",
@@ -72,12 +72,18 @@ def run_cmd(
 
     try:
         if kinds == ["dataset"]:
+            from pydantic import ValidationError
+
             from workbench.captions.dataset_prompts import DatasetPromptSettings
             from workbench.captions.run import store_dataset_prompts
 
             options = {k: v for k, v in {"symbol_style": symbol_style, "trigger_word": trigger_word,
                                           "include_parts": include_parts or None}.items() if v is not None}
-            result = store_dataset_prompts(engine, dataset, DatasetPromptSettings(**options))
+            try:
+                prompt_settings = DatasetPromptSettings(**options)
+            except ValidationError as exc:
+                fail(validation_problems(exc, DatasetPromptSettings))
+            result = store_dataset_prompts(engine, dataset, prompt_settings)
         else:
             from workbench.captions.run import Eta, make_captioner, run_captioning
             from workbench.jobs import current_job

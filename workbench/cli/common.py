@@ -22,10 +22,17 @@ def settings_of(ctx: typer.Context) -> Settings:
 
 def engine_of(ctx: typer.Context) -> Engine:
     """The store's engine (schema brought up to date)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from db.engine import make_engine
 
     settings = settings_of(ctx)
-    return make_engine(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    try:
+        return make_engine(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    except (SQLAlchemyError, ImportError) as exc:
+        fail(f"cannot open the store {settings.database_url!r}: {str(exc).splitlines()[0]}",
+             fix="give --db (or WORKBENCH_DB_URL) a SQLAlchemy URL of a store you can open, "
+                 "e.g. sqlite:///data/workbench.db")
 
 
 # A failing command tells why on one line, and how to fix it on the next when that is known:

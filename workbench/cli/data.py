@@ -48,9 +48,12 @@ def demo(
 
 def _run_import(ctx: typer.Context, runner, report_path: Optional[Path], **kwargs: Any) -> None:
     from workbench.formats import ImportSourceError, StrictImportError
+    from workbench.formats.images import CHECK_MODES
 
     # Checked before the import: a refusal afterwards would lose the report of a finished import.
     guarded(check_name, kwargs["name"])
+    if kwargs.get("image_check") not in (None, *CHECK_MODES):
+        fail(f"--image-check {kwargs['image_check']!r} is not a mode: use {', '.join(CHECK_MODES)}")
     if report_path is not None:
         guarded(check_output_file, report_path, "--report")
     try:

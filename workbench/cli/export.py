@@ -81,7 +81,10 @@ def export(
         if recipe is not None:
             values.update(load_recipe(recipe))
         if recipe_json is not None:
-            values.update(guarded(loads_json, recipe_json, "--recipe-json"))
+            given_json = guarded(loads_json, recipe_json, "--recipe-json")
+            if not isinstance(given_json, dict):
+                fail(f"--recipe-json must be a JSON object of recipe keys, not {type(given_json).__name__}")
+            values.update(given_json)
     except ExportError as exc:
         fail(str(exc))
     given = {"dataset": dataset, "format": fmt.value if fmt else None, "resolution": resolution,

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import engine_of, fail, print_json, progress_hooks, settings_of
+from workbench.cli.common import engine_of, fail, guarded, print_json, progress_hooks, settings_of
+from workbench.guard import check_output_dir
 from workbench.cli.jobs import JobArg, resume_or_fail, run_trainer
 
 app = typer.Typer()
@@ -87,6 +88,10 @@ def predict(
         fail("name what to predict: --dataset NAME or --folder DIR (with --out DIR)")
     if folder is not None and out is None:
         fail("--folder needs --out DIR for the masks")
+    if folder is not None and not folder.is_dir():
+        fail(f"--folder {folder} is not a folder of photos")
+    if out is not None:
+        guarded(check_output_dir, out, "--out")
     if background:
         from workbench.segment.jobs import start_prediction_job
 
