@@ -162,6 +162,32 @@ def test_user_json_is_read_as_json_reads_it_within_the_limits(value) -> None:
     assert guard.loads_json(text, "file") == json.loads(text)
 
 
+@FAST
+@given(st.recursive(st.none() | st.integers() | st.text(alphabet='ab"\\[]{}', max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='k"\\[', max_size=4),
+                                                                              inner, max_size=3),
+                    max_leaves=30),
+       st.lists(st.integers(min_value=1, max_value=7), min_size=1, max_size=6))
+def test_the_streaming_nesting_check_counts_depth_as_a_parser_does(value, cuts) -> None:
+    import ijson
+
+    data = json.dumps(value).encode()
+    depth = deepest = 0
+    for event, _ in ijson.basic_parse(data):
+        depth += {"start_map": 1, "start_array": 1, "end_map": -1, "end_array": -1}.get(event, 0)
+        deepest = max(deepest, depth)
+    checker = guard.JsonNesting("file", max_depth=deepest)
+    start = 0
+    for cut in cuts * (len(data) // sum(cuts) + 1):  # chunks of varied sizes, cutting anywhere
+        checker.feed(data[start:start + cut])
+        start += cut
+    assert checker.depth == 0 and not checker.in_string
+    if deepest:
+        with pytest.raises(guard.InputRefused, match=f"nested {deepest} levels"):
+            tight = guard.JsonNesting("file", max_depth=deepest - 1)
+            tight.feed(data)
+
+
 def test_a_10mb_string_in_a_recipe_is_refused_within_seconds(db_url, tmp_path) -> None:
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({"trigger_word": "a " * 5_000_000}))
@@ -331,6 +357,7 @@ def test_server_paths_stay_inside_the_data_folder_and_the_allowed_roots(tmp_path
     with pytest.raises(guard.InputRefused, match="outside"):
         guard.check_server_path(tmp_path / "data" / "link" / "e", settings, "export folder")
     assert guard.check_server_model("runwayml/stable-diffusion-v1-5", settings, "base model")
+    assert guard.check_server_model("sd15", settings, "base model")
     with pytest.raises(guard.InputRefused, match="base model"):
         guard.check_server_model("/etc", settings, "base model")
 
@@ -349,8 +376,11 @@ def test_the_import_page_refuses_a_bad_dataset_name(app_store, shop) -> None:
     assert "import_job" not in page.session_state
 
 
-def test_the_export_page_refuses_a_folder_outside_the_allowed_roots(demo_files, app_store, tmp_path) -> None:
+def test_the_export_page_refuses_a_folder_outside_the_allowed_roots(demo_files, app_store, tmp_path,
+                                                                    monkeypatch) -> None:
     from streamlit.testing.v1 import AppTest
+
+    monkeypatch.delenv("WORKBENCH_ALLOWED_ROOTS")  # only the data folder
 
     from workbench.formats import import_imat2019
     from workbench.settings import get_settings

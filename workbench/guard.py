@@ -8,6 +8,7 @@ pages into ``st.error``. Nothing is written before a check passes.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import unicodedata
@@ -258,7 +259,8 @@ def validation_problem(err: dict[str, Any], model: Any, hint: str = "") -> str:
     where = ".".join(map(str, loc))
     if err["type"] == "extra_forbidden":
         known = sorted(_fields_at(model, loc[:-1]))
-        return (f"{shown(where, 60)}: not a known key{hint}{did_you_mean(loc[-1], known)}; "
+        where = where if len(where) <= 60 else f"{where[:60]}... ({len(where)} characters)"
+        return (f"{where}: not a known key{hint}{did_you_mean(loc[-1], known)}; "
                 f"known keys: {', '.join(known)}")
     message = str(err["msg"]).removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
@@ -324,6 +326,69 @@ def check_json_events(events: list[tuple[str, Any]], depth: int, what: str, max_
     if deepest > max_depth:
         raise InputRefused(f"{what}: JSON nested {deepest} levels deep, over the limit of {max_depth}")
     return steps[-1]
+
+
+@functools.cache
+def _bracket_steps():
+    """+1 for [ and {, -1 for ] and }, 0 for other bytes (numpy is imported on first use)."""
+    import numpy as np
+
+    steps = np.zeros(256, dtype=np.int8)
+    steps[[ord("["), ord("{")]] = 1
+    steps[[ord("]"), ord("}")]] = -1
+    return steps
+
+
+class JsonNesting:
+    """Watches JSON bytes fed in chunks for nesting past ``max_depth`` (raising
+    :class:`InputRefused`), at a few milliseconds per megabyte: numpy finds the brackets outside
+    strings (quotes escaped by an odd run of backslashes are not string ends), carrying the
+    depth, whether a string is open and the trailing backslashes from chunk to chunk."""
+
+    def __init__(self, what: str, max_depth: int = JSON_MAX_DEPTH) -> None:
+        self.what, self.max_depth = what, max_depth
+        self.depth, self.in_string, self.backslashes = 0, False, 0
+
+    def feed(self, chunk: bytes) -> None:
+        """Account for the next chunk of the file."""
+        import numpy as np
+
+        if not chunk:
+            return
+        data = np.frombuffer(chunk, dtype=np.uint8)
+        quotes = np.flatnonzero(data == ord('"'))
+        if len(quotes) and (self.backslashes or b"\\" in chunk):
+            quotes = quotes[~self._escaped(data, quotes)]
+        table = _bracket_steps()
+        brackets = np.flatnonzero(table[data])
+        # A bracket after an odd number of (real) quotes, counting an open string, is inside a string.
+        outside = (np.searchsorted(quotes, brackets) + self.in_string) % 2 == 0
+        steps = table[data[brackets[outside]]].astype(np.int64)
+        if len(steps):
+            depths = np.cumsum(steps) + self.depth
+            deepest = int(depths.max())
+            if deepest > self.max_depth:
+                raise InputRefused(f"{self.what}: JSON nested {deepest} levels deep, over the limit of {self.max_depth}")
+            self.depth = int(depths[-1])
+        self.in_string = bool((len(quotes) + self.in_string) % 2)
+        tail = len(chunk) - len(chunk.rstrip(b"\\"))
+        self.backslashes = tail if tail < len(chunk) else self.backslashes + tail
+
+    def _escaped(self, data: Any, quotes: Any) -> Any:
+        """Which quotes follow an odd run of backslashes (counting those the last chunk ended with)."""
+        import numpy as np
+
+        escaped = np.zeros(len(quotes), dtype=bool)
+        after_backslash = data[np.maximum(quotes - 1, 0)] == ord("\\")
+        after_backslash[quotes == 0] = self.backslashes > 0
+        for i in np.flatnonzero(after_backslash).tolist():  # rare: counted one by one
+            q = int(quotes[i])
+            k = q
+            while k > 0 and data[k - 1] == ord("\\"):
+                k -= 1
+            run = q - k + (self.backslashes if k == 0 else 0)
+            escaped[i] = run % 2 == 1
+        return escaped
 
 
 def loads_json(text: str, what: str, *, max_depth: int = JSON_MAX_DEPTH, max_string: int = JSON_MAX_STRING) -> Any:

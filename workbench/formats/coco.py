@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from workbench.formats.records import PendingAnnotation, source_key
 from workbench.formats.records import size_problem
 from workbench.formats.store import DatasetWriter, ImportReport, ImportSourceError
-from workbench.guard import InputRefused, check_json_events
+from workbench.guard import InputRefused, JsonNesting
 from workbench.progress import ProgressFn, StopFn, report
 from workbench.rle import (
     RLEError,
@@ -66,17 +66,13 @@ def _is_int(value: Any) -> bool:
 def _chunks(path: Path, on_bytes: Callable[[int], None]) -> Iterator[bytes]:
     """The file's bytes in chunks, each checked for nesting past the limit before ijson's item
     builders see it (they take time that grows with the square of the depth)."""
-    events = ijson.sendable_list()
-    nesting = ijson.basic_parse_coro(events)
-    depth = 0
+    nesting = JsonNesting(str(path))
     with path.open("rb") as handle:
         while chunk := handle.read(_CHUNK_BYTES):
-            nesting.send(chunk)
             try:
-                depth = check_json_events(events, depth, str(path))
+                nesting.feed(chunk)
             except InputRefused as exc:
                 raise ImportSourceError(str(exc)) from None
-            del events[:]
             yield chunk
             on_bytes(len(chunk))
 
