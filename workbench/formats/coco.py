@@ -63,16 +63,18 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _chunks(path: Path, on_bytes: Callable[[int], None]) -> Iterator[bytes]:
-    """The file's bytes in chunks, each checked for nesting past the limit before ijson's item
-    builders see it (they take time that grows with the square of the depth)."""
-    nesting = JsonNesting(str(path))
+def _chunks(path: Path, on_bytes: Callable[[int], None], check_nesting: bool = False) -> Iterator[bytes]:
+    """The file's bytes in chunks; with ``check_nesting`` (the first pass), each is checked for
+    nesting past the limit before ijson's item builders see it (they take time that grows with
+    the square of the depth)."""
+    nesting = JsonNesting(str(path)) if check_nesting else None
     with path.open("rb") as handle:
         while chunk := handle.read(_CHUNK_BYTES):
-            try:
-                nesting.feed(chunk)
-            except InputRefused as exc:
-                raise ImportSourceError(str(exc)) from None
+            if nesting is not None:
+                try:
+                    nesting.feed(chunk)
+                except InputRefused as exc:
+                    raise ImportSourceError(str(exc)) from None
             yield chunk
             on_bytes(len(chunk))
 
@@ -112,7 +114,7 @@ def _read_header(path: Path, on_bytes: Callable[[int], None]) -> _CocoHeader:
         del images[:]
 
     try:
-        for chunk in _chunks(path, on_bytes):
+        for chunk in _chunks(path, on_bytes, check_nesting=True):
             for coro in coros:
                 coro.send(chunk)
             take_images()
