@@ -12,43 +12,29 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from db.engine import dispose_engines, make_engine, session_scope
+from db.engine import make_engine, session_scope
 from workbench import guard
 from workbench.cli import app
 from workbench.datasets import list_datasets
 from workbench.formats.imat2019_rows import RowParser
-from workbench.rle import mask_to_text
-from workbench.taxonomy import BUNDLED_IMAT2019_LABELS
+from tests.test_cli import db_url, source  # noqa: F401  (fixtures: a store of its own, a tiny dataset)
 
 PAGES = Path(__file__).resolve().parent.parent / "pages"
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture
-def db_url(tmp_path):
-    yield f"sqlite:///{(tmp_path / 'hostile.db').as_posix()}"
-    dispose_engines()
-
-
-@pytest.fixture
-def shop(tmp_path) -> dict[str, Path]:
-    """One image and a train.csv with one good row."""
-    images = tmp_path / "images"
-    images.mkdir()
-    Image.new("RGB", (40, 30), "white").save(images / "a.jpg")
-    mask = np.zeros((30, 40), bool)
-    mask[5:25, 10:30] = True
-    csv = tmp_path / "train.csv"
-    csv.write_text(f"ImageId,EncodedPixels,Height,Width,ClassId\na.jpg,{mask_to_text(mask)},30,40,10\n",
-                   encoding="utf-8")
-    return {"images": images, "csv": csv, "labels": BUNDLED_IMAT2019_LABELS, "rle": mask_to_text(mask)}
+def shop(source) -> dict[str, Path]:
+    """test_cli's image and train.csv with its good row only (rows a test adds start on line 3)."""
+    header, good = source["csv"].read_text(encoding="utf-8").splitlines()[:2]
+    source["csv"].write_text(f"{header}\n{good}\n", encoding="utf-8")
+    return {**source, "rle": good.split(",")[1]}
 
 
 def cli(db_url: str, *args: str):
@@ -207,7 +193,7 @@ def test_a_misspelt_recipe_key_is_refused_naming_the_known_ones(db_url, tmp_path
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({"trigger": "sks"}))
     usage_error(cli(db_url, "captions", "mix", "--dataset", "demo", "--recipe", str(recipe)),
-                "'trigger'", "did you mean trigger_word?", "known keys:", "separator")
+                "trigger: not a known key", "did you mean trigger_word?", "known keys:", "separator")
 
 
 def test_a_misspelt_training_config_key_is_refused_naming_the_known_ones(db_url, tmp_path) -> None:
