@@ -24,6 +24,7 @@ st.caption("Paths are on the machine running the workbench. The import runs as a
 with st.spinner("Loading the import form…"):
     from ui.common import store_or_stop  # noqa: E402
     from ui.jobs import watch_job  # noqa: E402
+    from workbench.guard import check_name, refusal  # noqa: E402
     from workbench.jobs import start_job  # noqa: E402
     from workbench.taxonomy import BUNDLED_IMAT2019_LABELS  # noqa: E402
 
@@ -53,8 +54,11 @@ strict = kind != FOLDER and st.checkbox("Strict: stop at the first bad row and w
 # -- act: start the import job --------------------------------------------------------------
 if st.button("Import", type="primary"):
     missing = [what for what, value in [("dataset name", name), *paths.values()] if not value.strip()]
+    name_problem = None if missing else refusal(check_name, name.strip())
     if missing:
         st.error(f"Fill in: {', '.join(missing)}.")
+    elif name_problem:
+        st.error(name_problem)
     else:
         # The job reads the paths from its own working directory: make them absolute here.
         report_path = Path(settings.data_dir) / "jobs" / f"import-{uuid.uuid4().hex}.json"

@@ -13,6 +13,7 @@ from ui.common import datasets_or_stop, store_or_stop
 from workbench.captions.mixing import (MixRecipe, empty_sources, get_recipe, list_recipe_names, new_recipe,
                                        preview_mix, recipe_versions, save_recipe)
 from workbench.captions.store import caption_sources
+from workbench.guard import check_name, refusal
 
 STYLES = {"plain": "dress", "angle": "<dress>", "square": "[dress]", "weight": "(dress:1.2)"}
 
@@ -114,8 +115,11 @@ c1, c2, c3 = st.columns([2, 2, 1])
 save_name = c1.text_input("Recipe name", "" if start == "(new recipe)" else start, key="mix_save_name")
 curator = c2.text_input("Curator", key="curator")
 if c3.button("Save version", key="mix_save", type="primary"):
+    name_problem = refusal(check_name, save_name.strip(), "recipe name") if save_name.strip() else None
     if not save_name.strip():
         st.error("Name the recipe before saving.")
+    elif name_problem:
+        st.error(name_problem)
     else:
         with session_scope(engine) as session:
             stored = save_recipe(session, save_name.strip(), recipe, curator.strip() or None, dataset=name)

@@ -30,6 +30,7 @@ with session_scope(engine) as session:
 from workbench.captions.mixing import latest_recipe_for, list_recipe_names  # noqa: E402
 from workbench.export import (ExportRecipe, export_argv, list_exports, read_manifest,  # noqa: E402
                               undecided_flags, undecided_message)
+from workbench.guard import check_server_path, refusal  # noqa: E402
 from workbench.jobs import start_job  # noqa: E402
 
 # -- the form ---------------------------------------------------------------------------------
@@ -106,8 +107,11 @@ if st.button("Export", type="primary"):
         st.error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     else:
         destination = Path(out_dir.strip()).expanduser()
+        out_problem = refusal(check_server_path, out_dir.strip(), settings, "destination folder") if out_dir.strip() else None
         if not out_dir.strip():
             st.error("Fill in the destination folder.")
+        elif out_problem:
+            st.error(out_problem)
         elif people != "ignore" and undecided == "wait" and undecided_count:
             st.error(undecided_message(dataset, undecided_count))
         elif destination.exists() and not overwrite:

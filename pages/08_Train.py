@@ -23,6 +23,7 @@ st.caption("Training runs as a background job (`python -m workbench train start 
 settings, engine = store_or_stop()
 
 from train.config import ConfigError  # noqa: E402
+from workbench.guard import InputRefused, check_server_model, check_server_path  # noqa: E402
 from workbench.jobs import ACTIVE, cancel_job, list_jobs, refresh_jobs  # noqa: E402
 from workbench import training  # noqa: E402
 from workbench.train_launch import start_training  # noqa: E402
@@ -131,6 +132,9 @@ with st.expander("New training run", expanded=form_default, key="train_form", on
         try:
             if not export_dir:
                 raise ConfigError("choose an export folder (or type its path)")
+            check_server_path(export_dir, settings, "export folder", kind="input")
+            check_server_model(base_model, settings, "base model")
+            check_server_path(output_dir.strip(), settings, "output folder")
             from train.config import parse_overrides
 
             extra_values = parse_overrides([line.strip() for line in extra.splitlines() if line.strip()])
@@ -146,7 +150,7 @@ with st.expander("New training run", expanded=form_default, key="train_form", on
                                          f"{run_name}-{int(time.time())}.yaml")
             job_id = start_training(engine, settings, config, path, num_processes=int(processes),
                                     accelerate_config=Path(accelerate_config.strip()) if accelerate_config.strip() else None)
-        except (ConfigError, training.TrainingError) as exc:
+        except (ConfigError, training.TrainingError, InputRefused) as exc:
             st.error(str(exc))
         else:
             st.session_state["train_job"] = job_id

@@ -23,6 +23,7 @@ names = datasets_or_stop(engine)
 from train.config import ConfigError  # noqa: E402
 from train.segmenter import SegmenterConfig  # noqa: E402
 from workbench.datasets import get_dataset  # noqa: E402
+from workbench.guard import check_server_model, check_server_path  # noqa: E402
 from workbench.schemes import list_schemes  # noqa: E402
 from workbench.segment.jobs import start_prediction_job, start_training_job  # noqa: E402
 from workbench.segment.store import list_sources, prediction_counts, source_label  # noqa: E402
@@ -49,6 +50,8 @@ with train_tab:
     weights = c6.selectbox("Class weights", ["none", "inverse-frequency"], key="segment_weights")
     if st.button("Start training", key="segment_train"):
         try:
+            check_server_model(base, settings, "SegFormer")
+            check_server_path(output_dir.strip(), settings, "output folder")
             config = SegmenterConfig(pretrained_model_name_or_path=base, dataset=dataset, scheme=scheme,
                                      db_url=settings.database_url, output_dir=Path(output_dir),
                                      resolution=int(resolution), train_batch_size=int(batch),

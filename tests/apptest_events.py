@@ -90,6 +90,7 @@ def page_store(demo_engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("WORKBENCH_DB_URL", url)
     monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("WORKBENCH_DEMO_IMAGES", "0")
+    monkeypatch.setenv("WORKBENCH_ALLOWED_ROOTS", str(tmp_path))  # paths the tests type into pages
     st.cache_resource.clear()
     st.cache_data.clear()
     yield demo_engine

@@ -72,12 +72,14 @@ def _restore_main_module():
 
 
 @pytest.fixture
-def app_store(tmp_path, monkeypatch):
+def app_store(tmp_path, tmp_path_factory, monkeypatch):
     """Point the app (pages, AppTest, jobs) at an isolated, empty store under ``tmp_path``,
-    with Streamlit's cached engine cleared before and after."""
+    with Streamlit's cached engine cleared before and after. Paths typed into pages may point
+    anywhere in pytest's temporary folders (the tests' own exports, runs and tiny models)."""
     import streamlit as st
 
     monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("WORKBENCH_ALLOWED_ROOTS", str(tmp_path_factory.getbasetemp()))
     monkeypatch.setenv("WORKBENCH_DB_URL", f"sqlite:///{(tmp_path / 'data' / 'wb.db').as_posix()}")
     dispose_engines()
     st.cache_resource.clear()

@@ -22,6 +22,7 @@ def page_store(demo_engine, tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_DB_URL", str(demo_engine.url))
     monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("WORKBENCH_DEMO_IMAGES", "0")
+    monkeypatch.setenv("WORKBENCH_ALLOWED_ROOTS", str(tmp_path))  # the tests export into tmp_path
     st.cache_resource.clear()
     yield demo_engine
     st.cache_resource.clear()

@@ -22,6 +22,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
+# A config is a page of keys; anything far larger is not one (and is not read whole).
+CONFIG_MAX_BYTES = 1 * 2**20
+
+
 class ConfigError(ValueError):
     """A training config that cannot be used; the message names the key and the fix."""
 
@@ -176,14 +180,18 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """The mapping in a YAML or JSON config file."""
     import yaml
 
+    from workbench.guard import InputRefused, loads_json, read_text
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}")
+        text = read_text(path, "config file", max_bytes=CONFIG_MAX_BYTES)
+        data = loads_json(text, f"config file {path}") if path.suffix == ".json" else yaml.safe_load(text)
+    except InputRefused as exc:
+        raise ConfigError(str(exc)) from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0] if str(exc) else 'nested too deep'}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values, not {type(data).__name__}")
     return data
@@ -203,11 +211,8 @@ def load_settings(model: type[BaseModel], path: Path | None = None,
     try:
         return model(**data)
     except ValidationError as exc:
+        from workbench.guard import validation_problems
+
         where = f"config {path}" if path else "config"
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
-            + (f" (not a known key; see {model.__module__.replace('.', '/')}.py)"
-               if err["type"] == "extra_forbidden" else "")
-            for err in exc.errors()
-        )
+        problems = validation_problems(exc, model, f"; see {model.__module__.replace('.', '/')}.py")
         raise ConfigError(f"{where}: {problems}") from None

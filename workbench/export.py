@@ -74,6 +74,8 @@ from db.models import Annotation, Category, Dataset, Image, utcnow
 from db.training import Export
 from workbench.datasets import get_dataset
 from workbench.files import write_atomically
+from workbench.formats.images import image_file
+from workbench.guard import InputRefused, read_json
 from workbench.progress import Cancelled, ProgressFn, StopFn, check_stop, report
 from workbench.settings import Settings
 
@@ -157,9 +159,9 @@ def load_recipe(path: str | os.PathLike) -> dict[str, Any]:
     """Recipe values from a JSON file: a recipe, or an export's manifest (its ``recipe``)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ExportError(f"recipe file {path}: {exc}") from None
+        data = read_json(path, "recipe file")
+    except InputRefused as exc:
+        raise ExportError(str(exc)) from None
     if not isinstance(data, dict):
         raise ExportError(f"recipe file {path}: expected a JSON object")
     if isinstance(data.get("recipe"), dict) and "files" in data:
@@ -414,8 +416,10 @@ def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
             reason = "no reviewed caption" if recipe.reviewed_captions_only else "no prompt"
         if reason is None and recipe.people == "crop" and kind == "mask-region":
             avoid = decision.regions
-        path = root / file_name
-        if reason is None and not path.is_file():
+        path = image_file(root, file_name)
+        if reason is None and path is None:
+            reason = "photo outside the images folder (a symlink leading out)"
+        elif reason is None and not path.is_file():
             reason = "photo file missing"
         if reason is not None:
             excluded[reason].append(file_name)

@@ -31,7 +31,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from PIL import Image as PILImage
@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 from db.engine import session_scope
 from db.generations import Generation
 from workbench.files import write_atomically
+from workbench.formats.images import image_file
 from workbench.mask_edit import MaskEditError, apply_edits
 from workbench.progress import ProgressFn, StopFn, check_stop, report
 
@@ -92,6 +93,12 @@ class PoseSource(BaseModel):
     scale: float = Field(1.0, ge=0.0, le=2.0, description="Its conditioning scale.")
 
 
+# A prompt is cut to CLIP's 77 tokens anyway: far longer text is a mistake, not a prompt.
+MAX_PROMPT = 10_000
+MAX_SEED = 2**63 - 1
+MAX_SEEDS = 1000  # images per ControlNet in one request
+
+
 class GenerateRequest(BaseModel):
     """Everything that decides a generation (settings are data: stored with every image)."""
 
@@ -101,9 +108,10 @@ class GenerateRequest(BaseModel):
     controlnets: list[str] = Field(min_length=1, description="ControlNet folders or registry names; several = "
                                                               "side by side.")
     mask: MaskSource
-    prompt: str | None = Field(None, description="Default: the image's training prompt (its export's).")
-    negative_prompt: str = ""
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    prompt: str | None = Field(None, max_length=MAX_PROMPT, description="Default: the image's training prompt (its export's).")
+    negative_prompt: str = Field("", max_length=MAX_PROMPT)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [0], min_length=1,
+                                                                 max_length=MAX_SEEDS)
     steps: int = Field(20, ge=1, le=1000)
     guidance: float = Field(7.5, ge=0.0, le=50.0)
     conditioning_scale: float = Field(1.0, ge=0.0, le=2.0)
@@ -438,9 +446,9 @@ def dataset_mask(session: Session, info: ControlNetInfo, source: MaskSource, res
         raise GenerateError(f"ControlNet {info.label} was trained on {scheme} with classes {info.legend}, but the "
                             f"stored {scheme} now has {rendered.legend}; pin the version it was trained on")
     dataset = session.get(Dataset, image.dataset_id)
-    photo_path = Path(dataset.images_root) / image.file_name
+    photo_path = image_file(Path(dataset.images_root), image.file_name)
     photo = None
-    if photo_path.is_file():
+    if photo_path is not None and photo_path.is_file():
         with PILImage.open(photo_path) as opened:
             photo = opened.convert("RGB")
     array = rendered.array
@@ -602,11 +610,14 @@ def parse_seeds(text: str) -> list[int]:
         try:
             first, _, last = part.partition("-")
             low, high = int(first), int(last or first)
-            if low < 0 or high < low or high - low >= 1000:
+            if low < 0 or high < low or high > MAX_SEED or high - low >= MAX_SEEDS:
                 raise ValueError
         except ValueError:
-            raise GenerateError(f"seeds: {part!r} is not a seed (0 or more) or a range like 10-12") from None
+            raise GenerateError(f"seeds: {part[:40]!r} is not a seed (0 to {MAX_SEED}) or a range like 10-12 "
+                                f"(at most {MAX_SEEDS} seeds)") from None
         seeds.extend(range(low, high + 1))
+        if len(seeds) > MAX_SEEDS:
+            raise GenerateError(f"seeds: {len(seeds)}+ seeds; give at most {MAX_SEEDS} in one request")
     if not seeds:
         raise GenerateError("seeds: give at least one seed (e.g. 1, 2, 10-12)")
     return seeds

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import AuditLog, Category, MaskScheme
+from workbench.guard import InputRefused, check_name, validation_problem
 from workbench.palette import (
     BODY_PARTS_COLOURS,
     CLOTH_SEG_COLOURS,
@@ -274,11 +275,7 @@ def parse_scheme(data: Mapping[str, Any] | str) -> SchemeDefinition:
         return SchemeDefinition.model_validate(data)
     except ValidationError as exc:
         name = data.get("name", "?") if isinstance(data, Mapping) else "?"
-        messages = []
-        for err in exc.errors():
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            where = ".".join(str(p) for p in err["loc"])
-            messages.append(f"{where}: {msg}" if where else msg)
+        messages = [validation_problem(err, SchemeDefinition) for err in exc.errors()]
         raise SchemeError(
             messages[0] if len(messages) == 1 and messages[0].startswith("mask scheme")
             else f"mask scheme {name!r}: " + "; ".join(messages)
@@ -669,6 +666,10 @@ def save_scheme(
     definition = parse_scheme(
         definition.to_dict() if isinstance(definition, SchemeDefinition) else definition
     )
+    try:
+        check_name(definition.name, "scheme name")
+    except InputRefused as exc:
+        raise SchemeError(str(exc)) from None
     ensure_builtin_schemes(session)
     previous = _latest_row(session, definition.name)
     if based_on is not None and previous is not None and previous.version != based_on:

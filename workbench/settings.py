@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,6 +51,20 @@ class Settings(BaseSettings):
         default=None,
         description="Folder the model registry looks in (and `models tiny` writes to); default: data_dir/models.",
     )
+
+    allowed_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders besides data_dir where paths typed into pages (export folder, training "
+        "output, base model) may point; WORKBENCH_ALLOWED_ROOTS lists them separated by "
+        f"{os.pathsep!r}. The CLI writes where its command line says.",
+    )
+
+    @field_validator("allowed_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part.strip()]
+        return value
 
     @property
     def database_url(self) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,13 +75,13 @@ def taxonomy_from_dict(data: dict[str, Any], source: str = "label file") -> Taxo
 
 def load_taxonomy(path: str | Path) -> Taxonomy:
     """Read a ``label_descriptions.json``-style file."""
+    from workbench.guard import InputRefused, read_json
+
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise TaxonomyError(f"{path}: label file not found") from exc
-    except json.JSONDecodeError as exc:
-        raise TaxonomyError(f"{path}: not valid JSON ({exc})") from exc
+        data = read_json(path, "label file")
+    except InputRefused as exc:
+        raise TaxonomyError(str(exc)) from None
     return taxonomy_from_dict(data, str(path))
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -34,7 +34,9 @@ TEMPLATE_FIELDS = ("trigger", "garments", "first", "rest", "count")
 class DatasetPromptSettings(BaseModel):
     """How a dataset prompt is written from the annotations."""
 
-    template: str = Field("{garments}", description="Placeholders: {trigger}, {garments}, {first}, {rest}, {count}.")
+    model_config = ConfigDict(extra="forbid")  # a misspelt key would silently do nothing
+
+    template: str = Field("{garments}", max_length=1000, description="Placeholders: {trigger}, {garments}, {first}, {rest}, {count}.")
     include_attributes: bool = True
     max_attributes: int = Field(3, ge=0, description="Attributes per garment, at most.")
     skip_attributes: list[str] = Field(
@@ -45,8 +47,8 @@ class DatasetPromptSettings(BaseModel):
     symbol_style: SymbolStyle = "plain"
     symbol_weight: float = Field(1.2, gt=0)
     symbol_scope: Literal["name", "phrase"] = Field("name", description="Set off the name or the whole phrase.")
-    trigger_word: str = ""
-    separator: str = ", "
+    trigger_word: str = Field("", max_length=1000)
+    separator: str = Field(", ", max_length=1000)
 
     @field_validator("template")
     @classmethod

@@ -13,14 +13,13 @@ will write. Recipes are saved by name with versions, never overwritten.
 from __future__ import annotations
 
 import functools
-import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -30,28 +29,38 @@ from workbench.captions.dataset_prompts import DatasetPromptSettings, SymbolStyl
 from workbench.datasets import get_dataset
 
 FIXED_PARTS = ("trigger", "dataset", "caption")
+# A recipe is a few lines of settings: a file far larger is refused before it is parsed, and
+# every text in it has a cap, so no prompt is built from megabytes of text.
+RECIPE_MAX_BYTES = 256 * 1024
+MAX_WORD = 1000  # characters of the trigger word, a separator, a source or status name
+MAX_ITEMS = 100  # parts, sources, statuses
 
 
 class MixRecipe(BaseModel):
     """How training prompts are composed (see the module docstring)."""
 
-    parts: list[str] = Field(default_factory=lambda: ["trigger", "dataset", "caption"],
-                             description="Order of parts: trigger, dataset, caption (weighted choice) or a source name.")
-    weights: dict[str, float] = Field(default_factory=lambda: {"blip": 1.0},
-                                      description="The caption part: sources and their weights.")
-    statuses: list[str] = Field(default_factory=lambda: ["accepted", "edited"],
-                                description="Caption statuses that may be used.")
-    separator: str = ", "
+    model_config = ConfigDict(extra="forbid")  # a misspelt key would silently do nothing
+
+    parts: list[Annotated[str, Field(max_length=MAX_WORD)]] = Field(
+        default_factory=lambda: ["trigger", "dataset", "caption"], max_length=MAX_ITEMS,
+        description="Order of parts: trigger, dataset, caption (weighted choice) or a source name.")
+    weights: dict[Annotated[str, Field(max_length=MAX_WORD)], float] = Field(
+        default_factory=lambda: {"blip": 1.0}, max_length=MAX_ITEMS,
+        description="The caption part: sources and their weights.")
+    statuses: list[Annotated[str, Field(max_length=MAX_WORD)]] = Field(
+        default_factory=lambda: ["accepted", "edited"], max_length=MAX_ITEMS,
+        description="Caption statuses that may be used.")
+    separator: str = Field(", ", max_length=MAX_WORD)
     symbol_style: SymbolStyle = "plain"
     symbol_weight: float = Field(1.2, gt=0)
-    trigger_word: str = ""
+    trigger_word: str = Field("", max_length=MAX_WORD)
     garments: DatasetPromptSettings = Field(default_factory=DatasetPromptSettings,
                                             description="How garments and attributes are written.")
     shuffle_garments: bool = False
     keep_first: int = Field(1, ge=0, description="Garment tags kept in place when shuffling.")
     caption_dropout: float = Field(0.0, ge=0.0, le=1.0, description="Share of prompts left empty.")
     max_tokens: int | None = Field(77, ge=3, description="Cap in CLIP tokens, start and end included; None: no cap.")
-    tokenizer: str | None = Field(None, description="CLIPTokenizer folder or hub id; default: CLIP's BPE bundled with open_clip.")
+    tokenizer: str | None = Field(None, max_length=4096, description="CLIPTokenizer folder or hub id; default: CLIP's BPE bundled with open_clip.")
 
     @field_validator("parts")
     @classmethod
@@ -347,22 +356,30 @@ def empty_sources(session: Session, dataset_name: str, recipe: MixRecipe) -> dic
 # -- storing recipes ----------------------------------------------------------------------------------
 def load_recipe_file(path: str | Path) -> tuple[str | None, MixRecipe]:
     """``(name or None, recipe)`` from a JSON file holding a recipe, or ``{"name": ..., "recipe": {...}}``."""
+    from workbench.guard import InputRefused, check_name, read_json, unknown_key_problem, validation_problems
+
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read a recipe ({exc})") from exc
+    data = read_json(path, "recipe file", max_bytes=RECIPE_MAX_BYTES)
+    name = None
     if isinstance(data, dict) and "recipe" in data:
-        return data.get("name"), MixRecipe.model_validate(data["recipe"])
-    return None, MixRecipe.model_validate(data)
+        extra = [k for k in data if k not in ("name", "recipe")]
+        if extra:
+            raise InputRefused(f"recipe file {path}: {unknown_key_problem(extra[0], ['name', 'recipe'])}")
+        name = None if data.get("name") is None else check_name(data["name"], "recipe name")
+        data = data["recipe"]
+    try:
+        return name, MixRecipe.model_validate(data)
+    except ValidationError as exc:
+        raise InputRefused(f"recipe file {path}: {validation_problems(exc, MixRecipe)}") from None
 
 
 def save_recipe(session: Session, name: str, recipe: MixRecipe, curator: str | None = None,
                 dataset: str | None = None) -> StoredRecipe:
     """Save ``recipe`` as the next version of ``name``, for ``dataset`` when named (the same
     definition for the same dataset again saves nothing)."""
-    if not name.strip():
-        raise ValueError("a recipe needs a name")
+    from workbench.guard import check_name
+
+    check_name(name, "recipe name")
     dataset_id = get_dataset(session, dataset).id if dataset is not None else None
     latest = session.scalar(select(MixRecipeRow).where(MixRecipeRow.name == name).order_by(MixRecipeRow.version.desc()))
     definition = recipe.model_dump(mode="json")

@@ -28,6 +28,7 @@ from db.models import Image
 from workbench.captions.base import Captioner, CaptionerError, open_rgb, settings_key
 from workbench.captions.dataset_prompts import DatasetPromptSettings, dataset_prompts
 from workbench.datasets import get_dataset
+from workbench.formats.images import image_file
 from workbench.progress import ProgressFn, StopFn, check_stop, report
 from workbench.settings import Settings
 
@@ -257,8 +258,11 @@ def run_captioning(engine: Engine, settings: Settings, dataset_name: str, captio
             batch = mine[first:first + batch_size]
             pictures = []
             for _, file_name in batch:
+                path = image_file(root, file_name)
+                if path is None:
+                    raise CaptionerError(f"dataset {dataset_name!r}: image {file_name!r} leads out of its images folder {root}")
                 try:
-                    pictures.append(open_rgb(root / file_name))
+                    pictures.append(open_rgb(path))
                 except OSError as exc:
                     raise CaptionerError(f"dataset {dataset_name!r}: cannot read image {root / file_name}: {exc}") from exc
             outputs = captioner.caption_batch(pictures)

@@ -11,6 +11,8 @@ from typing import Annotated, Optional
 import typer
 
 from workbench.cli import captions, data, evaluate, explore, export, generate, jobs, models, people, segment, train
+from workbench.cli.common import fail
+from workbench.guard import InputRefused
 from workbench.settings import get_settings
 
 app = typer.Typer(
@@ -37,5 +39,19 @@ for area in (data, explore, people, captions, export, train, segment, generate, 
 
 
 def run() -> None:
-    """Entry point of ``python -m workbench``."""
-    app(prog_name="python -m workbench")
+    """Entry point of ``python -m workbench``.
+
+    The last line of defence: a refused input, or a bad value some check let through to a
+    ``ValueError`` or ``OverflowError`` deep in a library, ends as a usage error (exit 2) with
+    one line, not a traceback. Each command checks its own input first; this only catches
+    what slipped past.
+    """
+    try:
+        app(prog_name="python -m workbench", standalone_mode=True)
+    except (ValueError, OverflowError, RecursionError) as exc:
+        what = "" if isinstance(exc, InputRefused) else f"{type(exc).__name__}: "
+        try:
+            fail(f"{what}{str(exc)[:2000]}", fix=None if isinstance(exc, InputRefused) else
+                 "check the values given on the command line (`--help` shows each option's range)")
+        except typer.Exit as stop:
+            raise SystemExit(stop.exit_code) from None

@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import engine_of, fail, print_json, progress_hooks, settings_of
+from workbench.cli.common import MAX_ID, engine_of, fail, guarded, print_json, progress_hooks, settings_of
+from workbench.guard import check_output_file, validation_problems
 
 app = typer.Typer()
 captions_app = typer.Typer(help="Captions: generate, list, review state, and mix into training prompts.",
@@ -29,15 +30,15 @@ def run_cmd(
     caption_model: Annotated[Optional[str], typer.Option("--caption-model", help="clip-*: blip-base, blip-large, blip2, git, a registry name, hub id or folder.")] = None,
     vocabulary: Annotated[Optional[str], typer.Option("--vocabulary", help="clip-*: art, fashion or both.")] = None,
     data_path: Annotated[Optional[str], typer.Option("--data-path", help="clip-*: folder of label lists.")] = None,
-    max_flavors: Annotated[Optional[int], typer.Option("--max-flavors")] = None,
+    max_flavors: Annotated[Optional[int], typer.Option("--max-flavors", min=1, max=10_000)] = None,
     low_vram: Annotated[bool, typer.Option("--low-vram", help="clip-*: offload models, smaller chunks.")] = False,
     prefix: Annotated[Optional[str], typer.Option("--prefix", help="blip: conditional caption prefix.")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="blip / kosmos2.")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", min=1, max=4096, help="blip / kosmos2.")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda:0 ...")] = None,
     symbol_style: Annotated[Optional[str], typer.Option("--symbol-style", help="dataset: plain, angle, square, weight.")] = None,
     trigger_word: Annotated[Optional[str], typer.Option("--trigger-word", help="dataset: a leading trigger word.")] = None,
     include_parts: Annotated[bool, typer.Option("--include-parts", help="dataset: also garment parts and decorations.")] = False,
-    limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many images (testing a setting).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, max=MAX_ID, help="At most this many images (testing a setting).")] = None,
     background: Annotated[bool, typer.Option("--background", help="Run as a background job; prints its id.")] = False,
 ) -> None:
     """Caption a dataset's images (resumable: images done with the same model and settings are skipped)."""
@@ -71,12 +72,18 @@ def run_cmd(
 
     try:
         if kinds == ["dataset"]:
+            from pydantic import ValidationError
+
             from workbench.captions.dataset_prompts import DatasetPromptSettings
             from workbench.captions.run import store_dataset_prompts
 
             options = {k: v for k, v in {"symbol_style": symbol_style, "trigger_word": trigger_word,
                                           "include_parts": include_parts or None}.items() if v is not None}
-            result = store_dataset_prompts(engine, dataset, DatasetPromptSettings(**options))
+            try:
+                prompt_settings = DatasetPromptSettings(**options)
+            except ValidationError as exc:
+                fail(validation_problems(exc, DatasetPromptSettings))
+            result = store_dataset_prompts(engine, dataset, prompt_settings)
         else:
             from workbench.captions.run import Eta, make_captioner, run_captioning
             from workbench.jobs import current_job
@@ -131,8 +138,8 @@ def list_cmd(
     source: Annotated[Optional[list[str]], typer.Option("--source", help="Only these sources.")] = None,
     status: Annotated[Optional[list[str]], typer.Option("--status", help="pending, accepted, edited, rejected.")] = None,
     word: Annotated[Optional[str], typer.Option("--word", help="Only captions with this word.")] = None,
-    min_words: Annotated[Optional[int], typer.Option("--min-words")] = None,
-    max_words: Annotated[Optional[int], typer.Option("--max-words")] = None,
+    min_words: Annotated[Optional[int], typer.Option("--min-words", min=0, max=1_000_000)] = None,
+    max_words: Annotated[Optional[int], typer.Option("--max-words", min=0, max=1_000_000)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List captions (image_id, file, source, text, status, version)."""
@@ -162,9 +169,9 @@ def mix_cmd(
     dataset: Annotated[str, typer.Option("--dataset")],
     recipe: Annotated[Optional[Path], typer.Option("--recipe", help="Recipe JSON file.")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="A saved recipe (newest version unless --version).")] = None,
-    version: Annotated[Optional[int], typer.Option("--version")] = None,
-    preview: Annotated[Optional[int], typer.Option("--preview", help="Show the prompts of N sampled images and the token histogram.")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    version: Annotated[Optional[int], typer.Option("--version", min=1, max=MAX_ID)] = None,
+    preview: Annotated[Optional[int], typer.Option("--preview", min=1, max=100_000, help="Show the prompts of N sampled images and the token histogram.")] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_ID)] = 0,
     save: Annotated[Optional[str], typer.Option("--save", help="Save the recipe under this name (a new version), for this dataset "
                                                                           "(the Export page's default recipe).")] = None,
     curator: Annotated[Optional[str], typer.Option("--curator")] = None,
@@ -176,6 +183,8 @@ def mix_cmd(
                                            save_recipe, training_prompts)
     from workbench.datasets import DatasetNotFound
 
+    if out is not None:
+        guarded(check_output_file, out, "--out")
     try:
         with session_scope(engine_of(ctx)) as session:
             if recipe is not None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, Optional
+from typing import Any, Callable, NoReturn, Optional, TypeVar
 
 import typer
 from sqlalchemy import Engine
 
+from workbench.guard import InputRefused
 from workbench.progress import ProgressFn, StageFn, StopFn, tqdm_progress, tqdm_stages
 from workbench.settings import Settings
 
@@ -21,10 +22,17 @@ def settings_of(ctx: typer.Context) -> Settings:
 
 def engine_of(ctx: typer.Context) -> Engine:
     """The store's engine (schema brought up to date)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from db.engine import make_engine
 
     settings = settings_of(ctx)
-    return make_engine(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    try:
+        return make_engine(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    except (SQLAlchemyError, ImportError) as exc:
+        fail(f"cannot open the store {settings.database_url!r}: {str(exc).splitlines()[0]}",
+             fix="give --db (or WORKBENCH_DB_URL) a SQLAlchemy URL of a store you can open, "
+                 "e.g. sqlite:///data/workbench.db")
 
 
 # A failing command tells why on one line, and how to fix it on the next when that is known:
@@ -61,21 +69,39 @@ def failure_lines(log: str) -> tuple[str | None, str | None]:
     return None, None
 
 
+T = TypeVar("T")
+# Bounds shared by options: ids and seeds fit the store's 64-bit integers; a picture side past
+# this would take gigabytes (the export's largest resolution too).
+MAX_ID = 2**63 - 1
+MAX_SIDE = 8192
+
+
+def guarded(check: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one of :mod:`workbench.guard`'s checks; a refusal is a usage error (exit 2)."""
+    try:
+        return check(*args, **kwargs)
+    except InputRefused as exc:
+        fail(str(exc))
+
+
 def print_json(data: Any) -> None:
     """Print ``data`` as indented JSON (dates and paths as strings)."""
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
 def parse_size(size: Optional[str]) -> Optional[tuple[int, int]]:
-    """``"512x768"`` -> ``(512, 768)`` (width, height); ``None`` stays ``None``."""
+    """``"512x768"`` -> ``(512, 768)`` (width, height), each side 1 to ``MAX_SIDE``; ``None`` stays ``None``."""
     if size is None:
         return None
     try:
+        if len(size) > 20:
+            raise ValueError
         w, h = (int(v) for v in size.lower().split("x"))
-        if w < 1 or h < 1:
+        if not (1 <= w <= MAX_SIDE and 1 <= h <= MAX_SIDE):
             raise ValueError
     except ValueError:
-        raise typer.BadParameter(f"--size must look like 512x768 (width x height), not {size!r}")
+        raise typer.BadParameter(f"--size must look like 512x768 (width x height, each 1 to {MAX_SIDE}), "
+                                 f"not {size[:40]!r}") from None
     return (w, h)
 
 

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from workbench.cli.common import engine_of, fail, parse_size, print_json, progress_hooks, settings_of, stage_hooks
+from workbench.cli.common import engine_of, fail, guarded, parse_size, print_json, progress_hooks, settings_of, stage_hooks
+from workbench.guard import check_name, check_output_file
 
 app = typer.Typer()
 import_app = typer.Typer(help="Import a dataset into the store.", no_args_is_help=True)
@@ -29,7 +30,7 @@ def config(ctx: typer.Context) -> None:
 @app.command()
 def demo(
     ctx: typer.Context,
-    images: Annotated[int, typer.Option(help="Number of images to generate.")] = 64,
+    images: Annotated[int, typer.Option(min=1, max=100_000, help="Number of images to generate.")] = 64,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same dataset).")] = 0,
 ) -> None:
     """Generate the demo dataset (iMaterialist 2019 format) and import it as 'demo'."""
@@ -47,7 +48,14 @@ def demo(
 
 def _run_import(ctx: typer.Context, runner, report_path: Optional[Path], **kwargs: Any) -> None:
     from workbench.formats import ImportSourceError, StrictImportError
+    from workbench.formats.images import CHECK_MODES
 
+    # Checked before the import: a refusal afterwards would lose the report of a finished import.
+    guarded(check_name, kwargs["name"])
+    if kwargs.get("image_check") not in (None, *CHECK_MODES):
+        fail(f"--image-check {kwargs['image_check']!r} is not a mode: use {', '.join(CHECK_MODES)}")
+    if report_path is not None:
+        guarded(check_output_file, report_path, "--report")
     try:
         with progress_hooks(f"import {kwargs['name']}", unit="B") as (progress, should_stop):
             report = runner(engine_of(ctx), progress=progress, should_stop=should_stop, **kwargs)
@@ -176,6 +184,9 @@ def masks_render(
     from workbench.schemes import SchemeError
 
     target = parse_size(size)
+    guarded(check_output_file, out, "--out")
+    if legend is not None:
+        guarded(check_output_file, legend, "--legend")
     try:
         with session_scope(engine_of(ctx)) as session:
             image = get_image(session, get_dataset(session, dataset), image_id)

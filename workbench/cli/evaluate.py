@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import engine_of, fail, print_json, progress_hooks, settings_of
+from workbench.cli.common import MAX_ID, MAX_SIDE, engine_of, fail, print_json, progress_hooks, settings_of
 
 app = typer.Typer()
 
@@ -20,17 +20,17 @@ def evaluate_command(
     split: Annotated[str, typer.Option(help="The export's split whose masks and prompts are used.")] = "validation",
     segmenter: Annotated[str, typer.Option(
         help="The judge: a SegFormer folder or hub id, or u2net-cloth[:PATH].")] = "u2net-cloth",
-    per_mask: Annotated[int, typer.Option(help="Images generated per mask (fixed seeds).")] = 1,
-    seed: Annotated[int, typer.Option(help="First seed (then seed+1, ...).")] = 0,
-    steps: Annotated[int, typer.Option(help="Inference steps (protocol: 20).")] = 20,
-    guidance: Annotated[float, typer.Option(help="Guidance scale (protocol: 7.5).")] = 7.5,
+    per_mask: Annotated[int, typer.Option(min=1, max=1000, help="Images generated per mask (fixed seeds).")] = 1,
+    seed: Annotated[int, typer.Option(min=0, max=MAX_ID, help="First seed (then seed+1, ...).")] = 0,
+    steps: Annotated[int, typer.Option(min=1, max=1000, help="Inference steps (protocol: 20).")] = 20,
+    guidance: Annotated[float, typer.Option(min=0, max=100, help="Guidance scale (protocol: 7.5).")] = 7.5,
     scheduler: Annotated[str, typer.Option(help="unipc (protocol), ddim, euler-a or dpm++2m.")] = "unipc",
-    resolution: Annotated[int, typer.Option(help="Square size in pixels (protocol: 512).")] = 512,
+    resolution: Annotated[int, typer.Option(min=8, max=MAX_SIDE, help="Square size in pixels (protocol: 512).")] = 512,
     base: Annotated[Optional[str], typer.Option(help="Base model (default: the one it was trained on).")] = None,
     clip_model: Annotated[Optional[str], typer.Option(
         help="open_clip model for the CLIP score (registry name, ARCH/TAG or folder); none: skipped.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="At most this many masks.")] = None,
-    worst: Annotated[int, typer.Option(help="Worst cases kept as images.")] = 4,
+    limit: Annotated[Optional[int], typer.Option(min=1, max=MAX_ID, help="At most this many masks.")] = None,
+    worst: Annotated[int, typer.Option(min=0, max=1000, help="Worst cases kept as images.")] = 4,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     request_json: Annotated[Optional[str], typer.Option(help="The whole request as JSON (what a job runs).")] = None,
     background: Annotated[bool, typer.Option("--background", help="Run as a background job; print its id.")] = False,

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import engine_of, fail, print_json, settings_of
+from workbench.cli.common import MAX_ID, engine_of, fail, guarded, print_json, settings_of
+from workbench.guard import decode_text, loads_json, read_json
 
 app = typer.Typer()
+# A scheme is a few hundred classes at most; far larger input is not one.
+SCHEME_MAX_BYTES = 4 * 2**20
 schemes_app = typer.Typer(help="Mask schemes: list, show and save (JSON in, JSON out).",
                           no_args_is_help=True)
 app.add_typer(schemes_app, name="schemes")
@@ -26,10 +28,10 @@ def eda(
         "--category", help="Keep images with a mask of this category (repeatable: any of them).")] = None,
     attribute: Annotated[Optional[list[str]], typer.Option(
         "--attribute", help="Keep images with a mask carrying this attribute (repeatable).")] = None,
-    min_width: Annotated[Optional[int], typer.Option(help="Smallest image width kept.")] = None,
-    max_width: Annotated[Optional[int], typer.Option(help="Largest image width kept.")] = None,
-    min_height: Annotated[Optional[int], typer.Option(help="Smallest image height kept.")] = None,
-    max_height: Annotated[Optional[int], typer.Option(help="Largest image height kept.")] = None,
+    min_width: Annotated[Optional[int], typer.Option(min=0, max=MAX_ID, help="Smallest image width kept.")] = None,
+    max_width: Annotated[Optional[int], typer.Option(min=0, max=MAX_ID, help="Largest image width kept.")] = None,
+    min_height: Annotated[Optional[int], typer.Option(min=0, max=MAX_ID, help="Smallest image height kept.")] = None,
+    max_height: Annotated[Optional[int], typer.Option(min=0, max=MAX_ID, help="Largest image height kept.")] = None,
     facet: Annotated[Optional[list[str]], typer.Option(
         "--facet", help="NAME=VALUE: keep images whose facet (people, caption ...) has VALUE "
                         "(repeatable).")] = None,
@@ -87,7 +89,7 @@ def schemes_list(
 def schemes_show(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Scheme name.")],
-    version: Annotated[Optional[int], typer.Option("--version", help="A version (default: the latest).")] = None,
+    version: Annotated[Optional[int], typer.Option("--version", min=1, max=MAX_ID, help="A version (default: the latest).")] = None,
 ) -> None:
     """One scheme's definition as JSON (the input ``schemes save`` takes)."""
     from db.engine import session_scope
@@ -110,20 +112,19 @@ def schemes_save(
     name: Annotated[Optional[str], typer.Option("--name", help="Save under this name instead.")] = None,
     curator: Annotated[Optional[str], typer.Option("--curator", help="Who saves it (audit log).")] = None,
     based_on: Annotated[Optional[int], typer.Option(
-        "--based-on", help="The version this edit started from: refuse if a newer one was saved.")] = None,
+        "--based-on", min=1, max=MAX_ID, help="The version this edit started from: refuse if a newer one was saved.")] = None,
 ) -> None:
     """Save a scheme definition as a new version (nothing is overwritten); prints name + version."""
     from db.engine import session_scope
     from workbench.schemes import SchemeConflict, SchemeError, save_scheme
 
-    try:
-        raw = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
-    except OSError as exc:
-        fail(f"cannot read {source}: {exc.strerror or exc}")
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        fail(f"{source}: not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})")
+    if source == "-":
+        raw = guarded(decode_text, sys.stdin.buffer.read(SCHEME_MAX_BYTES + 1), "stdin")
+        if len(raw) > SCHEME_MAX_BYTES:
+            fail(f"stdin holds more than {SCHEME_MAX_BYTES} bytes: a scheme is far smaller; is it the right input?")
+        data = guarded(loads_json, raw, "stdin")
+    else:
+        data = guarded(read_json, source, "scheme file", max_bytes=SCHEME_MAX_BYTES)
     if isinstance(data, dict) and isinstance(data.get("definition"), dict):
         data = data["definition"]  # the output of `schemes show`
     if not isinstance(data, dict):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from workbench.cli.common import engine_of, fail, print_json, progress_hooks, settings_of
+from workbench.cli.common import MAX_ID, engine_of, fail, guarded, print_json, progress_hooks, settings_of
+from workbench.guard import check_output_dir, loads_json, validation_problems
 
 app = typer.Typer()
 
@@ -45,7 +45,7 @@ def export(
     split: Annotated[Optional[str], typer.Option(help="all, train or validation (default all).")] = None,
     validation_fraction: Annotated[Optional[float], typer.Option(help="Share of the seeded "
                                                                       "validation split (default 0.1).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the split and prompt mixing (default 0).")] = None,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=MAX_ID, help="Seed of the split and prompt mixing (default 0).")] = None,
     people: Annotated[Optional[str], typer.Option(help="People decisions: ignore, exclude or "
                                                        "crop (default exclude).")] = None,
     undecided: Annotated[Optional[Undecided], typer.Option(
@@ -63,11 +63,11 @@ def export(
         "--use-predicted-masks/--real-masks-only",
         help="Images without real masks use predicted ones of the same scheme (`segment predict`).")] = None,
     predicted_source: Annotated[Optional[int], typer.Option(
-        help="Prediction source id to use (`segment sources`; default the newest of the scheme).")] = None,
+        min=1, max=MAX_ID, help="Prediction source id to use (`segment sources`; default the newest of the scheme).")] = None,
     recipe_json: Annotated[Optional[str], typer.Option(hidden=True, help="The recipe as JSON "
                                                                          "(what jobs run).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing export folder.")] = False,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default every core).")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, max=1024, help="Worker processes (default every core).")] = None,
     background: Annotated[bool, typer.Option(help="Run as a background job; print its id.")] = False,
 ) -> None:
     """Export a dataset for training: masks, photos, prompts and a manifest."""
@@ -81,8 +81,11 @@ def export(
         if recipe is not None:
             values.update(load_recipe(recipe))
         if recipe_json is not None:
-            values.update(json.loads(recipe_json))
-    except (ExportError, json.JSONDecodeError) as exc:
+            given_json = guarded(loads_json, recipe_json, "--recipe-json")
+            if not isinstance(given_json, dict):
+                fail(f"--recipe-json must be a JSON object of recipe keys, not {type(given_json).__name__}")
+            values.update(given_json)
+    except ExportError as exc:
         fail(str(exc))
     given = {"dataset": dataset, "format": fmt.value if fmt else None, "resolution": resolution,
              "scheme": scheme, "crop": crop, "buckets": buckets, "target_format": target_format,
@@ -98,12 +101,11 @@ def export(
         fail("name the dataset: --dataset NAME (or a --recipe file that names it)")
     if out is None:
         fail("name the destination folder: --out DIR")
+    guarded(check_output_dir, out, "--out")
     try:
         parsed = ExportRecipe(**values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'recipe'}: {e['msg']}"
-                             for e in exc.errors())
-        fail(f"bad export recipe: {problems}")
+        fail(f"bad export recipe: {validation_problems(exc, ExportRecipe)}")
 
     if background:
         from workbench.jobs import start_job

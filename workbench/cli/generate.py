@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import engine_of, fail, print_json, progress_hooks, settings_of
+from workbench.cli.common import MAX_ID, MAX_SIDE, engine_of, fail, print_json, progress_hooks, settings_of
 
 app = typer.Typer()
 generate_app = typer.Typer(help="Generate images with trained ControlNets; list them; compare checkpoints.",
@@ -68,7 +68,7 @@ def run(
         help="ControlNet: a checkpoint-N folder, a run's output folder, a registry name or any ControlNet "
              "folder (repeat to compare checkpoints).")] = None,
     image_id: Annotated[Optional[int], typer.Option(
-        help="Mask: this stored image's masks in the ControlNet's scheme.")] = None,
+        min=1, max=MAX_ID, help="Mask: this stored image's masks in the ControlNet's scheme.")] = None,
     mask: Annotated[Optional[Path], typer.Option(
         help="Mask: a label PNG (pixel value = class id) or one in the scheme's colours.")] = None,
     photo: Annotated[Optional[Path], typer.Option(
@@ -82,18 +82,18 @@ def run(
              "'paint rectangle 3 x0,y0,x1,y1' (fractions).")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="Prompt (default: the image's training prompt).")] = None,
     negative_prompt: Annotated[str, typer.Option(help="Negative prompt.")] = "",
-    seed: Annotated[Optional[list[int]], typer.Option(help="Seed (repeatable; default 0).")] = None,
-    steps: Annotated[int, typer.Option(help="Inference steps.")] = 20,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
-    conditioning_scale: Annotated[float, typer.Option(help="The mask ControlNet's conditioning scale.")] = 1.0,
+    seed: Annotated[Optional[list[int]], typer.Option(min=0, max=MAX_ID, help="Seed (repeatable; default 0).")] = None,
+    steps: Annotated[int, typer.Option(min=1, max=1000, help="Inference steps.")] = 20,
+    guidance: Annotated[float, typer.Option(min=0, max=100, help="Classifier-free guidance scale.")] = 7.5,
+    conditioning_scale: Annotated[float, typer.Option(min=0, max=10, help="The mask ControlNet's conditioning scale.")] = 1.0,
     scheduler: Annotated[str, typer.Option(help="unipc, ddim, euler-a or dpm++2m.")] = "unipc",
     resolution: Annotated[Optional[int], typer.Option(
-        help="Square size in pixels (default: the training resolution).")] = None,
+        min=8, max=MAX_SIDE, help="Square size in pixels (default: the training resolution).")] = None,
     pose_detector: Annotated[Optional[str], typer.Option(
         help="OpenPose weights: registry name (openpose, tiny-openpose), hub id or folder.")] = None,
     pose_controlnet: Annotated[Optional[str], typer.Option(
         help="The OpenPose ControlNet: registry name (controlnet-openpose), hub id or folder.")] = None,
-    pose_scale: Annotated[float, typer.Option(help="The pose ControlNet's conditioning scale.")] = 1.0,
+    pose_scale: Annotated[float, typer.Option(min=0, max=10, help="The pose ControlNet's conditioning scale.")] = 1.0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     request_json: Annotated[Optional[str], typer.Option(help="The whole request as JSON (what a job runs).")] = None,
     background: Annotated[bool, typer.Option("--background", help="Run as a background job; print its id.")] = False,
@@ -143,8 +143,8 @@ def _print_rows(engine, ids: list[int]) -> None:
 
 @generate_app.command("list")
 def list_(ctx: typer.Context,
-          job: Annotated[Optional[int], typer.Option(help="Only the images of this job.")] = None,
-          limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+          job: Annotated[Optional[int], typer.Option(min=1, max=MAX_ID, help="Only the images of this job.")] = None,
+          limit: Annotated[int, typer.Option(min=1, max=1_000_000, help="At most this many, newest first.")] = 50,
           json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Generated images, newest first, with their provenance."""
     from db.engine import session_scope

@@ -6,13 +6,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import engine_of, fail, print_json, settings_of
+from workbench.cli.common import MAX_ID, engine_of, fail, print_json, settings_of
 
 app = typer.Typer()
 jobs_app = typer.Typer(help="Background jobs: list, status, log, cancel, resume.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 
-JobArg = Annotated[int, typer.Argument(help="Job id (see `jobs list`).")]
+JobArg = Annotated[int, typer.Argument(min=1, max=MAX_ID, help="Job id (see `jobs list`).")]
 
 
 @jobs_app.command("list")
@@ -66,7 +66,7 @@ def status_cmd(
 def log_cmd(
     ctx: typer.Context,
     job_id: JobArg,
-    lines: Annotated[int, typer.Option(help="How many lines from the end.")] = 50,
+    lines: Annotated[int, typer.Option(min=1, max=1_000_000, help="How many lines from the end.")] = 50,
 ) -> None:
     """Print the end of a job's log."""
     from db.engine import session_scope
@@ -83,7 +83,7 @@ def log_cmd(
 def cancel_cmd(
     ctx: typer.Context,
     job_id: JobArg,
-    grace: Annotated[float, typer.Option(help="Seconds to wait for a graceful stop before killing.")] = 10.0,
+    grace: Annotated[float, typer.Option(min=0, max=86_400, help="Seconds to wait for a graceful stop before killing.")] = 10.0,
 ) -> None:
     """Stop a job: gracefully, then forcibly after --grace seconds."""
     cancel_or_fail(ctx, job_id, grace)

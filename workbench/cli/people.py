@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import engine_of, fail, print_json, progress_hooks, settings_of
+from workbench.cli.common import MAX_ID, engine_of, fail, print_json, progress_hooks, settings_of
 
 app = typer.Typer()
 people_app = typer.Typer(help="Find images where not every person is labelled, and decide them.",
@@ -39,7 +39,7 @@ def detect_cmd(
     threshold: Annotated[Optional[float], typer.Option(help="Flag images scoring at least this "
                                                        "(default: the detector's measured default).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch (committed together).")] = 8,
-    limit: Annotated[Optional[int], typer.Option(help="Process at most this many new images.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, max=MAX_ID, help="Process at most this many new images.")] = None,
     model: Annotated[Optional[str], typer.Option(help="grounding-dino / torchvision: model registry name "
                                                  "(`models list`), hub id, architecture or local path.")] = None,
     weights: Annotated[Optional[str], typer.Option(help="torchvision: local state-dict file.")] = None,

@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import engine_of, fail, print_json, progress_hooks, settings_of
-from workbench.cli.jobs import resume_or_fail, run_trainer
+from workbench.cli.common import engine_of, fail, guarded, print_json, progress_hooks, settings_of
+from workbench.guard import check_output_dir
+from workbench.cli.jobs import JobArg, resume_or_fail, run_trainer
 
 app = typer.Typer()
 segment_app = typer.Typer(help="Cloth segmenters: train SegFormer, predict masks, score them against real masks.",
@@ -57,7 +58,7 @@ def train(ctx: typer.Context, config: ConfigOpt, set_: SetOpt = None, resume_fro
 
 
 @segment_app.command("resume")
-def resume(ctx: typer.Context, job_id: int) -> None:
+def resume(ctx: typer.Context, job_id: JobArg) -> None:
     """Start a stopped or failed segmenter training job again from its latest checkpoint; prints the new id."""
     typer.echo(resume_or_fail(ctx, job_id, ("--resume-from-checkpoint=latest",)))
 
@@ -87,6 +88,10 @@ def predict(
         fail("name what to predict: --dataset NAME or --folder DIR (with --out DIR)")
     if folder is not None and out is None:
         fail("--folder needs --out DIR for the masks")
+    if folder is not None and not folder.is_dir():
+        fail(f"--folder {folder} is not a folder of photos")
+    if out is not None:
+        guarded(check_output_dir, out, "--out")
     if background:
         from workbench.segment.jobs import start_prediction_job
 

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import engine_of, fail, print_json, settings_of
-from workbench.cli.jobs import cancel_or_fail, resume_or_fail, run_trainer
+from workbench.cli.common import MAX_SIDE, engine_of, fail, print_json, settings_of
+from workbench.cli.jobs import JobArg, cancel_or_fail, resume_or_fail, run_trainer
 
 app = typer.Typer()
 train_app = typer.Typer(help="Train a ControlNet on an export: in the foreground or as a background job.",
@@ -21,7 +21,7 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a c
 ResumeOpt = Annotated[Optional[str], typer.Option("--resume-from-checkpoint",
                                                   help="'latest' or a checkpoint folder.")]
 ProcessesOpt = Annotated[Optional[int], typer.Option(
-    "--num-processes", help="Training processes, one per GPU (run: default 1; start: every visible GPU, 1 on CPU). "
+    "--num-processes", min=1, max=1024, help="Training processes, one per GPU (run: default 1; start: every visible GPU, 1 on CPU). "
                             "More than 1 launches through `accelerate launch`.")]
 AccelerateOpt = Annotated[Optional[Path], typer.Option(
     "--accelerate-config", help="An accelerate config file (multi-node and the like); launches through it.")]
@@ -133,7 +133,7 @@ def list_(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json", help
 
 
 @train_app.command("status")
-def status(ctx: typer.Context, job_id: int,
+def status(ctx: typer.Context, job_id: JobArg,
            json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """One training job: status, step, loss, ETA, checkpoints."""
     from db.engine import session_scope
@@ -165,15 +165,15 @@ def status(ctx: typer.Context, job_id: int,
 
 
 @train_app.command("cancel")
-def cancel(ctx: typer.Context, job_id: int,
-           grace: Annotated[float, typer.Option(help="Seconds to wait for a checkpoint before killing.")] = 60) -> None:
+def cancel(ctx: typer.Context, job_id: JobArg,
+           grace: Annotated[float, typer.Option(min=0, max=86_400, help="Seconds to wait for a checkpoint before killing.")] = 60) -> None:
     """Stop a training job: it saves a checkpoint and exits (killed after the grace period)."""
     cancel_or_fail(ctx, job_id, grace)
     typer.echo(f"job {job_id} cancelled")
 
 
 @train_app.command("resume")
-def resume(ctx: typer.Context, job_id: int) -> None:
+def resume(ctx: typer.Context, job_id: JobArg) -> None:
     """Start a stopped or failed training job again from its latest checkpoint (from step 0 when it
     saved none); prints the new id."""
     from db.engine import session_scope
@@ -190,10 +190,10 @@ def resume(ctx: typer.Context, job_id: int) -> None:
 
 
 @train_app.command("suggest")
-def suggest(gpu_memory: Annotated[Optional[float], typer.Option(help="GiB per GPU (default: this machine's).")] = None,
-            target_batch: Annotated[int, typer.Option(help="Target effective batch (up to 256).")] = 64,
-            resolution: Annotated[Optional[int], typer.Option(help="Training resolution (default 512; SDXL 1024).")] = None,
-            processes: Annotated[int, typer.Option(help="GPUs.")] = 1,
+def suggest(gpu_memory: Annotated[Optional[float], typer.Option(min=0.1, max=100_000, help="GiB per GPU (default: this machine's).")] = None,
+            target_batch: Annotated[int, typer.Option(min=1, max=256, help="Target effective batch (up to 256).")] = 64,
+            resolution: Annotated[Optional[int], typer.Option(min=8, max=MAX_SIDE, help="Training resolution (default 512; SDXL 1024).")] = None,
+            processes: Annotated[int, typer.Option(min=1, max=1024, help="GPUs.")] = 1,
             sdxl: Annotated[bool, typer.Option("--sdxl", help="For an SDXL base (two text encoders, 1024 px).")] = False,
             json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Suggested batch size, accumulation and steps for a GPU (see train/suggest.py for why)."""
@@ -202,6 +202,9 @@ def suggest(gpu_memory: Annotated[Optional[float], typer.Option(help="GiB per GP
 
     from train.suggest import detect_gpu_memory_gib, suggest_settings
 
+    if resolution is not None and resolution % 8:
+        raise typer.BadParameter(f"{resolution} is not a multiple of 8 (the VAE downsamples by 8); "
+                                 f"try {resolution // 8 * 8 or 8}", param_hint="--resolution")
     memory = detect_gpu_memory_gib() if gpu_memory is None else gpu_memory
     suggestion = suggest_settings(memory, target_batch, resolution, processes, sdxl=sdxl,
                                   have_bitsandbytes=importlib.util.find_spec("bitsandbytes") is not None)

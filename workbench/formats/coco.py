@@ -22,7 +22,9 @@ from pycocotools import mask as mask_utils
 from sqlalchemy import Engine
 
 from workbench.formats.records import PendingAnnotation, source_key
+from workbench.formats.records import size_problem
 from workbench.formats.store import DatasetWriter, ImportReport, ImportSourceError
+from workbench.guard import InputRefused, JsonNesting
 from workbench.progress import ProgressFn, StopFn, report
 from workbench.rle import (
     RLEError,
@@ -61,9 +63,18 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _chunks(path: Path, on_bytes: Callable[[int], None]) -> Iterator[bytes]:
+def _chunks(path: Path, on_bytes: Callable[[int], None], check_nesting: bool = False) -> Iterator[bytes]:
+    """The file's bytes in chunks; with ``check_nesting`` (the first pass), each is checked for
+    nesting past the limit before ijson's item builders see it (they take time that grows with
+    the square of the depth)."""
+    nesting = JsonNesting(str(path)) if check_nesting else None
     with path.open("rb") as handle:
         while chunk := handle.read(_CHUNK_BYTES):
+            if nesting is not None:
+                try:
+                    nesting.feed(chunk)
+                except InputRefused as exc:
+                    raise ImportSourceError(str(exc)) from None
             yield chunk
             on_bytes(len(chunk))
 
@@ -103,7 +114,7 @@ def _read_header(path: Path, on_bytes: Callable[[int], None]) -> _CocoHeader:
         del images[:]
 
     try:
-        for chunk in _chunks(path, on_bytes):
+        for chunk in _chunks(path, on_bytes, check_nesting=True):
             for coro in coros:
                 coro.send(chunk)
             take_images()
@@ -135,8 +146,8 @@ def _add_image_entry(header: _CocoHeader, entry: Any, index: int) -> None:
         return
     elif not name:
         reason = f"image {image_id}: file_name {file_name!r} must be a non-empty path"
-    elif not (_is_int(width) and _is_int(height) and width > 0 and height > 0):
-        reason = f"image {image_id}: width {width!r} and height {height!r} must be positive integers"
+    elif size_problem(width, "width") or size_problem(height, "height"):
+        reason = f"image {image_id}: {size_problem(width, 'width') or size_problem(height, 'height')}"
     else:
         header.images[image_id] = (name, width, height)
         return

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from workbench.guard import file_name_problem, printable
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 CHECK_MODES = ("full", "header", "none")
 
@@ -32,6 +34,9 @@ class ImageInfo:
 def image_path_parts(file_name: str) -> list[str]:
     """The folders and file name of ``file_name`` relative to an images folder; refuses names
     that are absolute or leave the folder (string work only: it runs once per imported image)."""
+    problem = file_name_problem(file_name)
+    if problem:
+        raise ImageProblem(f"{printable(file_name)[:80]!r}: {problem}")
     normalised = file_name.replace("\\", "/")
     if not normalised or normalised.startswith("/") or (len(normalised) > 1 and normalised[1] == ":"):
         raise ImageProblem(f"{file_name!r}: image paths must be relative to the images folder")
@@ -41,8 +46,26 @@ def image_path_parts(file_name: str) -> list[str]:
 
 
 def resolve_image_path(images_root: Path, file_name: str) -> Path:
-    """The file ``file_name`` inside ``images_root``; refuses names that leave the folder."""
-    return images_root.joinpath(*image_path_parts(file_name))
+    """The file ``file_name`` inside ``images_root``; refuses names that leave the folder, by
+    their text or through a symlink (the path is resolved, links followed, and must stay inside)."""
+    path = images_root.joinpath(*image_path_parts(file_name))
+    try:
+        inside = path.resolve().is_relative_to(images_root.resolve())
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a path the OS refuses
+        raise ImageProblem(f"{path}: cannot be resolved ({exc})") from exc
+    if not inside:
+        raise ImageProblem(f"{path}: a symlink to {path.resolve()}, outside the images folder {images_root}: "
+                           "copy the file into the folder instead")
+    return path
+
+
+def image_file(images_root: Path, file_name: str) -> Path | None:
+    """The file ``file_name`` inside ``images_root`` (see :func:`resolve_image_path`), or None
+    where the name or a symlink leads out of the folder: what readers of stored images use."""
+    try:
+        return resolve_image_path(images_root, file_name)
+    except ImageProblem:
+        return None
 
 
 def check_image(
@@ -65,7 +88,10 @@ def check_image(
     checksum = size = None
     source: Path | io.BytesIO = path
     if mode == "full":
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ImageProblem(f"{path}: cannot be read ({exc.strerror or exc})") from exc
         checksum, size = hashlib.sha256(data).hexdigest(), len(data)
         source = io.BytesIO(data)
     try:

@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 from workbench.formats.imat2019_rows import RowParser, set_up_parsing_process
 from workbench.formats.records import PendingAnnotation, Rejection
 from workbench.formats.store import DatasetWriter, ImportReport, ImportSourceError
+from workbench.guard import InputRefused, decode_text
 from workbench.progress import ProgressFn, StopFn, report
 from workbench.settings import get_settings
 from workbench.taxonomy import TaxonomyError, load_taxonomy
@@ -46,6 +47,7 @@ PARALLEL_MIN_BYTES = 32 * 1024 * 1024
 MAX_DEFAULT_WORKERS = 2
 # About the size of an iMaterialist row (a few kB of runs): sizes a parsing chunk.
 TYPICAL_ROW_BYTES = 4096
+MAX_HEADER_BYTES = 64 * 1024
 
 
 def _byte_ranges(handle: BinaryIO, start: int, size: int, chunk_bytes: int) -> Iterator[tuple[int, int]]:
@@ -122,7 +124,11 @@ def _cyclic_gc_paused() -> Iterator[None]:
 
 
 def _header(handle: BinaryIO, csv_path: Path) -> list[str]:
-    first = handle.readline().decode("utf-8-sig").strip()
+    try:
+        # A bounded read: a binary file may have no line end for gigabytes.
+        first = decode_text(handle.readline(MAX_HEADER_BYTES), f"{csv_path} line 1").strip()
+    except InputRefused as exc:
+        raise ImportSourceError(f"{exc} (a train.csv)") from None
     header = next(csv.reader([first]), [])
     header = [h.strip() for h in header]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from workbench.formats.records import Rejection, class_key, source_key
+from workbench.formats.records import MAX_IMAGE_SIDE, Rejection, class_key, size_problem, source_key
 from workbench.rle import Encoded, RLEError, encode_fields, encode_texts
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
@@ -92,7 +92,8 @@ class RowParser:
             spans = rle_kernels.field_spans(buffer, line_ends, len(col), col["EncodedPixels"])
             heights = rle_kernels.parse_sizes(buffer, spans[:, col["Height"]])
             widths = rle_kernels.parse_sizes(buffer, spans[:, col["Width"]])
-            taken = np.flatnonzero((heights > 0) & (widths > 0))
+            # Sizes out of range are read again by csv, which words their rejection.
+            taken = np.flatnonzero((heights > 0) & (widths > 0) & (heights <= MAX_IMAGE_SIDE) & (widths <= MAX_IMAGE_SIDE))
             empty = np.flatnonzero(spans[:, 0, 0] == -2)
         else:
             taken = empty = np.zeros(0, dtype=np.int64)
@@ -209,12 +210,15 @@ class RowParser:
 
 
 def _positive_int(value: str, column: str) -> int:
+    if len(value) > 40:  # int() of a huge digit string costs time, and no image side is that long
+        raise _RowError(f"{column} {value[:20]!r}... ({len(value)} characters) is not an image side")
     try:
         number = int(value)
     except (TypeError, ValueError):
         raise _RowError(f"{column} {value!r} is not an integer") from None
-    if number <= 0:
-        raise _RowError(f"{column} must be positive, not {number}")
+    problem = size_problem(number, column)
+    if problem:
+        raise _RowError(problem)
     return number
 
 

@@ -11,6 +11,23 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 
+# The largest image side a dataset may state: far past any real photo, and small enough that
+# height x width fits every integer type the masks are computed in.
+MAX_IMAGE_SIDE = 1 << 20
+
+
+def size_problem(value: object, name: str) -> str | None:
+    """Why ``value`` cannot be an image side stated in a source (``name`` the column or key), or None."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return f"{name} {value!r} is not an integer"
+    if value <= 0:
+        return f"{name} must be positive, not {value}"
+    if value > MAX_IMAGE_SIDE:
+        shown = str(value) if value < 10**30 else f"a {len(str(value))}-digit number"
+        return f"{name} {shown} is over the largest image side, {MAX_IMAGE_SIDE}"
+    return None
+
+
 @dataclass
 class Rejection:
     """A row (or annotation) the import refused: where it is and why."""

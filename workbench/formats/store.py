@@ -31,6 +31,7 @@ from db.models import (
 )
 from workbench.formats.images import ImageInfo, ImageProblem, check_image
 from workbench.formats.records import PendingAnnotation, Rejection
+from workbench.guard import check_name, printable
 from workbench.progress import Cancelled, StopFn
 from workbench.taxonomy import Taxonomy
 
@@ -128,6 +129,7 @@ class DatasetWriter:
         image_check: str = "full",
         max_pixels: int = 89_478_485,
     ):
+        check_name(name)  # before anything is written
         self.images_root = Path(images_root)
         self.strict = strict
         self.image_check = image_check
@@ -215,7 +217,7 @@ class DatasetWriter:
 
     def reject(self, line: int | None, image_id: str, reason: str) -> None:
         """Record a refused row; in strict mode, abort the whole import."""
-        rejection = Rejection(line, image_id, reason)
+        rejection = Rejection(line, printable(image_id), reason)
         if self.strict:
             self._session.rollback()
             self.close()

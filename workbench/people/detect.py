@@ -21,6 +21,7 @@ from db.engine import session_scope
 from db.models import Annotation, Category, Dataset, Image, utcnow
 from db.people import PeopleFlag, PeopleScan, PersonProposal
 from workbench.datasets import get_dataset
+from workbench.formats.images import image_file
 from workbench.people.coverage import CoverageSettings, image_score, proposal_coverage, unlabelled_score
 from workbench.people.detectors import Detector, DetectorError, Garment, ImageSample
 from workbench.progress import ProgressFn, StopFn, check_stop, report
@@ -68,7 +69,7 @@ def load_samples(session: Session, dataset: Dataset, image_ids: list[int]) -> li
     root = Path(dataset.images_root)
     return [
         ImageSample(image_id=i, file_name=images[i].file_name, width=images[i].width,
-                    height=images[i].height, path=root / images[i].file_name, garments=garments[i])
+                    height=images[i].height, path=image_file(root, images[i].file_name), garments=garments[i])
         for i in image_ids
     ]
 

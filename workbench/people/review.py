@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Dataset, Image
 from db.people import PersonProposal
+from workbench.formats.images import image_file
 from workbench.people.queue import proposals_for
 
 MASK_ALPHA = 0.45
@@ -61,8 +62,10 @@ def review_image(session: Session, image_id: int, proposals: list[ShownProposal]
 
     image = session.get(Image, image_id)
     dataset = session.get(Dataset, image.dataset_id)
-    path = Path(dataset.images_root) / image.file_name
+    path = image_file(Path(dataset.images_root), image.file_name)
     try:
+        if path is None:  # a symlink leading out of the images folder: not shown
+            raise FileNotFoundError(image.file_name)
         with PILImage.open(path) as src:
             photo = np.asarray(src.convert("RGB"), dtype=np.float32)
     except OSError:

@@ -209,7 +209,7 @@ def predict_folder(folder: Path, out_dir: Path, segmenter: Segmenter, *, scheme:
     Photos whose mask already exists are skipped (resume). ``legend.json`` names the classes.
     """
     from workbench.files import write_atomically
-    from workbench.formats.images import iter_image_files
+    from workbench.formats.images import image_file, iter_image_files
     from workbench.masks import RenderedMask, encode_palette_png
     from workbench.palette import flat_palette
 
@@ -229,8 +229,12 @@ def predict_folder(folder: Path, out_dir: Path, segmenter: Segmenter, *, scheme:
         check_stop(should_stop)
         batch, photos = [], []
         for name in todo[start:start + batch_size]:
+            path = image_file(folder, name)
+            if path is None:
+                failed[name] = f"leads out of {folder} (a symlink): not read"
+                continue
             try:
-                photos.append(_open_photo(folder / name))
+                photos.append(_open_photo(path))
                 batch.append(name)
             except OSError as exc:
                 failed[name] = f"cannot read the photo: {exc}"
