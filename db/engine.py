@@ -1,4 +1,5 @@
-"""Engine and session setup: SQLite pragmas, automatic migrations, one session per unit of work."""
+"""Engine and session setup: SQLite pragmas or PostgreSQL pool settings, automatic migrations,
+one session per unit of work."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 SQLITE_PAGE_SIZE = 16_384
+# A Streamlit server runs one script thread per browser session plus job threads: a few
+# connections each, recycled before servers and proxies drop idle ones, checked before use.
+POSTGRES_POOL = {"pool_size": 5, "max_overflow": 10, "pool_pre_ping": True, "pool_recycle": 1800}
+POSTGRES_CONNECT_TIMEOUT_S = 10
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
@@ -66,6 +71,12 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000, migrate: bool = True
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False}
+        elif parsed.get_backend_name() == "postgresql":
+            kwargs.update(POSTGRES_POOL)
+            # Columns hold naive UTC times: the session's zone must be UTC for comparisons with
+            # aware datetimes (claims, expiries) to mean the same instant as on SQLite.
+            kwargs["connect_args"] = {"options": "-c timezone=UTC",
+                                      "connect_timeout": POSTGRES_CONNECT_TIMEOUT_S}
         engine = create_engine(url, **kwargs)
         if parsed.get_backend_name() == "sqlite":
             event.listen(engine, "connect", _set_sqlite_pragmas(busy_timeout_ms))

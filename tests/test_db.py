@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -12,6 +13,7 @@ import db  # noqa: F401  (every area's models)
 from db.models import Base
 
 
+@pytest.mark.both_databases
 def test_migrations_create_exactly_the_models_schema(engine):
     with engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)

@@ -16,6 +16,9 @@ from workbench.formats import ImportSourceError, StrictImportError, import_imat2
 from workbench.rle import counts_to_runs, decode_runs, mask_to_text
 from workbench.taxonomy import BUNDLED_IMAT2019_LABELS
 
+# The store tests run on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.both_databases
+
 HEADER = "ImageId,EncodedPixels,Height,Width,ClassId"
 
 
