@@ -3,14 +3,20 @@ one session per unit of work."""
 
 from __future__ import annotations
 
+import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -104,3 +110,39 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     """One short transaction: commit on success, roll back on error."""
     with session_factory(engine)() as session, session.begin():
         yield session
+
+
+# PostgreSQL's "try the transaction again" states: serialization failure, deadlock, lock not
+# available; SQLite's is a busy database that outlasted busy_timeout.
+RETRY_SQLSTATES = {"40001", "40P01", "55P03"}
+RETRY_ATTEMPTS = 8
+RETRY_FIRST_WAIT_S = 0.05
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database error means "another writer was in the way; run it again"."""
+    if not isinstance(exc, DBAPIError) or isinstance(exc, IntegrityError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) in RETRY_SQLSTATES:
+        return True
+    message = str(exc.orig).lower()
+    return "database is locked" in message or "database table is locked" in message or "busy" in message
+
+
+def with_retries(engine: Engine, work: Callable[[Session], T], *, attempts: int = RETRY_ATTEMPTS,
+                 first_wait_s: float = RETRY_FIRST_WAIT_S) -> T:
+    """``work(session)`` in one transaction, run again after a growing random wait while the
+    database reports a transient conflict (see :func:`is_transient`); the last one is raised.
+
+    Every curator write (pages, CLI) goes through here, so busy databases under many curators
+    cost a moment, not a "database is locked" error.
+    """
+    for attempt in range(attempts):
+        try:
+            with session_scope(engine) as session:
+                return work(session)
+        except DBAPIError as exc:
+            if attempt == attempts - 1 or not is_transient(exc):
+                raise
+            time.sleep(first_wait_s * 2**attempt * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable")
