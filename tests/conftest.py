@@ -141,3 +141,18 @@ def app_store(tmp_path, monkeypatch, db_backend):
     st.cache_resource.clear()
     cleanup()
 from tests.tiny_generation import tiny_openpose, trained_run  # noqa: E402,F401
+
+
+@pytest.fixture
+def demo_app(demo_engine, tmp_path, monkeypatch):
+    """Point the app (pages, AppTest) at a private demo store (``demo_engine``, which it yields),
+    with Home's demo import off and Streamlit's cached engine cleared before and after."""
+    import streamlit as st
+
+    monkeypatch.setenv("WORKBENCH_DB_URL", demo_engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("WORKBENCH_DEMO_IMAGES", "0")
+    st.cache_resource.clear()
+    yield demo_engine
+    st.cache_resource.clear()
+    dispose_engines()

@@ -7,12 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
 from db.captions import Caption
-from db.engine import dispose_engines, session_scope
+from db.engine import session_scope
 from db.models import AuditLog
 from workbench.load import prepare
 
@@ -23,15 +22,9 @@ SESSIONS = 8
 
 
 @pytest.fixture
-def store(demo_engine, tmp_path, monkeypatch):
-    """The demo store with a caption on its first images, as the app's store."""
-    monkeypatch.setenv("WORKBENCH_DB_URL", demo_engine.url.render_as_string(hide_password=False))
-    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("WORKBENCH_DEMO_IMAGES", "0")
-    st.cache_resource.clear()
-    yield demo_engine, prepare(demo_engine, "demo", 1).caption_ids[0]
-    st.cache_resource.clear()
-    dispose_engines()
+def store(demo_app):
+    """The app's demo store with a caption on its first image; returns its engine and the caption id."""
+    return demo_app, prepare(demo_app, "demo", 1).caption_ids[0]
 
 
 def session(curator: str) -> AppTest:
