@@ -22,8 +22,11 @@ def pytest_configure(config):
 
 
 def pytest_generate_tests(metafunc):
-    """Tests marked ``both_databases`` run once per backend; others on SQLite only."""
-    if "db_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_databases"):
+    """Tests marked ``both_databases`` run once per backend; others on SQLite only, unless
+    ``WORKBENCH_TEST_BOTH_DATABASES=1`` asks for every store test on both (a slower, wider check)."""
+    marked = metafunc.definition.get_closest_marker("both_databases") or os.environ.get(
+        "WORKBENCH_TEST_BOTH_DATABASES") == "1"
+    if "db_backend" in metafunc.fixturenames and marked:
         metafunc.parametrize("db_backend", BOTH, indirect=True)
 
 
