@@ -140,8 +140,11 @@ def copy_store(source_url: str, target_url: str, *, replace: bool = False, batch
 
     Refuses (:class:`CopyError`) a target that holds rows unless ``replace``.
     """
-    if make_url(source_url) == make_url(target_url):
-        raise CopyError(f"source and target are the same database ({make_url(source_url)!r}); name another")
+    source_parsed = make_url(source_url)
+    if source_parsed == make_url(target_url):
+        raise CopyError(f"source and target are the same database ({source_parsed!r}); name another")
+    if source_parsed.get_backend_name() == "sqlite" and not Path(source_parsed.database or "").is_file():
+        raise CopyError(f"source store {source_parsed.database or '(in memory)'} does not exist; check the path")
     target = make_engine(target_url)
     source = make_engine(source_url)
     if source.dialect.name == "sqlite":
