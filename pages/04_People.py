@@ -187,8 +187,7 @@ if leave_col.button("Stop reviewing (free my image)", key="people_release"):
     st.rerun()
 
 try:
-    with session_scope(engine) as session:
-        item = next_item(session, dataset, curator)
+    item = with_retries(engine, lambda session: next_item(session, dataset, curator))
 except QueueError as exc:
     st.error(str(exc))
     st.stop()
