@@ -156,6 +156,9 @@ def backup_store(url: str, out: Path, *, keep: int | None = None) -> Path:
     """
     backend = backend_of(url)
     out = Path(out)
+    database = make_url(url).database
+    if backend == "sqlite" and not Path(database or "").is_file():
+        raise BackupError(f"store {database or '(in memory)'} does not exist; check --db / WORKBENCH_DB_URL")
     if keep is not None and keep < 1:
         raise BackupError(f"--keep {keep}: keep at least 1 backup")
     if out.is_dir() or keep is not None:

@@ -182,6 +182,9 @@ def test_backups_name_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(db.pg_server, "find_server_bin", lambda: None)
     with pytest.raises(BackupError, match="pg_dump is not installed.*postgresql-client"):
         backup_store("postgresql+psycopg://wb@127.0.0.1:1/wb", tmp_path / "x.dump")
+    with pytest.raises(BackupError, match="does not exist"):
+        backup_store(f"sqlite:///{(tmp_path / 'typo.db').as_posix()}", tmp_path / "x.db")
+    assert not (tmp_path / "typo.db").exists()
     (tmp_path / "junk.bak").write_text("not a backup")
     done = cli(f"sqlite:///{(tmp_path / 's.db').as_posix()}", "restore", str(tmp_path / "junk.bak"))
     assert done.exit_code == 1 and "neither a SQLite backup nor a pg_dump" in done.output
