@@ -1,19 +1,30 @@
-"""Engine and session setup: SQLite pragmas, automatic migrations, one session per unit of work."""
+"""Engine and session setup: SQLite pragmas or PostgreSQL pool settings, automatic migrations,
+one session per unit of work."""
 
 from __future__ import annotations
 
+import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 SQLITE_PAGE_SIZE = 16_384
+# A Streamlit server runs one script thread per browser session plus job threads: a few
+# connections each, recycled before servers and proxies drop idle ones, checked before use.
+POSTGRES_POOL = {"pool_size": 5, "max_overflow": 10, "pool_pre_ping": True, "pool_recycle": 1800}
+POSTGRES_CONNECT_TIMEOUT_S = 10
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
@@ -66,6 +77,12 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000, migrate: bool = True
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False}
+        elif parsed.get_backend_name() == "postgresql":
+            kwargs.update(POSTGRES_POOL)
+            # Columns hold naive UTC times: the session's zone must be UTC for comparisons with
+            # aware datetimes (claims, expiries) to mean the same instant as on SQLite.
+            kwargs["connect_args"] = {"options": "-c timezone=UTC",
+                                      "connect_timeout": POSTGRES_CONNECT_TIMEOUT_S}
         engine = create_engine(url, **kwargs)
         if parsed.get_backend_name() == "sqlite":
             event.listen(engine, "connect", _set_sqlite_pragmas(busy_timeout_ms))
@@ -93,3 +110,39 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     """One short transaction: commit on success, roll back on error."""
     with session_factory(engine)() as session, session.begin():
         yield session
+
+
+# PostgreSQL's "try the transaction again" states: serialization failure, deadlock, lock not
+# available; SQLite's is a busy database that outlasted busy_timeout.
+RETRY_SQLSTATES = {"40001", "40P01", "55P03"}
+RETRY_ATTEMPTS = 8
+RETRY_FIRST_WAIT_S = 0.05
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a database error means "another writer was in the way; run it again"."""
+    if not isinstance(exc, DBAPIError) or isinstance(exc, IntegrityError):
+        return False
+    if getattr(exc.orig, "sqlstate", None) in RETRY_SQLSTATES:
+        return True
+    message = str(exc.orig).lower()
+    return "database is locked" in message or "database table is locked" in message or "busy" in message
+
+
+def with_retries(engine: Engine, work: Callable[[Session], T], *, attempts: int = RETRY_ATTEMPTS,
+                 first_wait_s: float = RETRY_FIRST_WAIT_S) -> T:
+    """``work(session)`` in one transaction, run again after a growing random wait while the
+    database reports a transient conflict (see :func:`is_transient`); the last one is raised.
+
+    Every curator write (pages, CLI) goes through here, so busy databases under many curators
+    cost a moment, not a "database is locked" error.
+    """
+    for attempt in range(attempts):
+        try:
+            with session_scope(engine) as session:
+                return work(session)
+        except DBAPIError as exc:
+            if attempt == attempts - 1 or not is_transient(exc):
+                raise
+            time.sleep(first_wait_s * 2**attempt * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -83,7 +83,8 @@ class Image(Base):
     height: Mapped[int] = mapped_column(Integer)
     split: Mapped[str | None] = mapped_column(String(40), nullable=True)
     checksum: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    file_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Bytes: 64-bit everywhere (SQLite's INTEGER already is; see migration 0019).
+    file_size: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from db.engine import session_scope
+from db.engine import session_scope, with_retries
 from ui.common import datasets_or_stop, open_store, store_or_stop
 from ui.jobs import job_log, restart_button, show_ending
 from ui.models import model_picker
@@ -37,8 +37,8 @@ def say(kind: str, text: str) -> None:
 
 def on_decide(dataset: str, curator: str, flag_id: int, version: int, decision: str, regions: list) -> None:
     try:
-        with session_scope(open_store(get_settings())) as session:
-            result = decide(session, flag_id, curator, decision, regions=regions or None, seen_version=version)
+        result = with_retries(open_store(get_settings()), lambda session: decide(
+            session, flag_id, curator, decision, regions=regions or None, seen_version=version))
     except QueueError as exc:
         say("error", str(exc))
         return
@@ -50,15 +50,13 @@ def on_decide(dataset: str, curator: str, flag_id: int, version: int, decision: 
 
 
 def on_skip(curator: str, flag_id: int) -> None:
-    with session_scope(open_store(get_settings())) as session:
-        item = skip(session, flag_id, curator)
+    item = with_retries(open_store(get_settings()), lambda session: skip(session, flag_id, curator))
     say("info", f"{item.file_name}: skipped (left for someone else)")
 
 
 def on_undo(dataset: str, curator: str) -> None:
     try:
-        with session_scope(open_store(get_settings())) as session:
-            item = undo_last(session, dataset, curator)
+        item = with_retries(open_store(get_settings()), lambda session: undo_last(session, dataset, curator))
     except QueueError as exc:
         say("error", str(exc))
         return
@@ -189,8 +187,7 @@ if leave_col.button("Stop reviewing (free my image)", key="people_release"):
     st.rerun()
 
 try:
-    with session_scope(engine) as session:
-        item = next_item(session, dataset, curator)
+    item = with_retries(engine, lambda session: next_item(session, dataset, curator))
 except QueueError as exc:
     st.error(str(exc))
     st.stop()

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image as PILImage, ImageDraw
 
-from db.engine import session_scope
+from db.engine import session_scope, with_retries
 from ui.common import datasets_or_stop, store_or_stop
 from ui.jobs import watch_job
 from ui.models import model_picker
@@ -88,8 +88,7 @@ def run_decision(caption_id: int, version: int, decision: str, text: str | None 
         st.session_state["captions_notice"] = ("error", "Enter your name as curator (sidebar) before deciding.")
         return
     try:
-        with session_scope(engine) as session:
-            decide(session, caption_id, version, decision, curator, text=text)
+        with_retries(engine, lambda session: decide(session, caption_id, version, decision, curator, text=text))
         st.session_state.pop("captions_conflict", None)
         forget(caption_id)
     except CaptionConflict as conflict:

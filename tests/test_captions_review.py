@@ -15,6 +15,9 @@ from workbench.captions.store import list_captions, save_captions
 from workbench.datasets import get_dataset
 
 
+# The store tests run on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.both_databases
+
 @pytest.fixture
 def captions(demo_engine):
     """Three captions per demo image: dataset prompt, a BLIP-like and a CLIP-like text."""

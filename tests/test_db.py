@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -12,6 +13,7 @@ import db  # noqa: F401  (every area's models)
 from db.models import Base
 
 
+@pytest.mark.both_databases
 def test_migrations_create_exactly_the_models_schema(engine):
     with engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
@@ -104,3 +106,30 @@ def test_stores_from_before_coco_counts_are_converted_and_reimports_still_recogn
     report = run_import(engine)
     assert (report.annotations, report.new_annotations, report.new_images) == (len(rows), 0, 0)
     dispose_engines()
+
+
+@pytest.mark.both_databases
+def test_file_sizes_past_4_gib_and_long_texts_are_stored_on_both_databases(engine):
+    from db.engine import session_scope
+    from db.models import Dataset, Image
+
+    with session_scope(engine) as session:
+        dataset = Dataset(name="big", format="folder", images_root="/data", info={"note": "é" * 10_000})
+        session.add(dataset)
+        session.flush()
+        session.add(Image(dataset_id=dataset.id, file_name="x" * 5_000 + ".tif", width=1, height=1,
+                          file_size=5 * 2**30))
+    with session_scope(engine) as session:
+        image = session.query(Image).one()
+        assert (image.file_size, len(image.file_name)) == (5 * 2**30, 5_004)
+        assert session.query(Dataset).one().info["note"] == "é" * 10_000
+
+
+@pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
+def test_postgresql_sessions_work_in_utc_with_a_checked_pool(engine):
+    """Naive UTC columns compared with aware times need a UTC session, whatever the server's zone."""
+    from db.engine import POSTGRES_POOL
+
+    with engine.connect() as connection:
+        assert connection.execute(text("SHOW timezone")).scalar() == "UTC"
+    assert engine.pool._pre_ping is True and engine.pool.size() == POSTGRES_POOL["pool_size"]

@@ -6,10 +6,9 @@ import time
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from db.engine import dispose_engines, session_scope
+from db.engine import session_scope
 from tests.apptest_events import job_error
 from workbench.export import list_exports, read_manifest
 
@@ -17,16 +16,9 @@ PAGE = Path(__file__).resolve().parent.parent / "pages" / "07_Export.py"
 
 
 @pytest.fixture
-def page_store(demo_engine, tmp_path, monkeypatch):
+def page_store(demo_app):
     """The page pointed at a copy of the demo store."""
-    monkeypatch.setenv("WORKBENCH_DB_URL", str(demo_engine.url))
-    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("WORKBENCH_DEMO_IMAGES", "0")
-    monkeypatch.setenv("WORKBENCH_ALLOWED_ROOTS", str(tmp_path))  # the tests export into tmp_path
-    st.cache_resource.clear()
-    yield demo_engine
-    st.cache_resource.clear()
-    dispose_engines()
+    return demo_app
 
 
 def run(app: AppTest) -> AppTest:

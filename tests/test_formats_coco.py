@@ -24,7 +24,9 @@ from workbench.formats.coco import segmentation_runs
 from workbench.rle import RLEError, counts_to_runs, decode_runs, parse_runs
 
 # pycocotools' decode (the reference here, not used by the importer) trips numpy 2's copy warning.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+# The store tests run on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+              pytest.mark.both_databases]
 
 # The real Fashionpedia taxonomy, shipped with the tests (tests/data/PROVENANCE-fashionpedia.txt).
 FASHIONPEDIA_LABELS = Path(__file__).resolve().parent / "data" / "fashionpedia_category_attributes_descriptions.json"

@@ -14,6 +14,9 @@ from db.models import Annotation, Category, Dataset, Image as ImageRow
 from workbench.formats import ImportSourceError, import_folder
 
 
+# The store tests run on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.both_databases
+
 def _save(root: Path, name: str, size: tuple[int, int]) -> Path:
     path = root / name
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
 
-from db.engine import dispose_engines, session_scope
+from db.engine import session_scope
 from db.models import AuditLog
 from tests.apptest_events import job_error
 from workbench.jobs import list_jobs
@@ -22,16 +21,10 @@ PAGE = Path(__file__).resolve().parent.parent / "pages" / "04_People.py"
 
 
 @pytest.fixture
-def store(demo_engine, tmp_path, monkeypatch):
+def store(demo_app):
     """The demo store with every image flagged (annotations detector, threshold 0)."""
-    monkeypatch.setenv("WORKBENCH_DB_URL", demo_engine.url.render_as_string(hide_password=False))
-    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("WORKBENCH_DEMO_IMAGES", "0")
-    st.cache_resource.clear()
-    detect_people(demo_engine, "demo", make_detector("annotations"), threshold=0.0)
-    yield demo_engine
-    st.cache_resource.clear()
-    dispose_engines()
+    detect_people(demo_app, "demo", make_detector("annotations"), threshold=0.0)
+    return demo_app
 
 
 def page(curator: str | None = "ana") -> AppTest:

@@ -28,6 +28,10 @@ from workbench.people.queue import (
 )
 
 
+# The store tests run on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.both_databases
+
+
 def add_flags(engine, scores: list[float]) -> list[int]:
     """Flag the first demo images with the given detector scores; returns the flag ids."""
     with session_scope(engine) as session:

@@ -113,7 +113,7 @@ def list_captions(session: Session, dataset_name: str, *, sources: Iterable[str]
     if image_ids is not None:
         query = query.where(Caption.image_id.in_(list(image_ids)))
     if word:
-        query = query.where(func.lower(Caption.text).contains(word.lower()))
+        query = query.where(func.lower(Caption.text).contains(word.lower(), autoescape=True))  # % and _ are literal
     pattern = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)", re.IGNORECASE) if word else None
     out = []
     for caption, file_name in session.execute(query):

@@ -148,21 +148,24 @@ def decide_cmd(
     note: Annotated[str, typer.Option(help="Why (kept with the decision).")] = "",
 ) -> None:
     """Decide a flagged image (it is flagged by hand first if no detector flagged it)."""
-    from db.engine import session_scope
+    from db.engine import with_retries
     from workbench.datasets import DatasetNotFound, get_dataset, get_image
     from workbench.people.queue import QueueError, decide, flag_image, item_for_image
 
     regions = [_parse_region(r) for r in region or []]
+
+    def work(session) -> dict:
+        item = item_for_image(session, dataset, image_id)
+        if item is None:
+            image = get_image(session, get_dataset(session, dataset), image_id)
+            flag_id = flag_image(session, image.id, curator, "decided from the command line")
+        else:
+            flag_id = item.flag_id
+        result = decide(session, flag_id, curator, decision, regions=regions, note=note)
+        return {"outcome": result.outcome, **result.item.to_dict()}
+
     try:
-        with session_scope(engine_of(ctx)) as session:
-            item = item_for_image(session, dataset, image_id)
-            if item is None:
-                image = get_image(session, get_dataset(session, dataset), image_id)
-                flag_id = flag_image(session, image.id, curator, "decided from the command line")
-            else:
-                flag_id = item.flag_id
-            result = decide(session, flag_id, curator, decision, regions=regions, note=note)
-            data = {"outcome": result.outcome, **result.item.to_dict()}
+        data = with_retries(engine_of(ctx), work)
     except (DatasetNotFound, QueueError, LookupError) as exc:
         fail(_message(exc))
     data.pop("history")
@@ -188,13 +191,12 @@ def flag_cmd(ctx: typer.Context, dataset: DatasetOpt, image_id: ImageOpt, curato
 @people_app.command("undo")
 def undo_cmd(ctx: typer.Context, dataset: DatasetOpt, curator: CuratorOpt) -> None:
     """Take back the curator's last decision or skip."""
-    from db.engine import session_scope
+    from db.engine import with_retries
     from workbench.datasets import DatasetNotFound
     from workbench.people.queue import QueueError, undo_last
 
     try:
-        with session_scope(engine_of(ctx)) as session:
-            item = undo_last(session, dataset, curator)
-            typer.echo(f"{item.file_name}: back to {item.status}")
+        item = with_retries(engine_of(ctx), lambda session: undo_last(session, dataset, curator))
+        typer.echo(f"{item.file_name}: back to {item.status}")
     except (DatasetNotFound, QueueError) as exc:
         fail(_message(exc))

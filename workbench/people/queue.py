@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, exists, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db.models import AuditLog, Curator, Image, utcnow
@@ -83,8 +84,11 @@ def ensure_curator(session: Session, name: str) -> str:
     if not clean:
         raise QueueError("a curator name is needed: pick or type who is reviewing")
     if session.scalar(select(Curator.id).where(Curator.name == clean)) is None:
-        session.add(Curator(name=clean))
-        session.flush()
+        try:  # another session may add the same name meanwhile: theirs is as good as ours
+            with session.begin_nested():
+                session.add(Curator(name=clean))
+        except IntegrityError:
+            pass
     return clean
 
 
