@@ -69,7 +69,7 @@ def test_embeddings_are_float16_rows_per_photo_and_a_reimport_reuses_them(tmp_pa
     data_dir = tmp_path / "data"
     engine = make_engine(f"sqlite:///{(tmp_path / 'a.db').as_posix()}")
     import_folder(engine, images_dir=folder, name="photos")
-    first = embed_dataset(engine, "photos", data_dir, EmbedSettings(model=tiny_clip, batch_size=4))
+    first = embed_dataset(engine, "photos", data_dir, EmbedSettings(map="none", model=tiny_clip, batch_size=4))
     assert (first.images, first.embedded, first.reused) == (17, 15, 0)  # two exact copies share a row
     matrix = EmbeddingStore.open(data_dir, "photos", tiny_clip).read("images")
     assert matrix.vectors.dtype == np.float16 and matrix.vectors.shape == (15, 32)
@@ -82,7 +82,7 @@ def test_embeddings_are_float16_rows_per_photo_and_a_reimport_reuses_them(tmp_pa
     # A fresh store, the same photos imported again: new image ids, every embedding reused.
     other = make_engine(f"sqlite:///{(tmp_path / 'b.db').as_posix()}")
     import_folder(other, images_dir=folder, name="photos")
-    again = embed_dataset(other, "photos", data_dir, EmbedSettings(model=tiny_clip, batch_size=4))
+    again = embed_dataset(other, "photos", data_dir, EmbedSettings(map="none", model=tiny_clip, batch_size=4))
     assert (again.embedded, again.reused) == (0, 17)
     with session_scope(other) as session:
         after = image_vectors(session, "photos", tiny_clip, data_dir)
@@ -101,7 +101,7 @@ def test_a_stopped_run_keeps_its_batches_and_the_next_run_finishes(tmp_path, tin
         checks.append(1)
         return len(checks) > 2
 
-    options = EmbedSettings(model=tiny_clip, batch_size=4)
+    options = EmbedSettings(map="none", model=tiny_clip, batch_size=4)
     stopped = embed_dataset(engine, "photos", tmp_path, options, should_stop=stop_after_two_batches)
     assert stopped.stopped and stopped.embedded == 8
     assert len(EmbeddingStore.open(tmp_path, "photos", tiny_clip).read().keys) == 8
@@ -134,7 +134,7 @@ def test_duplicates_by_checksum_and_hash_have_full_precision_and_recall(tmp_path
     with session_scope(engine) as session:
         only_checksums = find_duplicates(session, "photos", tmp_path, model=None)
     assert found_pairs(only_checksums) == {p for p in truth if "copy_of_p00.jpg" in p or "copy_of_p01.jpg" in p}
-    embed_dataset(engine, "photos", tmp_path, EmbedSettings(model=tiny_clip))
+    embed_dataset(engine, "photos", tmp_path, EmbedSettings(map="none", model=tiny_clip))
     # The tiny model's random weights put unrelated pictures close together: its cosine evidence
     # is turned off here; the cosine path is checked with vectors built by hand below.
     with session_scope(engine) as session:
@@ -276,7 +276,7 @@ def test_more_like_this_and_text_search_rank_by_cosine(tmp_path, tiny_clip, plan
     with session_scope(engine) as session:
         with pytest.raises(NotEmbedded, match="python -m workbench embed --dataset photos"):
             image_vectors(session, "photos", tiny_clip, tmp_path)
-    embed_dataset(engine, "photos", tmp_path, EmbedSettings(model=tiny_clip))
+    embed_dataset(engine, "photos", tmp_path, EmbedSettings(map="none", model=tiny_clip))
     with session_scope(engine) as session:
         vectors = image_vectors(session, "photos", tiny_clip, tmp_path)
         target = int(vectors.image_ids[3])

@@ -29,9 +29,9 @@ def _message(exc: Exception) -> str:
 
 
 def embed_argv(dataset: str, model: str, crops: bool = False, batch_size: int = 32,
-               device: Optional[str] = None) -> list[str]:
+               device: Optional[str] = None, map_method: str = "auto") -> list[str]:
     """The foreground ``embed`` command line for these options (what a job runs)."""
-    argv = ["embed", "--dataset", dataset, "--model", model, "--batch-size", str(batch_size)]
+    argv = ["embed", "--dataset", dataset, "--model", model, "--batch-size", str(batch_size), "--map", map_method]
     argv += ["--crops"] if crops else []
     argv += ["--device", device] if device else []
     return argv
@@ -45,25 +45,32 @@ def embed_cmd(
     crops: Annotated[bool, typer.Option("--crops", help="Also embed every garment's box (for label checks).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model call.")] = 32,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda.")] = None,
+    map_method: Annotated[str, typer.Option("--map", help="The 2-D map made at the end: auto (UMAP when "
+                                            "umap-learn is installed, else PCA), umap, pca or none.")] = "auto",
     background: Annotated[bool, typer.Option("--background", help="Run as a background job; print its id.")] = False,
 ) -> None:
     """Embed a dataset's images with CLIP (resumable: stored images are skipped, also after a re-import)."""
+    from workbench.embeddings.projection import METHODS
+
     from workbench.captions.base import CaptionerError
     from workbench.datasets import DatasetNotFound
     from workbench.embeddings.compute import EmbedSettings, embed_dataset
 
     if batch_size < 1:
         fail("--batch-size must be at least 1")
+    if map_method not in (*METHODS, "none"):
+        fail(f"--map must be one of {', '.join((*METHODS, 'none'))}, not {map_method!r}")
     model = _model(model)
     engine, settings = engine_of(ctx), settings_of(ctx)
     if background:
         from workbench.jobs import start_job
 
         typer.echo(start_job(engine, settings, kind=EMBED_JOB_KIND, argv=embed_argv(dataset, model, crops, batch_size,
-                                                                                   device),
+                                                                                   device, map_method),
                              dataset=dataset, details={"model": model, "crops": crops}))
         return
-    options = EmbedSettings(model=model, batch_size=batch_size, crops=crops, device=device or "auto")
+    options = EmbedSettings(model=model, batch_size=batch_size, crops=crops, device=device or "auto",
+                            map=map_method)
     typer.echo(f"embed settings {options}", err=True)
     try:
         with progress_hooks(f"embed ({model})", unit="img") as (progress, should_stop):
@@ -134,6 +141,8 @@ def duplicates_cmd(
     threshold: Annotated[float, typer.Option(help="Cosine similarity from which two images count as duplicates.")] = 0.95,
     hash_distance: Annotated[int, typer.Option("--hash-distance", help="Difference-hash bits (of 256) within "
                                                "which two photos are the same picture.")] = 16,
+    cosine: Annotated[bool, typer.Option("--cosine/--no-cosine", help="Use embedding similarity as evidence "
+                                         "(off: checksums and picture hashes only).")] = True,
     model: ModelOpt = None,
     keep_first: Annotated[bool, typer.Option("--keep-first/--list", help="With --apply: keep the first image of "
                                              "each group (train split first, then by name), exclude the rest.")] = True,
@@ -154,16 +163,15 @@ def duplicates_cmd(
     data_dir = settings_of(ctx).data_dir
     try:
         with session_scope(engine_of(ctx)) as session:
-            report = find_duplicates(session, dataset, data_dir, model=_model(model), threshold=threshold,
-                                     hash_distance=hash_distance)
+            options = dict(model=_model(model), threshold=threshold if cosine else None, hash_distance=hash_distance)
+            report = find_duplicates(session, dataset, data_dir, **options)
             applied = 0
             if apply:
                 for group in report.groups:
                     if not group.decided:
                         applied += keep_one(session, dataset, group, group.default_keep().image_id, curator,
                                             note="duplicates --apply --keep-first")
-                report = find_duplicates(session, dataset, data_dir, model=_model(model), threshold=threshold,
-                                         hash_distance=hash_distance)
+                report = find_duplicates(session, dataset, data_dir, **options)
             data = {**report.to_dict(), "decisions_recorded": applied}
     except (DatasetNotFound, DecisionError, ValueError) as exc:
         fail(_message(exc))

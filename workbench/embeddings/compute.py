@@ -36,6 +36,7 @@ class EmbedSettings:
     min_crop_side: int = 8  # garment boxes narrower than this are too small to say anything
     crop_padding: float = 0.05  # fraction of the box added on each side, for context
     device: str = "auto"
+    map: str = "auto"  # the 2-D map made at the end: auto (UMAP when installed), umap, pca or none
 
 
 @dataclass
@@ -49,6 +50,7 @@ class EmbedResult:
     reused: int = 0
     crops_embedded: int = 0
     crops_reused: int = 0
+    map: str = "none"
     stopped: bool = False
     failed: dict[str, str] = field(default_factory=dict)
     store: str = ""
@@ -156,15 +158,34 @@ def embed_dataset(engine: Engine, dataset: str, data_dir: Path, settings: EmbedS
         crops_todo, result.crops_reused = _crops_to_do(engine, ds, rows, store, settings)
     total = len(todo) + sum(len(c[3]) for c in crops_todo)
     report(progress, 0, total)
-    if not total:
-        return result
+    if total:
+        _embed_rows(store, ds, todo, crops_todo, settings, result, total, progress, should_stop)
+    if not result.stopped and settings.map != "none":
+        result.map = _ensure_map(store, settings.map)
+    return result
+
+
+def _ensure_map(store: EmbeddingStore, method: str) -> str:
+    """Make the 2-D map unless one of that method already covers every stored row."""
+    from workbench.embeddings.projection import compute_map, umap_available
+
+    wanted = "umap" if method == "auto" and umap_available() else ("pca" if method == "auto" else method)
+    saved = store.read_map(wanted)
+    if saved is not None and set(store.read("images").keys) <= saved.keys():
+        return wanted
+    return compute_map(store, wanted)[0]
+
+
+def _embed_rows(store: EmbeddingStore, ds: Dataset, todo: list[tuple[int, str, str]],
+                crops_todo: list[tuple[int, str, str, list[tuple[int, int, int, int]]]], settings: EmbedSettings,
+                result: EmbedResult, total: int, progress: ProgressFn | None, should_stop: StopFn | None) -> None:
     clip = load_model(settings.model, settings.device)
     size = _input_size(clip)
     root, done = Path(ds.images_root), 0
     for start in range(0, len(todo), settings.batch_size):
         if should_stop is not None and should_stop():
             result.stopped = True
-            return result
+            return
         batch, keys, hashes = [], [], []
         for _image_id, file_name, checksum in todo[start:start + settings.batch_size]:
             try:
@@ -184,7 +205,7 @@ def embed_dataset(engine: Engine, dataset: str, data_dir: Path, settings: EmbedS
     for _image_id, file_name, checksum, boxes in crops_todo:
         if should_stop is not None and should_stop():
             result.stopped = True
-            return result
+            return
         try:
             image = _open(resolve_image_path(root, file_name), draft_to=None)
         except (OSError, ValueError) as exc:
@@ -199,7 +220,6 @@ def embed_dataset(engine: Engine, dataset: str, data_dir: Path, settings: EmbedS
             report(progress, done, total)
     done += _flush_crops(store, clip, pending, result)
     report(progress, done, total)
-    return result
 
 
 def _flush_crops(store: EmbeddingStore, clip: Any, pending: list[tuple[str, PILImage.Image]],

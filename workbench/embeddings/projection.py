@@ -45,6 +45,25 @@ def project(vectors: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[n
     return np.asarray(reducer.fit_transform(vectors)), "umap"
 
 
+def compute_map(store, method: str = "auto", seed: int = 0) -> tuple[str, int]:
+    """Project every stored image row of ``store`` and save the map; ``(method used, points)``.
+    UMAP takes a while (its first run in a process compiles code), so it runs in the ``embed`` job."""
+    matrix = store.read("images")
+    if not matrix.keys:
+        return "none", 0
+    coords, used = project(matrix.vectors, method, seed)
+    store.save_map(used, matrix.keys, coords)
+    return used, len(matrix.keys)
+
+
+def saved_or_pca(store, checksums: list[str], vectors: np.ndarray) -> tuple[np.ndarray, str]:
+    """The saved UMAP map when it covers every row, else a PCA map computed now (instant)."""
+    saved = store.read_map("umap")
+    if saved is not None and all(c in saved for c in checksums):
+        return np.stack([saved[c] for c in checksums]) if checksums else np.zeros((0, 2)), "umap"
+    return pca_2d(vectors), "pca"
+
+
 def map_frame(image_ids: np.ndarray, coords: np.ndarray, frames) -> pd.DataFrame:
     """One row per mapped image: ``id``, ``file_name``, ``x``, ``y`` and a column per :data:`COLOUR_BY`
     key, read from the Explore frames (:class:`workbench.eda.EdaFrames` with facets attached)."""

@@ -119,6 +119,22 @@ class EmbeddingStore:
         with keys_file.open("a") as fh:
             fh.write("".join(f"{k}\n" for k in keys))
 
+    def save_map(self, method: str, keys: list[str], coords: np.ndarray) -> Path:
+        """Keep a 2-D map of the rows ``keys`` (written beside and renamed: never half a file)."""
+        path = self.folder / f"images.map-{method}.npz"
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, keys=np.array(keys), coords=np.asarray(coords, dtype=np.float32))
+        tmp.replace(path)
+        return path
+
+    def read_map(self, method: str) -> dict[str, np.ndarray] | None:
+        """Key -> 2-D point of the saved ``method`` map, or ``None`` when there is none."""
+        path = self.folder / f"images.map-{method}.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as data:
+            return dict(zip(data["keys"].tolist(), data["coords"]))
+
     @staticmethod
     def _write_rows(path: Path, keep_bytes: int, data: bytes) -> None:
         with path.open("ab") as fh:
