@@ -35,6 +35,17 @@ def store_dir(data_dir: Path, dataset: str, model: str) -> Path:
     return Path(data_dir) / "embeddings" / slug(dataset) / slug(model)
 
 
+def embedded_models(data_dir: Path, dataset: str) -> list[str]:
+    """The models ``dataset`` has stored image embeddings of, most recently written first."""
+    root = Path(data_dir) / "embeddings" / slug(dataset)
+    found = []
+    for meta in root.glob("*/meta.json") if root.is_dir() else []:
+        keys = meta.parent / "images.keys"
+        if keys.is_file() and keys.stat().st_size:
+            found.append((keys.stat().st_mtime, json.loads(meta.read_text()).get("model") or meta.parent.name))
+    return [model for _, model in sorted(found, reverse=True)]
+
+
 @dataclass
 class Matrix:
     """The rows of one kind as read from disk: keys, float16 vectors and (images) hashes."""
