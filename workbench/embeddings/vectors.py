@@ -15,7 +15,7 @@ from workbench.embeddings.compute import crop_key
 from workbench.embeddings.index import VectorIndex, build_index
 from workbench.embeddings.store import EmbeddingStore
 
-_indexes: dict[tuple[str, str, int], VectorIndex] = {}
+_indexes: dict[tuple[str, str, str], VectorIndex] = {}
 
 
 class NotEmbedded(LookupError):
@@ -39,7 +39,10 @@ class ImageVectors:
 
     def index(self) -> VectorIndex:
         """The FAISS index of these vectors, built once per process and store state."""
-        key = (str(self.store.folder), "images", len(self.image_ids))
+        import hashlib
+
+        # The rows matched to the dataset's images, in order: a re-import or a new batch is a new key.
+        key = (str(self.store.folder), "images", hashlib.sha1("\n".join(self.checksums).encode()).hexdigest())
         if key not in _indexes:
             _indexes[key] = build_index(self.vectors)
         return _indexes[key]
