@@ -302,3 +302,21 @@ def test_the_index_is_exact_when_small_and_ivf_with_measured_recall_when_large()
     assert large.kind == "ivf" and large.recall >= 0.95 and 1 <= large.nprobe <= large.index.nlist
     queries = data[rng.choice(3000, 100, replace=False)]
     assert recall_at(large.search(queries, 10)[1], exact_neighbours(data, queries, 10)) >= 0.9
+
+
+def test_the_map_falls_back_to_pca_without_umap_and_the_embed_job_saves_it(tmp_path, monkeypatch):
+    from workbench.embeddings import projection
+
+    rng = np.random.default_rng(5)
+    data = np.concatenate([rng.normal(loc=5, size=(20, 16)), rng.normal(loc=-5, size=(20, 16))])
+    monkeypatch.setattr(projection, "umap_available", lambda: False)
+    coords, method = projection.project(data, "auto")
+    assert method == "pca" and coords.shape == (40, 2)
+    assert (np.sign(coords[:20, 0]) != np.sign(coords[20:, 0].mean())).all()  # the two clusters apart
+    with pytest.raises(ValueError, match="umap-learn"):
+        projection.project(data, "umap")
+    store = EmbeddingStore(tmp_path / "s")
+    store.append("images", [f"k{i}" for i in range(40)], data, np.zeros((40, HASH_BYTES), np.uint8))
+    assert projection.compute_map(store, "auto") == ("pca", 40)
+    saved = store.read_map("pca")
+    assert set(saved) == {f"k{i}" for i in range(40)}

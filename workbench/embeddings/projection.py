@@ -21,9 +21,9 @@ def umap_available() -> bool:
 
 def pca_2d(vectors: np.ndarray) -> np.ndarray:
     """The first two principal components of ``vectors``: (n, 2)."""
-    centred = vectors - vectors.mean(axis=0)
     if len(vectors) < 2:
         return np.zeros((len(vectors), 2))
+    centred = vectors - vectors.mean(axis=0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     out = centred @ vt[:2].T
     return out if out.shape[1] == 2 else np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
