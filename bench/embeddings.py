@@ -55,6 +55,8 @@ def embedding_throughput(images: int, model: str, batch_size: int) -> None:
             rows = session.execute(select(Image.file_name)).scalars().all()
             folder = Path(session.scalar(select(Dataset.images_root)))
         unique = len({(folder / r).read_bytes() for r in rows})
+        with PILImage.open(folder / rows[0]) as im:
+            encode_images(clip, [im.convert("RGB")] * 2)  # first calls pay one-off set-up: not timed
 
         start = time.perf_counter()
         for name in rows:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import select
 
 from db.curation import CurationDecision
@@ -32,11 +33,11 @@ def test_a_curator_excludes_the_planted_duplicate(browser, tmp_path: Path) -> No
         page.get_by_text("Group 1").wait_for(timeout=WAIT_MS)
         page.get_by_text(copy, exact=True).wait_for(timeout=WAIT_MS)  # the thumbnails' captions
         page.get_by_text(original, exact=True).wait_for(timeout=WAIT_MS)
-        curator = page.get_by_label("Curator")
+        curator = page.get_by_label("Curator", exact=True)
         curator.fill("kim")
         curator.press("Enter")
         keep = page.get_by_role("button", name="Keep this, exclude the rest").first  # the original: first by name
-        page.wait_for_function("b => !b.disabled", arg=keep.element_handle(timeout=WAIT_MS), timeout=WAIT_MS)
+        expect(keep).to_be_enabled(timeout=WAIT_MS)  # once the page has rerun with the curator's name
         keep.click()
         page.get_by_text(f"Kept {original}").wait_for(timeout=WAIT_MS)
         page.get_by_text("No duplicate group left to review.").wait_for(timeout=WAIT_MS)
