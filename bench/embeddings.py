@@ -15,6 +15,17 @@
    own sampled recall@10 reaches 0.95; the bench measures recall on its own queries.
 
 Run: ``python bench/embeddings.py [--images 64] [--model ViT-B-32/none] [--rows 45000]``.
+
+Last run (``--images 32``, 2 CPU cores shared with about six other jobs, load average ~13: the
+absolute times are the load's, the ratios are the figures to read):
+
+    embedding 32 demo images (31 distinct files) with ViT-B-32/none, batch 32:
+      per-image loop : 0.3 images/s (112.3 s)   embed_dataset : 0.9 images/s (34.6 s)   ratio 3.25x
+    search over 45,000 x 512 (500 clusters), 1000 queries, top 10:
+      IVF, 848 lists, nprobe 2 (sampled recall@10 0.987), built in 33.3 s
+      batch   : numpy 5.736 ms/query, faiss 0.243 ms/query   ratio 23.6x
+      1 query : numpy 68.7 ms, faiss 1.07 ms                  ratio 64.2x
+      recall@10 against numpy's exact answer: 0.979
 """
 
 from __future__ import annotations
