@@ -16,14 +16,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Image
 from workbench.datasets import get_dataset
 from workbench.embeddings.decisions import latest_decisions, record_decision
-from workbench.embeddings.store import EmbeddingStore, hash_neighbours
+from workbench.embeddings.store import hash_neighbours
 from workbench.embeddings.vectors import NotEmbedded, image_vectors
 
 DEFAULT_THRESHOLD = 0.95
@@ -216,9 +215,4 @@ def keep_one(session: Session, dataset: str, group: DuplicateGroup, keep_image_i
                            note=note) is not None:
             new += 1
     return new
-
-
-def embedded_count(data_dir: Path, dataset: str, model: str) -> int:
-    """How many image rows the store of ``dataset`` and ``model`` holds (0: nothing yet)."""
-    return len(EmbeddingStore.open(data_dir, dataset, model).read("images").keys)
 
