@@ -12,6 +12,9 @@ from db.engine import session_scope
 from db.models import Dataset, Image
 from ui import charts
 from ui.common import datasets_or_stop, open_store, store_or_stop
+from workbench.embeddings.projection import COLOUR_BY, map_frame, saved_or_pca
+from workbench.embeddings.store import embedded_models
+from workbench.embeddings.vectors import image_vectors
 from workbench.eda import (
     Drill,
     EdaFilter,
@@ -46,6 +49,15 @@ def pick(kind: str, key: str) -> None:
     event = st.session_state.get(key) or {}
     points = (event.get("selection") or {}).get("points") or []
     drill = charts.drill_from_points(kind, points)
+    if drill is not None:
+        st.session_state["explore_drill"] = drill
+        st.session_state["explore_gallery_page"] = 1
+
+
+def pick_on_map(key: str) -> None:
+    """Points were boxed or lassoed on the map: the gallery of exactly those images."""
+    event = st.session_state.get(key) or {}
+    drill = charts.drill_from_map((event.get("selection") or {}).get("points") or [])
     if drill is not None:
         st.session_state["explore_drill"] = drill
         st.session_state["explore_gallery_page"] = 1
@@ -163,6 +175,29 @@ if result.images:
             else:
                 chart(charts.simple_bars(table, "value", "images", label, "value"),
                       f"facet:{facet_name}", f"chart_facet_{facet_name}")
+
+# -- the dataset map: image embeddings in 2-D --------------------------------------------------
+st.subheader("Dataset map")
+models = embedded_models(settings.data_dir, name)
+if not models:
+    st.caption(f"Embed the images on the **Similarity** page (or `python -m workbench embed --dataset {name}`) "
+               "to see them on a map: similar photos close together, coloured by category, split, people "
+               "review or caption state; box or lasso a region for its gallery.")
+else:
+    left, right = st.columns([1, 2])
+    map_model = left.selectbox("Embeddings of", models, key="explore_map_model")
+    colour = right.radio("Colour by", list(COLOUR_BY), horizontal=True, key="explore_map_colour",
+                         format_func=COLOUR_BY.get)
+    with session_scope(engine) as session:
+        vectors = image_vectors(session, name, map_model, settings.data_dir)
+    coords, method = saved_or_pca(vectors.store, vectors.checksums, vectors.vectors)
+    points = map_frame(vectors.image_ids, coords, frames)
+    points = points[points["id"].isin(drill_images(frames, flt, Drill())["id"])]
+    st.plotly_chart(charts.map_scatter(points, colour, method), key="chart_map",
+                    on_select=partial(pick_on_map, "chart_map"), selection_mode=("box", "lasso"))
+    st.caption(f"{len(points):,} images on the map (those passing the filters)"
+               + (f"; {vectors.missing:,} not embedded yet" if vectors.missing else "")
+               + ("" if method == "umap" else "; PCA: the embed job saves a UMAP map when umap-learn is installed"))
 
 with st.expander("Tables (sortable: click a column header; downloadable as CSV)"):
     table_name = st.selectbox("Table", list(result.TABLES), key="explore_table",

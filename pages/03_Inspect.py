@@ -11,6 +11,9 @@ from sqlalchemy import select
 from db.engine import session_scope
 from db.models import Category, Dataset, Image
 from ui.common import datasets_or_stop, open_store, store_or_stop
+from ui.similarity import embedded_model_select, thumbnail_grid
+from workbench.embeddings.search import more_like
+from workbench.embeddings.vectors import NotEmbedded
 from workbench.masks import MaskError
 from workbench.overlay import (
     OVERLAY_MODES,
@@ -41,6 +44,7 @@ from workbench.thumbnails import ImageMissing, ThumbnailCache
 BUILTIN_VIEW = ["fine", "body-parts", "cloth-seg", "cloth-seg-compat"]
 EXPORT_SIZES = ["512 long side", "512x512", "512x768", "768x1024", "1024 long side", "original"]
 DISPLAY_SIDE = 1024
+SIMILAR_K = 12
 
 st.set_page_config(page_title="Inspect · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
 
@@ -234,6 +238,19 @@ with left:
                  f" · highlighted: {table.iloc[rows[0]]['category']} (annotation {highlight_id})"
                  if highlight_id is not None else ""),
              width="stretch")
+
+# -- more like this: the nearest images by their CLIP embeddings ---------------------------------
+similar_model = embedded_model_select(settings, name, "inspect_similar_model", container=st.sidebar)
+if similar_model is not None and st.toggle("More like this", key="inspect_more_like",
+                                           help="The images whose embeddings are nearest this one's."):
+    try:
+        with session_scope(engine) as session:
+            matches = more_like(session, name, image.id, similar_model, settings.data_dir, k=SIMILAR_K)
+    except (LookupError, NotEmbedded) as exc:
+        st.info(str(exc))
+    else:
+        thumbnail_grid(settings, engine, name, [(m.image_id, f"{m.file_name} · {m.score:.3f}") for m in matches],
+                       key="inspect_similar")
 
 # -- side by side: the conditioning masks at the export resolution --------------------------
 st.subheader(f"Conditioning masks at {out_size[0]}×{out_size[1]}")

@@ -165,3 +165,30 @@ def drill_from_points(kind: str, points: list[dict[str, Any]]) -> Drill | None:
     if kind.startswith("facet:"):
         return Drill(facet=kind.removeprefix("facet:"), facet_value=values[0])
     raise ValueError(f"unknown chart kind {kind!r}")
+
+
+def map_scatter(frame: pd.DataFrame, colour: str, method: str) -> go.Figure:
+    """The dataset map: one point per image (``customdata``: its id), one trace per ``colour`` value;
+    box and lasso select images."""
+    fig = go.Figure()
+    for i, (value, part) in enumerate(frame.groupby(colour, sort=True)):
+        fig.add_trace(go.Scattergl(
+            x=part["x"], y=part["y"], mode="markers", name=str(value), marker={"size": 7, "color": _hex(i)},
+            customdata=part[["id"]].to_numpy(), text=part["file_name"],
+            hovertemplate="%{text}<extra>" + str(value) + "</extra>"))
+    fig.update_xaxes(showticklabels=False, title=None)
+    fig.update_yaxes(showticklabels=False, title=None)
+    _layout(fig, f"Dataset map ({method.upper()} of the image embeddings)", 520)
+    fig.update_layout(dragmode="lasso", clickmode="event+select")
+    return fig
+
+
+def drill_from_map(points: list[dict[str, Any]]) -> Drill | None:
+    """The images of every point selected on the map (box or lasso); None when nothing is."""
+    ids = []
+    for point in points:
+        data = point.get("customdata")
+        value = data[0] if isinstance(data, list | tuple) else data
+        if value is not None:
+            ids.append(int(value))
+    return Drill(image_ids=tuple(sorted(set(ids)))) if ids else None

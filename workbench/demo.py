@@ -12,6 +12,10 @@ people-flagging work can be measured:
         "unlabelled_person": false,
         "people": [{"box": [x, y, w, h], "labelled": true, "face": [x, y, w, h]}, ...]}}}
 
+From :data:`DUPLICATE_FROM` images on, the last image with every person labelled is a byte-identical
+copy of the first such image (same rows, ``truth`` naming it in ``duplicate_of``), so that the
+duplicate finder has a planted duplicate to find.
+
 Boxes are in pixels, clipped to the image: ``box`` holds the whole drawn person (also where
 someone in front hides them), ``face`` the head from crown to chin. Everything is a pure
 function of the seed: the same seed gives byte-identical files.
@@ -40,6 +44,8 @@ CSV_HEADER = ("ImageId", "EncodedPixels", "Height", "Width", "ClassId")
 JPEG_QUALITY = 90
 # A mask smaller than this (a sleeve hidden under a coat sleeve, say) is not worth a row.
 MIN_MASK_PIXELS = 12
+# Demos of at least this many images plant one exact duplicate (smaller ones are all distinct).
+DUPLICATE_FROM = 24
 
 
 @dataclass(frozen=True)
@@ -86,11 +92,20 @@ def generate_demo(
     unlabelled = set(plan_rng.choice(n_images, size=n_unlabelled, replace=False).tolist())
 
     names = [f"demo_{i:04d}.jpg" for i in range(n_images)]
+    labelled = [i for i in range(n_images) if i not in unlabelled]
+    copy_of = {labelled[-1]: labelled[0]} if n_images >= DUPLICATE_FROM else {}
     rows: list[tuple[str, str, int, int, str]] = []
     truth: dict[str, dict] = {}
     report(progress, 0, n_images)
     for i, name in enumerate(names):
         check_stop(should_stop)
+        if i in copy_of:
+            source = names[copy_of[i]]
+            shutil.copyfile(files.images_dir / source, files.images_dir / name)
+            rows += [(name, *row[1:]) for row in rows if row[0] == source]
+            truth[name] = {**truth[source], "duplicate_of": source}
+            report(progress, i + 1, n_images)
+            continue
         scene = _render_scene(np.random.default_rng([seed, 1, i]), i in unlabelled, vocab)
         scene.photo.save(files.images_dir / name, "JPEG", quality=JPEG_QUALITY)
         for encoded, class_id in scene.rows:

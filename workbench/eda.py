@@ -374,9 +374,12 @@ class Drill:
     split: str | None = None
     facet: str | None = None
     facet_value: Any = None
+    image_ids: tuple[int, ...] | None = None  # points selected on the dataset map
 
     def describe(self) -> str:
         """Words for the gallery's heading."""
+        if self.image_ids is not None:
+            return f"{len(self.image_ids)} images selected on the map"
         parts = []
         if self.category and self.attribute:
             parts.append(f"a {self.category} mask with attribute {self.attribute}")
@@ -418,6 +421,8 @@ def drill_images(frames: EdaFrames, flt: EdaFilter, drill: Drill) -> pd.DataFram
         if drill.facet not in frames.facets:
             raise FilterError(f"no image facet {drill.facet!r}")
         keep &= (frames.facets[drill.facet] == drill.facet_value).to_numpy()
+    if drill.image_ids is not None:
+        keep &= frames.images["id"].isin(drill.image_ids).to_numpy()
     shown = frames.images.loc[keep, ["id", "file_name", "width", "height", "split"]]
     return shown.sort_values("file_name", kind="stable").reset_index(drop=True)
 

@@ -37,7 +37,9 @@ resized, encoded photo is cached under ``<data_dir>/cache/export`` keyed by the 
 SHA-256, the output size, the crop box and the encoding, so a re-export with another scheme or
 prompt recipe decodes no photo at all.
 
-Other areas: people decisions come from ``workbench.people.queue.people_decisions`` and
+Other areas: people decisions come from ``workbench.people.queue.people_decisions``, curator
+exclusions of duplicates, outliers and label problems from
+``workbench.embeddings.decisions.excluded_images`` (always honoured, each its own reason), and
 prompts from ``workbench.captions.mixing.training_prompts``; with no decisions and no recipe
 that is every image with its dataset prompt.
 """
@@ -269,6 +271,13 @@ class PeopleDecision:
 UNDECIDED_REASON = "people: flagged, not decided yet"
 
 
+def curation_exclusions(session: Session, dataset: Dataset) -> dict[int, str]:
+    """Image id -> export reason, for images a curator excluded as a duplicate, outlier or label problem."""
+    from workbench.embeddings.decisions import EXPORT_REASONS, excluded_images
+
+    return {image_id: EXPORT_REASONS[source] for image_id, source in excluded_images(session, dataset.id).items()}
+
+
 def undecided_message(dataset: str, count: int, examples: Sequence[str] = ()) -> str:
     """Why an export with ``undecided="wait"`` is refused, and the ways on."""
     shown = f" ({', '.join(examples)}{', ...' if count > len(examples) else ''})" if examples else ""
@@ -372,6 +381,7 @@ def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
     predicted, predicted_info = predicted_images_for(session, dataset, recipe, scheme.version)
     prompts, prompt_source = training_prompts_for(session, dataset, recipe)
     decisions, people_source = people_decisions_for(session, dataset)
+    curated_out = curation_exclusions(session, dataset)
     undecided = sorted(session.scalars(select(Image.file_name).where(
         Image.id.in_([i for i, d in decisions.items() if d.kind is None]))))
     warnings = []
@@ -404,6 +414,8 @@ def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
             reason = "none of the required categories"
         elif names & exclude:
             reason = "an excluded category"
+        elif image_id in curated_out:
+            reason = curated_out[image_id]
         elif recipe.people != "ignore" and decision is not None and kind is None and recipe.undecided == "exclude":
             reason = UNDECIDED_REASON
         elif recipe.people != "ignore" and kind == "exclude":

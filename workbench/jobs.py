@@ -46,7 +46,7 @@ HEARTBEAT_SECONDS = 2.0
 HEARTBEAT_TIMEOUT = timedelta(seconds=60)
 PROGRESS_WRITE_SECONDS = 1.0
 # Kinds whose command skips the work a stopped run already did, so running it again continues.
-SKIPS_DONE_WORK = ("captions", "people-detect")
+SKIPS_DONE_WORK = ("captions", "people-detect", "embed")
 
 _children: dict[int, subprocess.Popen] = {}  # launched here; polled so they never linger as zombies
 _current: JobReporter | None = None

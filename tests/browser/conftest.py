@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,16 +109,16 @@ def browser(tmp_path: Path) -> Iterator["BrowserContext"]:
             context.close()
 
 
-@pytest.fixture
-def demo_app(tmp_path: Path) -> Iterator[RunningApp]:
-    """``streamlit run Home.py`` on an isolated, empty store (so it builds a small demo)."""
+@contextmanager
+def running_app(tmp_path: Path, demo_images: int) -> Iterator[RunningApp]:
+    """``streamlit run Home.py`` on an isolated, empty store (so it builds a demo of ``demo_images``)."""
     data_dir = tmp_path / "data"
     db_url = f"sqlite:///{(data_dir / 'workbench.db').as_posix()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
     env.update(
         WORKBENCH_DATA_DIR=str(data_dir),
         WORKBENCH_DB_URL=db_url,
-        WORKBENCH_DEMO_IMAGES=str(DEMO_IMAGES),
+        WORKBENCH_DEMO_IMAGES=str(demo_images),
         PYTHONUNBUFFERED="1",
     )
     port = free_port()
@@ -134,6 +135,13 @@ def demo_app(tmp_path: Path) -> Iterator[RunningApp]:
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, process, log)
-        yield RunningApp(url=url, db_url=db_url, data_dir=data_dir, demo_images=DEMO_IMAGES, log=log)
+        yield RunningApp(url=url, db_url=db_url, data_dir=data_dir, demo_images=demo_images, log=log)
     finally:
         kill_tree(process.pid)
+
+
+@pytest.fixture
+def demo_app(tmp_path: Path) -> Iterator[RunningApp]:
+    """``streamlit run Home.py`` on an isolated, empty store (so it builds a small demo)."""
+    with running_app(tmp_path, DEMO_IMAGES) as app:
+        yield app

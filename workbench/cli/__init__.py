@@ -10,7 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli import captions, data, db, evaluate, explore, export, generate, jobs, models, people, segment, train
+from workbench.cli import (captions, data, db, embeddings, evaluate, explore, export, generate, jobs, models, people,
+                           segment, train)
 from workbench.cli.common import fail
 from workbench.guard import InputRefused
 from workbench.settings import get_settings
@@ -34,7 +35,7 @@ def main(
     ctx.obj = {"settings": get_settings(db_url=db)}
 
 
-for area in (data, explore, people, captions, export, train, segment, generate, evaluate, jobs, models, db):
+for area in (data, explore, embeddings, people, captions, export, train, segment, generate, evaluate, jobs, models, db):
     app.add_typer(area.app)
 
 
