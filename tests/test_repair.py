@@ -115,11 +115,7 @@ def test_the_cloth_segmenter_names_each_garment_it_finds(demo_engine, demo_files
     model = build_tiny_cloth_segformer(tmp_path / "tiny-segformer")
     (name, box), *_ = unlabelled(demo_files)
     with session_scope(demo_engine) as session:
-        try:
-            segments = preview_label(session, "demo", name, box, "cloth-segmenter", model=str(model))
-        except RepairError as exc:  # random weights may find nothing; the message says so
-            assert "found nothing" in str(exc)
-            return
+        segments = preview_label(session, "demo", name, box, "cloth-segmenter", model=str(model))
         merged = preview_label(session, "demo", name, box, "cloth-segmenter", model=str(model), category="coat")
     assert {s.category for s in segments} <= {"top, t-shirt, sweatshirt", "pants", "dress"}
     assert [s.category for s in merged] == ["coat"]

@@ -414,8 +414,10 @@ def repair_image(session: Session, settings: Settings, dataset_name: str, file_n
     raise RepairError(f"unknown repair {action!r}; choose erase or label")
 
 
-def remove_repair(session: Session, repair_id: int, curator: str) -> RepairInfo:
-    """Take a repair back (it stays on record as removed, by whom and when); its file stays on disk."""
+def remove_repair(session: Session, repair_id: int, curator: str, dataset_name: str | None = None) -> RepairInfo:
+    """Take a repair back (it stays on record as removed, by whom and when); its file stays on disk.
+
+    ``dataset_name``: refuse a repair of another dataset (an id typed from the wrong list)."""
     from workbench.people.queue import QueueError, ensure_curator
 
     try:
@@ -423,8 +425,10 @@ def remove_repair(session: Session, repair_id: int, curator: str) -> RepairInfo:
     except QueueError as exc:
         raise RepairError(str(exc)) from None
     row = session.get(PeopleRepair, repair_id)
-    if row is None:
-        raise RepairError(f"no repair {repair_id} (see `python -m workbench people repairs --dataset NAME`)")
+    if row is None or (dataset_name is not None and row.dataset_id != get_dataset(session, dataset_name).id):
+        where = f" in {dataset_name!r}" if dataset_name else ""
+        raise RepairError(f"no repair {repair_id}{where} (see `python -m workbench people repairs --dataset "
+                          f"{dataset_name or 'NAME'}`)")
     if row.removed_at is not None:
         raise RepairError(f"repair {repair_id} was already removed by {row.removed_by}")
     before = _info(session, row).to_dict()
@@ -442,7 +446,7 @@ def undo_last_repair(session: Session, dataset_name: str, curator: str) -> Repai
         PeopleRepair.removed_at.is_(None)).order_by(PeopleRepair.id.desc()).limit(1))
     if last is None:
         raise RepairError(f"{curator} has no repair to undo in {dataset_name!r}")
-    return remove_repair(session, last, curator)
+    return remove_repair(session, last, curator, dataset_name)
 
 
 # -- what the export reads ----------------------------------------------------------------------------
