@@ -61,7 +61,8 @@ def _device(device: str) -> str:
 
 
 def _cached(kind: str, ref: str, device: str, load) -> Any:
-    """The ``kind`` model ``ref`` on ``device``: resolved through the registry, loaded once."""
+    """The ``kind`` model ``ref`` on ``device``: resolved through the registry, loaded once (a model
+    missing offline fails in :func:`~workbench.models.loading` before torch is imported)."""
     from workbench.models import ModelNotReady, loading, resolve
 
     source = resolve(ref, kind)
@@ -77,12 +78,11 @@ def _cached(kind: str, ref: str, device: str, load) -> Any:
 
 def load_sam(model: str = DEFAULT_SAM, device: str = "auto") -> tuple[Any, Any]:
     """``(SamModel, SamProcessor)`` of a registry name, hub id or folder."""
-    device = _device(device)
 
     def load(source: str, kwargs: dict[str, Any]) -> tuple[Any, Any]:
         from transformers import SamModel, SamProcessor
 
-        return (SamModel.from_pretrained(source, **kwargs).to(device).eval(),
+        return (SamModel.from_pretrained(source, **kwargs).to(_device(device)).eval(),
                 SamProcessor.from_pretrained(source, **kwargs))
 
     return _cached("sam", model, device, load)
@@ -92,20 +92,19 @@ def load_inpaint(model: str = DEFAULT_INPAINT, device: str = "auto") -> Any:
     """A ``StableDiffusionInpaintPipeline`` of a registry name, hub id, diffusers folder or single file."""
     from pathlib import Path
 
-    device = _device(device)
-
     def load(source: str, kwargs: dict[str, Any]) -> Any:
         import torch
         from diffusers import StableDiffusionInpaintPipeline
 
-        dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        on = _device(device)
+        dtype = torch.float16 if on.startswith("cuda") else torch.float32
         if Path(source).is_file():
             pipe = StableDiffusionInpaintPipeline.from_single_file(source, dtype=dtype, safety_checker=None)
         else:
             pipe = StableDiffusionInpaintPipeline.from_pretrained(source, dtype=dtype, safety_checker=None,
                                                                   requires_safety_checker=False, **kwargs)
         pipe.set_progress_bar_config(disable=True)
-        return pipe.to(device)
+        return pipe.to(on)
 
     return _cached("inpaint", model, device, load)
 
@@ -129,10 +128,10 @@ def erase_fill(photo: Image.Image, box: Box, radius: int = FILL_RADIUS) -> Image
 def erase_inpaint(photo: Image.Image, box: Box, model: str = DEFAULT_INPAINT,
                   settings: InpaintSettings | None = None, device: str = "auto") -> Image.Image:
     """The photo with the box repainted by an inpainting pipeline; pixels outside the box unchanged."""
-    import torch
-
     settings = settings or InpaintSettings()
     pipe = load_inpaint(model, device)
+    import torch
+
     photo = photo.convert("RGB")
     width, height = photo.size
     scale = settings.resolution / max(width, height)
@@ -154,9 +153,9 @@ def erase_inpaint(photo: Image.Image, box: Box, model: str = DEFAULT_INPAINT,
 # -- segment ------------------------------------------------------------------------------------
 def segment_sam(photo: Image.Image, box: Box, model: str = DEFAULT_SAM, device: str = "auto") -> np.ndarray:
     """The ``(height, width)`` bool mask SAM gives for the box prompt, kept inside the box."""
+    sam, processor = load_sam(model, device)
     import torch
 
-    sam, processor = load_sam(model, device)
     photo = photo.convert("RGB")
     inputs = processor(images=photo, input_boxes=[[[float(v) for v in box]]], return_tensors="pt")
     inputs = {k: v.to(sam.device) if hasattr(v, "to") else v for k, v in inputs.items()}
