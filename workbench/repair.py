@@ -63,7 +63,7 @@ REPAIR_ID_OFFSET = 10**12  # repair masks sort after the dataset's own where eve
 __all__ = [
     "CLOTH_CATEGORIES", "DEFAULT_INPAINT", "DEFAULT_SAM", "ERASE_METHODS", "LABEL_SOURCES", "ImageRepairs",
     "InpaintSettings", "RepairError", "RepairInfo", "Segment", "active_repairs", "box_text", "check_box",
-    "dataset_categories", "list_repairs", "parse_box", "preview_erase", "preview_label", "preview_picture",
+    "dataset_categories", "image_photo", "list_repairs", "parse_box", "preview_erase", "preview_label", "preview_picture",
     "propose_box", "remove_repair", "repair_image", "repair_masks", "repairs_for_export", "save_erase",
     "save_label", "undo_last_repair",
 ]
@@ -185,6 +185,12 @@ def _image(session: Session, dataset_name: str, file_name: str) -> tuple[Dataset
 def original_photo(session: Session, dataset: Dataset, image: Image) -> PILImage.Image:
     """The image's photo as the dataset has it."""
     return _open(Path(dataset.images_root) / image.file_name, image.file_name)
+
+
+def image_photo(session: Session, dataset_name: str, file_name: str) -> PILImage.Image:
+    """The photo of an image of a dataset, as the dataset has it (what a label preview is drawn on)."""
+    dataset, image = _image(session, dataset_name, file_name)
+    return original_photo(session, dataset, image)
 
 
 def current_photo(session: Session, dataset: Dataset, image: Image) -> PILImage.Image:
