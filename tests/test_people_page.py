@@ -233,3 +233,24 @@ def test_the_detector_proposal_button_fills_the_box(store):
     corners = [n.value for n in app.number_input if n.key and n.key.startswith("repair_")]
     assert corners != [0, 0, 5, 5] and corners[2] > corners[0] and corners[3] > corners[1]
     assert any("Box from the annotations" in i.value for i in app.info)
+
+
+def test_label_with_sam_from_a_model_path_is_marked_as_random_weights(store, tiny_sam_dir):
+    from workbench.repair import list_repairs
+
+    app = page()
+    name = shown_file(app)
+    repair_box(app, (10, 20, 90, 160))
+    app.radio(key="repair_action").set_value("label").run()
+    app.selectbox(key="repair_source").set_value("sam").run()
+    app.selectbox(key="repair_category").set_value("coat").run()
+    app.text_input(key="repair_sam_model").input(str(tiny_sam_dir)).run()
+    assert any("random weights" in w.value for w in app.warning)  # the picker says what it is
+    app.button(key="repair_preview_button").click().run()
+    assert not app.error, [e.value for e in app.error]
+    assert "Preview: coat" in [i.proto.imgs[0].caption for i in app.get("image")]
+    app.button(key="repair_save").click().run()
+    with session_scope(store) as session:
+        [label] = list_repairs(session, "demo", name)
+    assert (label.source, label.model, label.random_weights) == ("sam", str(tiny_sam_dir), True)
+    assert any("random weights (tiny test model)" in c.value for c in app.caption)

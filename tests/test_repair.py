@@ -32,20 +32,6 @@ from workbench.rle import counts_to_runs, decode_runs
 from workbench.settings import get_settings
 
 
-@pytest.fixture(scope="session")
-def tiny_sam_dir(tmp_path_factory) -> Path:
-    from workbench.tiny.repair import save_tiny_sam
-
-    return save_tiny_sam(tmp_path_factory.mktemp("tiny-sam") / "sam")
-
-
-@pytest.fixture(scope="session")
-def tiny_inpaint_dir(tmp_path_factory) -> Path:
-    from workbench.tiny.repair import build_tiny_inpaint
-
-    return build_tiny_inpaint(tmp_path_factory.mktemp("tiny-inpaint") / "inpaint")
-
-
 @pytest.fixture
 def settings(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
@@ -81,6 +67,7 @@ def test_a_label_repair_stores_masks_with_provenance_and_leaves_the_datasets_ann
                             category="dress", model=str(tiny_sam_dir), device="cpu")
     assert (info.action, info.source, info.curator, info.box) == ("label", "sam", "ana", list(box))
     assert info.model == str(tiny_sam_dir) and info.masks[0]["category"] == "dress"
+    assert info.random_weights  # made with a tiny test model, and marked so
     with session_scope(demo_engine) as session:
         assert session.scalar(select(func.count()).select_from(Annotation)) == before_rows
         assert dataset_stats(session, "demo") == before_stats
@@ -146,6 +133,7 @@ def test_erase_writes_a_new_photo_and_keeps_the_original(demo_engine, demo_files
     # the second erase starts from the first one's photo, and changes only the box
     assert (second[~inside] == first[~inside]).all() and (second[inside] != first[inside]).any()
     assert (painted.source, painted.model, painted.curator) == ("inpaint", str(tiny_inpaint_dir), "ben")
+    assert painted.random_weights and not filled.random_weights
 
 
 def test_remove_and_undo_keep_the_repair_on_record(demo_engine, demo_files, settings):

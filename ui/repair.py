@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from db.engine import session_scope
 from ui.models import model_picker
+from workbench.models import TINY_LABEL
 from workbench.repair import (
     ERASE_METHODS,
     LABEL_SOURCES,
@@ -159,6 +160,7 @@ def repair_panel(engine: Engine, settings: Settings, dataset: str, curator: str,
         text_col, remove_col = st.columns([4, 1])
         masks = ", ".join(m["category"] for m in info.masks)
         text_col.caption(f"#{info.id} {info.action} · {info.source} · {info.curator} · box "
-                         f"{','.join(map(str, info.box))}" + (f" · {masks}" if masks else ""))
+                         f"{','.join(map(str, info.box))}" + (f" · {masks}" if masks else "")
+                         + (f" · {TINY_LABEL}" if info.random_weights else ""))
         remove_col.button("Remove", key=f"repair_remove_{info.id}", on_click=_on_remove,
                           args=(engine, dataset, info.id, curator))

@@ -115,6 +115,7 @@ class RepairInfo:
     masks: list[dict[str, Any]] = field(default_factory=list)  # category, area, bbox
     removed_at: datetime | None = None
     removed_by: str | None = None
+    random_weights: bool = False  # made with a tiny test model: its pixels or masks are noise
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (``image_id`` is the file name, as on the command line; times as ISO text)."""
@@ -135,7 +136,8 @@ def _info(session: Session, row: PeopleRepair) -> RepairInfo:
                  .join(Category, Category.id == RepairAnnotation.category_id)
                  .where(RepairAnnotation.repair_id == row.id).order_by(RepairAnnotation.id))]
     return RepairInfo(row.id, row.image_id, file_name, row.action, row.source, row.model, list(row.box), row.curator,
-                      row.created_at, row.photo_path, masks, row.removed_at, row.removed_by)
+                      row.created_at, row.photo_path, masks, row.removed_at, row.removed_by,
+                      bool((row.settings or {}).get("random_weights")))
 
 
 def list_repairs(session: Session, dataset_name: str, file_name: str | None = None, *,
@@ -180,6 +182,26 @@ def _image(session: Session, dataset_name: str, file_name: str) -> tuple[Dataset
         return dataset, get_image(session, dataset, file_name)
     except LookupError as exc:
         raise RepairError(str(exc.args[0])) from None
+
+
+def _curator(session: Session, name: str) -> str:
+    from workbench.people.queue import QueueError, ensure_curator
+
+    try:
+        return ensure_curator(session, name)
+    except QueueError as exc:
+        raise RepairError(str(exc)) from None
+
+
+def _choice(value: str, choices: tuple[str, ...], what: str) -> None:
+    if value not in choices:
+        raise RepairError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+
+
+def _boxed(session: Session, dataset_name: str, file_name: str, box: Box) -> tuple[Dataset, Image, Box]:
+    """The dataset, the image and the box clipped to it."""
+    dataset, image = _image(session, dataset_name, file_name)
+    return dataset, image, check_box(box, image.width, image.height, image.file_name)
 
 
 def original_photo(session: Session, dataset: Dataset, image: Image) -> PILImage.Image:
@@ -260,10 +282,8 @@ def preview_erase(session: Session, dataset_name: str, file_name: str, box: Box,
                   model: str | None = None, settings: InpaintSettings | None = None,
                   device: str = "auto") -> PILImage.Image:
     """The photo with the box erased (``fill`` or ``inpaint``), not stored yet."""
-    if method not in ERASE_METHODS:
-        raise RepairError(f"unknown erase method {method!r}; choose one of {', '.join(ERASE_METHODS)}")
-    dataset, image = _image(session, dataset_name, file_name)
-    box = check_box(box, image.width, image.height, image.file_name)
+    _choice(method, ERASE_METHODS, "erase method")
+    dataset, image, box = _boxed(session, dataset_name, file_name, box)
     photo = current_photo(session, dataset, image)
     if method == "fill":
         return erase_fill(photo, box)
@@ -278,10 +298,8 @@ def preview_label(session: Session, dataset_name: str, file_name: str, box: Box,
     ``cloth-segmenter`` gives one per garment class it finds, each named by
     :data:`CLOTH_CATEGORIES` unless ``category`` is given (then it is one segment of that category).
     """
-    if source not in LABEL_SOURCES:
-        raise RepairError(f"unknown segmenter {source!r}; choose one of {', '.join(LABEL_SOURCES)}")
-    dataset, image = _image(session, dataset_name, file_name)
-    box = check_box(box, image.width, image.height, image.file_name)
+    _choice(source, LABEL_SOURCES, "segmenter")
+    dataset, image, box = _boxed(session, dataset_name, file_name, box)
     if category is not None:
         category = _category(session, dataset, category).name
     elif source != "cloth-segmenter":
@@ -331,6 +349,16 @@ def _audit(session: Session, curator: str, action: str, row: PeopleRepair, befor
     session.flush()
 
 
+def _random_weights(model: str | None, kind: str) -> bool:
+    """Whether ``model`` (a registry name, hub id or path of ``kind``) is a tiny random-weight test model."""
+    from workbench.models import is_tiny, resolve
+
+    if not model:
+        return False
+    local = Path(resolve(model, kind))
+    return local.exists() and is_tiny(local)
+
+
 def _png(image: PILImage.Image) -> bytes:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="PNG", compress_level=6)
@@ -341,21 +369,16 @@ def save_erase(session: Session, settings: Settings, dataset_name: str, file_nam
                curator: str, edited: PILImage.Image, *, model: str | None = None,
                options: dict[str, Any] | None = None) -> RepairInfo:
     """Store an erase: the edited photo as a new PNG beside the data (the original untouched) and its row."""
-    from workbench.people.queue import QueueError, ensure_curator
-
-    if method not in ERASE_METHODS:
-        raise RepairError(f"unknown erase method {method!r}; choose one of {', '.join(ERASE_METHODS)}")
-    try:
-        curator = ensure_curator(session, curator)
-    except QueueError as exc:
-        raise RepairError(str(exc)) from None
-    dataset, image = _image(session, dataset_name, file_name)
-    box = check_box(box, image.width, image.height, image.file_name)
+    _choice(method, ERASE_METHODS, "erase method")
+    curator = _curator(session, curator)
+    dataset, image, box = _boxed(session, dataset_name, file_name, box)
     if edited.size != (image.width, image.height):
         raise RepairError(f"the erased photo is {edited.size[0]}x{edited.size[1]}, {image.file_name} is "
                           f"{image.width}x{image.height}; erase again")
     row = PeopleRepair(dataset_id=dataset.id, image_id=image.id, action="erase", source=method,
-                       model=model if method == "inpaint" else None, box=list(box), settings=options or {},
+                       model=model if method == "inpaint" else None, box=list(box),
+                       settings={**(options or {}), **({"random_weights": True} if method == "inpaint"
+                                                       and _random_weights(model, "inpaint") else {})},
                        curator=curator)
     session.add(row)
     session.flush()
@@ -369,20 +392,15 @@ def save_erase(session: Session, settings: Settings, dataset_name: str, file_nam
 def save_label(session: Session, dataset_name: str, file_name: str, box: Box, source: str, curator: str,
                segments: list[Segment], *, model: str | None = None) -> RepairInfo:
     """Store a label repair: its segments as curated masks (never in the dataset's own annotations)."""
-    from workbench.people.queue import QueueError, ensure_curator
-
-    if source not in LABEL_SOURCES:
-        raise RepairError(f"unknown segmenter {source!r}; choose one of {', '.join(LABEL_SOURCES)}")
+    _choice(source, LABEL_SOURCES, "segmenter")
     if not segments:
         raise RepairError("a label repair needs at least one segment")
-    try:
-        curator = ensure_curator(session, curator)
-    except QueueError as exc:
-        raise RepairError(str(exc)) from None
-    dataset, image = _image(session, dataset_name, file_name)
-    box = check_box(box, image.width, image.height, image.file_name)
+    curator = _curator(session, curator)
+    dataset, image, box = _boxed(session, dataset_name, file_name, box)
     row = PeopleRepair(dataset_id=dataset.id, image_id=image.id, action="label", source=source,
-                       model=model if source != "manual" else None, box=list(box), settings={}, curator=curator)
+                       model=model if source != "manual" else None, box=list(box), curator=curator,
+                       settings={"random_weights": True} if source != "manual" and _random_weights(
+                           model, "sam" if source == "sam" else "segmenter") else {})
     session.add(row)
     session.flush()
     for segment in segments:
@@ -424,12 +442,7 @@ def remove_repair(session: Session, repair_id: int, curator: str, dataset_name: 
     """Take a repair back (it stays on record as removed, by whom and when); its file stays on disk.
 
     ``dataset_name``: refuse a repair of another dataset (an id typed from the wrong list)."""
-    from workbench.people.queue import QueueError, ensure_curator
-
-    try:
-        curator = ensure_curator(session, curator)
-    except QueueError as exc:
-        raise RepairError(str(exc)) from None
+    curator = _curator(session, curator)
     row = session.get(PeopleRepair, repair_id)
     if row is None or (dataset_name is not None and row.dataset_id != get_dataset(session, dataset_name).id):
         where = f" in {dataset_name!r}" if dataset_name else ""

@@ -291,6 +291,7 @@ def repairs_cmd(
     for r in rows:
         what = r["photo_path"] if r["action"] == "erase" else ", ".join(m["category"] for m in r["masks"])
         gone = f"  REMOVED by {r['removed_by']}" if r["removed_at"] else ""
+        gone += "  (random weights: tiny test model)" if r["random_weights"] else ""
         typer.echo(f"#{r['id']:<5} {r['image_id']:30s} {r['action']:5s} {r['source']:15s} {r['curator']:12s} "
                    f"box {','.join(map(str, r['box']))}  {what}{gone}")
 
