@@ -57,8 +57,11 @@ def sha(path) -> str:
 
 
 def test_a_label_repair_stores_masks_with_provenance_and_leaves_the_datasets_annotations_alone(
-        demo_engine, demo_files, settings, tiny_sam_dir):
+        demo_engine, demo_files, settings, tiny_sam_dir, tmp_path):
+    from workbench.eda import dataset_eda
+
     (name, box), *_ = unlabelled(demo_files)
+    eda_before = dataset_eda(demo_engine, "demo", cache_dir=tmp_path / "eda-before")
     with session_scope(demo_engine) as session:
         before_rows = session.scalar(select(func.count()).select_from(Annotation))
         before_stats = dataset_stats(session, "demo")
@@ -76,6 +79,9 @@ def test_a_label_repair_stores_masks_with_provenance_and_leaves_the_datasets_ann
         mask = decode_runs(counts_to_runs(mask_row.counts, image.height, image.width), image.height, image.width)
         audit = session.scalars(select(AuditLog).where(AuditLog.entity == "people_repair")).all()
         row = session.get(PeopleRepair, info.id)
+    eda_after = dataset_eda(demo_engine, "demo", cache_dir=tmp_path / "eda-after")  # computed afresh
+    assert (eda_after.masks, eda_after.images_with_masks) == (eda_before.masks, eda_before.images_with_masks)
+    assert eda_after.categories.equals(eda_before.categories)
     assert mask.any() and mask_row.area == int(mask.sum())
     ys, xs = np.nonzero(mask)  # SAM's mask is kept inside the curator's box
     assert xs.min() >= box[0] and xs.max() < box[2] and ys.min() >= box[1] and ys.max() < box[3]
