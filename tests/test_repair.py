@@ -183,7 +183,8 @@ def test_the_export_uses_repairs_only_when_asked_and_counts_them(demo_engine, de
     with session_scope(demo_engine) as session:
         for file_name, box in ((erased, erase_box), (labelled, label_box)):  # both marked "mask the region"
             image = session.scalar(select(Image).where(Image.file_name == file_name))
-            session.add(PeopleFlag(dataset_id=image.dataset_id, image_id=image.id, status="decided", decision="mask-region",
+            session.add(PeopleFlag(dataset_id=image.dataset_id, image_id=image.id, status="decided",
+                                   decision="mask-region",
                                    regions=[[box[0], box[1], box[2] - box[0], box[3] - box[1]]], curator="ana"))
     decided = _export(demo_engine, settings, tmp_path / "decided")
     with session_scope(demo_engine) as session:
@@ -200,7 +201,8 @@ def test_the_export_uses_repairs_only_when_asked_and_counts_them(demo_engine, de
     assert "repaired" not in unused["recipe"] and "repaired" not in unused["counts"]
     assert names(used) == names(plain)
     assert used["recipe"]["repaired"] == "include"
-    assert (used["counts"]["repaired"], used["counts"]["repaired_erased"], used["counts"]["repaired_labelled"]) == (2, 1, 1)
+    counts = used["counts"]
+    assert (counts["repaired"], counts["repaired_erased"], counts["repaired_labelled"]) == (2, 1, 1)
     by_name = {i["file_name"]: i for i in used["items"]}
     assert by_name[erased]["repaired"] == ["erase"] and by_name[labelled]["repaired"] == ["label"]
 

@@ -226,14 +226,16 @@ def repair_cmd(
     dataset: DatasetOpt,
     image_id: ImageOpt,
     curator: CuratorOpt,
-    box: Annotated[Optional[str], typer.Option("--box", help="x0,y0,x1,y1 around the unlabelled person (pixels).")] = None,
+    box: Annotated[Optional[str], typer.Option("--box", help="x0,y0,x1,y1 around the unlabelled person "
+                                               "(pixels).")] = None,
     proposal: Annotated[bool, typer.Option("--proposal", help="Use the best detector proposal as the box.")] = False,
     erase: Annotated[bool, typer.Option("--erase", help="Erase the person from the photo (a new file).")] = False,
     method: Annotated[str, typer.Option(help="--erase: fill (OpenCV, no model) or inpaint (diffusers).")] = "fill",
     label: Annotated[bool, typer.Option("--label", help="Label the person: new garment masks.")] = False,
     category: Annotated[Optional[str], typer.Option(help="--label: garment category of the segment (name or short "
                                                     "name; the cloth segmenter names its own when omitted).")] = None,
-    segmenter: Annotated[str, typer.Option(help="--label: sam, cloth (the cloth segmenter) or manual (the box).")] = "sam",
+    segmenter: Annotated[str, typer.Option(help="--label: sam, cloth (the cloth segmenter) or manual "
+                                           "(the box).")] = "sam",
     model: Annotated[Optional[str], typer.Option(help="Model registry name, hub id or path (default: sd15-inpaint for "
                                                  "inpaint, sam-vit-base for sam, u2net-cloth-seg for cloth).")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="--method inpaint: what to paint in the box.")] = None,
