@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from db.engine import session_scope, with_retries
+from db.models import Image
 from ui.common import datasets_or_stop, open_store, store_or_stop
 from ui.jobs import job_log, restart_button, show_ending
 from ui.models import model_picker
@@ -26,7 +27,8 @@ from workbench.settings import get_settings
 
 st.set_page_config(page_title="People · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
 st.title("People: is every person labelled?")
-st.caption("CLI twin: `python -m workbench people detect | list | decide | flag | undo`.")
+st.caption("CLI twin: `python -m workbench people detect | list | decide | flag | undo | repair | repairs | "
+           "unrepair`.")
 
 
 # -- actions (button callbacks: they run before the page draws again) ------------------------
@@ -200,7 +202,8 @@ from workbench.people.review import review_image, shown_proposals  # noqa: E402 
 
 st.subheader(f"{item.file_name} · score {item.score:.2f}")
 st.caption(f"Source: {item.source} · detector scores: "
-           + ", ".join(f"{k} {v:.2f}" for k, v in sorted(item.scores.items())))
+           + ", ".join(f"{k} {v:.2f}" for k, v in sorted(item.scores.items()))
+           + (f" · repaired ({item.repairs} repair{'s' if item.repairs > 1 else ''})" if item.repairs else ""))
 if item.conflict:
     lines = [f"- {h['curator']}: **{h['decision']}** ({h['outcome']}, {h['at']:%H:%M:%S})"
              for h in item.history if h["action"] == "decide" and not h["undone"]]
@@ -254,3 +257,12 @@ with photo_col:
                                   "(% = garment coverage)")
     except Exception as exc:  # a broken mask must not hide the decision buttons
         st.error(f"Cannot draw {item.file_name}: {type(exc).__name__}: {exc}")
+
+from ui.repair import repair_panel  # noqa: E402
+
+with st.expander("Repair instead: erase the unlabelled person, or label them", expanded=bool(item.repairs)):
+    with session_scope(engine) as session:
+        shape = session.get(Image, item.image_id)
+        width, height = shape.width, shape.height
+    repair_panel(engine, settings, dataset, curator, item.image_id, item.file_name, width, height,
+                 candidates[0].box if candidates else None)

@@ -77,6 +77,9 @@ with st.expander("Filters", expanded=False):
                         help="Images a detector or curator flagged that no curator has decided: "
                              "leave them out, export them as they are, or wait (refuse to export "
                              "while any remain).")
+    repaired = b.radio("People repairs", ["exclude", "include"], key="export_repaired", horizontal=True,
+                       help="include: a repaired image (People page, `people repair`) goes with its erased photo "
+                            "and added masks, whatever its decision unless excluded; exclude: repairs are not used.")
     min_size = b.number_input("Minimum short side (px)", min_value=0, value=0, step=64,
                               key="export_min_size")
     require = b.multiselect("Require one of these categories", categories, key="export_require")
@@ -101,7 +104,7 @@ if st.button("Export", type="primary"):
             buckets=buckets, target_format=target_format, split=split,
             validation_fraction=validation_fraction, seed=int(seed), people=people,
             min_size=int(min_size), require_categories=require, exclude_categories=exclude,
-            reviewed_captions_only=reviewed, undecided=undecided,
+            reviewed_captions_only=reviewed, undecided=undecided, repaired=repaired,
             caption_recipe=None if caption_recipe == DATASET_PROMPT else caption_recipe)
     except ValidationError as exc:
         st.error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))

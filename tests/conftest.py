@@ -115,7 +115,9 @@ def demo_files(demo_template):
 
 
 # Tiny Stable Diffusion and export folders for the training tests (session-built, read-only).
-from tests.tiny_models import single_thread, tiny_export, tiny_sd, tiny_sdxl  # noqa: E402,F401
+from tests.tiny_models import (  # noqa: E402,F401
+    single_thread, tiny_export, tiny_inpaint_dir, tiny_sam_dir, tiny_sd, tiny_sdxl,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -101,3 +101,78 @@ def test_background_detection_runs_as_a_job(demo_engine, tmp_path, monkeypatch):
     assert argv[:6] == ["people", "detect", "--dataset", "demo", "--detector", "annotations"]
     rows = json.loads(run(demo_engine, "people", "list", "--dataset", "demo", "--json").stdout)
     assert len(rows) == 12  # the job's flags are in the store
+
+
+# -- repairs ----------------------------------------------------------------------------------------
+def test_repair_erase_and_label_then_list_export_and_unrepair(demo_engine, demo_files, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
+    from tests.test_repair import unlabelled
+
+    (erased, box), (labelled, _), *_ = unlabelled(demo_files)
+    done = run(demo_engine, "people", "repair", "--dataset", "demo", "--image-id", erased, "--box",
+               ",".join(map(str, box)), "--erase", "--method", "fill", "--curator", "ana")
+    assert done.exit_code == 0, done.output
+    erase = json.loads(done.stdout)
+    assert (erase["action"], erase["source"], erase["curator"], erase["box"]) == ("erase", "fill", "ana", list(box))
+    assert erase["photo_path"].startswith(str((tmp_path / "data").resolve())) and not erase["masks"]
+    done = run(demo_engine, "people", "repair", "--dataset", "demo", "--image-id", labelled, "--proposal", "--label",
+               "--segmenter", "manual", "--category", "dress", "--curator", "ben")
+    assert done.exit_code == 0, done.output
+    label = json.loads(done.stdout)
+    assert (label["source"], label["masks"][0]["category"]) == ("manual", "dress")
+    assert "from the annotations" in done.stderr  # where the box came from
+
+    listed = json.loads(run(demo_engine, "people", "repairs", "--dataset", "demo", "--json").stdout)
+    assert [(r["id"], r["image_id"], r["action"]) for r in listed] == [(erase["id"], erased, "erase"),
+                                                                       (label["id"], labelled, "label")]
+    run(demo_engine, "people", "flag", "--dataset", "demo", "--image-id", erased, "--curator", "ana")
+    assert "repaired (1)" in run(demo_engine, "people", "list", "--dataset", "demo").stdout
+
+    out = tmp_path / "export"
+    done = run(demo_engine, "export", "--dataset", "demo", "--format", "imagefolder", "--out", str(out),
+               "--resolution", "64", "--repaired", "include", "--workers", "1")
+    assert done.exit_code == 0, done.output
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    assert (counts["repaired"], counts["repaired_erased"], counts["repaired_labelled"]) == (2, 1, 1)
+
+    undone = run(demo_engine, "people", "unrepair", "--dataset", "demo", "--curator", "ben")
+    assert undone.exit_code == 0 and f"repair #{label['id']}" in undone.stdout
+    removed = run(demo_engine, "people", "unrepair", "--dataset", "demo", "--curator", "ana", "--repair",
+                  str(erase["id"]))
+    assert removed.exit_code == 0 and "removed by ana" in removed.stdout
+    assert json.loads(run(demo_engine, "people", "repairs", "--dataset", "demo", "--json").stdout) == []
+    every = json.loads(run(demo_engine, "people", "repairs", "--dataset", "demo", "--removed", "--json").stdout)
+    assert [r["removed_by"] for r in every] == ["ana", "ben"]
+    with session_scope(demo_engine) as session:
+        actions = list(session.scalars(select(AuditLog.action).where(AuditLog.entity == "people_repair")))
+    assert actions == ["people.repair", "people.repair", "people.repair-remove", "people.repair-remove"]
+
+
+def test_repair_usage_errors_exit_2_with_one_line(demo_engine, demo_files, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
+    name = "demo_0000.jpg"
+    base = ["people", "repair", "--dataset", "demo", "--image-id", name, "--curator", "ana"]
+    cases = [
+        ([*base, "--box", "1,2,30,40", "--erase", "--label"], "choose one repair"),
+        ([*base, "--erase"], "give the box"),
+        ([*base, "--box", "1,2,30", "--erase"], "must be x0,y0,x1,y1"),
+        ([*base, "--box", "1,2,30,40", "--erase", "--method", "blur"], "--method must be one of fill, inpaint"),
+        ([*base, "--box", "1,2,30,40", "--label", "--segmenter", "manual", "--category", "tutu"], "no category 'tutu'"),
+        ([*base, "--box", "1,2,30,40", "--label", "--segmenter", "manual"], "needs the garment category"),
+        (["people", "unrepair", "--dataset", "demo", "--curator", "ana", "--repair", "99"], "no repair 99"),
+    ]
+    for args, needle in cases:
+        done = run(demo_engine, *args)
+        assert done.exit_code == 2, (args, done.output)
+        assert needle in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_missing_sam_fails_in_seconds_with_the_registry_fix(demo_engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    start = time.monotonic()
+    done = run(demo_engine, "people", "repair", "--dataset", "demo", "--image-id", "demo_0000.jpg", "--box",
+               "1,2,30,40", "--label", "--segmenter", "sam", "--category", "dress", "--curator", "ana")
+    assert time.monotonic() - start < 20
+    assert done.exit_code == 2
+    assert "download facebook/sam-vit-base --local-dir" in done.stderr and "sam-vit-base" in done.stderr

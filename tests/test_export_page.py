@@ -161,3 +161,22 @@ def test_an_export_that_fails_shows_its_reason_and_no_resume(page_store, tmp_pat
     assert "loosen them" in error
     assert next(c for c in app.code if "no image left" in c.value).proto.wrap_lines
     assert not [b for b in app.button if b.label in ("Resume", "Run again")]
+
+
+def test_the_repairs_choice_goes_into_the_export_job(page_store, tmp_path):
+    import json
+
+    from workbench.jobs import list_jobs
+
+    app = run(AppTest.from_file(str(PAGE), default_timeout=60))
+    assert app.radio(key="export_repaired").value == "exclude"  # repairs are used only when asked
+    fill(app, tmp_path / "exports" / "repaired")
+    app.radio(key="export_repaired").set_value("include")
+    press_export(app)
+    with session_scope(page_store) as session:
+        [job] = list_jobs(session, kind="export")
+    recipe = json.loads(job.argv[job.argv.index("--recipe-json") + 1])
+    assert recipe["repaired"] == "include"
+    from workbench.jobs import cancel_job
+
+    cancel_job(page_store, job.id, grace_seconds=10)

@@ -170,6 +170,16 @@ def test_the_training_base_model_fails_in_seconds_offline_with_the_fix(hub_unrea
     _fails_fast(lambda: create_controlnet("sd15", tmp_path / "cn"), AddControlError, "sd15")
 
 
+
+def test_the_repair_models_fail_in_seconds_offline_with_the_fix(hub_unreachable):
+    from workbench.repair_models import RepairError, clear_models, load_inpaint, load_sam
+
+    clear_models()
+    _fails_fast(lambda: load_sam("sam-vit-base", "cpu"), RepairError,
+                f"{hub_cli()} facebook/sam-vit-base --local-dir", "models add sam-vit-base")
+    _fails_fast(lambda: load_inpaint("sd15-inpaint", "cpu"), RepairError,
+                f"{hub_cli()} stable-diffusion-v1-5/stable-diffusion-inpainting --local-dir")
+
 # -- tiny models, end to end ---------------------------------------------------------------------------
 def run_cli(db: str, *args: str):
     return CliRunner().invoke(app, ["--db", db, *args])

@@ -171,3 +171,79 @@ def test_a_detection_that_fails_shows_its_reason_on_the_page(store, monkeypatch)
     assert app.code[0].proto.wrap_lines and "Grounding DINO" in app.code[0].value
     assert not [b for b in app.button if b.label == "Resume"]  # nothing was done that a rerun would keep
     assert [b.label for b in app.button if b.label == "Run again"] == ["Run again"]
+
+
+# -- repairs --------------------------------------------------------------------------------------
+def repair_box(app: AppTest, box) -> None:
+    """Type the repair box (x0, y0, x1, y1) into its four number inputs (keys end in the image's id)."""
+    for corner, value in zip(("x0", "y0", "x1", "y1"), box):
+        next(n for n in app.number_input if n.key and n.key.startswith(f"repair_{corner}_")).set_value(value)
+    app.run()
+
+
+def test_label_a_person_with_a_manual_box_then_erase_then_remove(store, demo_files):
+    from workbench.repair import list_repairs
+
+    app = page()
+    name = shown_file(app)
+    # the box starts at the proposal the detector thinks most probably unlabelled
+    corners = [n.value for n in app.number_input if n.key and n.key.startswith("repair_")]
+    assert len(corners) == 4 and corners[2] > corners[0] and corners[3] > corners[1]
+    assert app.button(key="repair_save").disabled  # nothing previewed yet
+    repair_box(app, (10, 20, 60, 120))
+    app.radio(key="repair_action").set_value("label").run()
+    app.selectbox(key="repair_source").set_value("manual").run()
+    app.selectbox(key="repair_category").set_value("dress").run()
+    app.button(key="repair_preview_button").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert "Preview: dress" in [i.proto.imgs[0].caption for i in app.get("image")]
+    assert not app.button(key="repair_save").disabled
+    app.button(key="repair_save").click().run()
+    assert any(f"{name}: repair #" in s.value for s in app.success)
+    assert shown_file(app) == name  # the image stays until the curator decides it
+    assert any(c.value.endswith("· repaired (1 repair)") for c in app.caption)
+    with session_scope(store) as session:
+        [label] = list_repairs(session, "demo", name)
+    assert (label.action, label.source, label.curator, label.box) == ("label", "manual", "ana", [10, 20, 60, 120])
+    assert label.masks[0]["category"] == "dress" and label.masks[0]["area"] == 50 * 100
+
+    app.radio(key="repair_action").set_value("erase").run()
+    app.selectbox(key="repair_method").set_value("fill").run()
+    app.button(key="repair_preview_button").click().run()
+    app.button(key="repair_save").click().run()
+    with session_scope(store) as session:
+        erase = list_repairs(session, "demo", name)[-1]
+    assert (erase.action, erase.source) == ("erase", "fill") and Path(erase.photo_path).is_file()
+    app.button(key=f"repair_remove_{label.id}").click().run()
+    with session_scope(store) as session:
+        assert [r.id for r in list_repairs(session, "demo", name)] == [erase.id]
+
+
+def test_the_detector_proposal_button_fills_the_box(store):
+    app = page()
+    repair_box(app, (0, 0, 5, 5))
+    app.button(key="repair_proposal").click().run()
+    corners = [n.value for n in app.number_input if n.key and n.key.startswith("repair_")]
+    assert corners != [0, 0, 5, 5] and corners[2] > corners[0] and corners[3] > corners[1]
+    assert any("Box from the annotations" in i.value for i in app.info)
+
+
+def test_label_with_sam_from_a_model_path_is_marked_as_random_weights(store, tiny_sam_dir):
+    from workbench.repair import list_repairs
+
+    app = page()
+    name = shown_file(app)
+    repair_box(app, (10, 20, 90, 160))
+    app.radio(key="repair_action").set_value("label").run()
+    app.selectbox(key="repair_source").set_value("sam").run()
+    app.selectbox(key="repair_category").set_value("coat").run()
+    app.text_input(key="repair_sam_model").input(str(tiny_sam_dir)).run()
+    assert any("random weights" in w.value for w in app.warning)  # the picker says what it is
+    app.button(key="repair_preview_button").click().run()
+    assert not app.error, [e.value for e in app.error]
+    assert "Preview: coat" in [i.proto.imgs[0].caption for i in app.get("image")]
+    app.button(key="repair_save").click().run()
+    with session_scope(store) as session:
+        [label] = list_repairs(session, "demo", name)
+    assert (label.source, label.model, label.random_weights) == ("sam", str(tiny_sam_dir), True)
+    assert any("random weights (tiny test model)" in c.value for c in app.caption)

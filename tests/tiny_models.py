@@ -28,6 +28,24 @@ def tiny_sdxl(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sam_dir(tmp_path_factory) -> Path:
+    """A tiny random SAM folder (marked as a tiny test model), built once per test session (read-only)."""
+    from workbench.tiny import mark_tiny
+    from workbench.tiny.repair import save_tiny_sam
+
+    return mark_tiny(save_tiny_sam(tmp_path_factory.mktemp("tiny-sam") / "sam"), "sam")
+
+
+@pytest.fixture(scope="session")
+def tiny_inpaint_dir(tmp_path_factory) -> Path:
+    """A tiny random inpainting pipeline folder (marked as a tiny test model), built once per session."""
+    from workbench.tiny import mark_tiny
+    from workbench.tiny.repair import build_tiny_inpaint
+
+    return mark_tiny(build_tiny_inpaint(tmp_path_factory.mktemp("tiny-inpaint") / "inpaint"), "inpaint")
+
+
+@pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory) -> Path:
     """A tiny ControlNet-layout export: 8 images of 64 px, 2 of them held out (read-only)."""
     return write_export(tmp_path_factory.mktemp("export") / "controlnet", "controlnet")

@@ -41,7 +41,8 @@ Other areas: people decisions come from ``workbench.people.queue.people_decision
 exclusions of duplicates, outliers and label problems from
 ``workbench.embeddings.decisions.excluded_images`` (always honoured, each its own reason), and
 prompts from ``workbench.captions.mixing.training_prompts``; with no decisions and no recipe
-that is every image with its dataset prompt.
+that is every image with its dataset prompt. People repairs (``workbench.repair``: erased photos,
+added masks) are read only with ``repaired="include"``.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ from typing import Any, Literal
 
 import numpy as np
 from PIL import Image as PILImage
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
@@ -142,6 +143,20 @@ class ExportRecipe(BaseModel):
                            "(opt-in; real masks always win).")
     predicted_source: int | None = Field(
         None, description="The prediction source to use (default: the newest of the export's scheme).")
+    repaired: Literal["exclude", "include"] = Field(
+        "exclude", description="People repairs (workbench/repair.py): exclude = not used (images go as their "
+                               "people decision says, with their own photo and masks); include = a repaired "
+                               "image is exported with its erased photo and added masks, unless a curator "
+                               "excluded it.")
+
+    @model_serializer(mode="wrap")
+    def _without_unused_repairs(self, handler):
+        # A recipe that does not use repairs dumps exactly as before repairs existed, so its
+        # manifest (and checksum) stays byte-identical.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("repaired") == "exclude":
+            data.pop("repaired")
+        return data
 
     @field_validator("resolution")
     @classmethod
@@ -324,6 +339,7 @@ class PlannedImage:
     prompt: str
     geometry: Geometry
     predicted_source: int | None = None  # masks from this prediction source, not real annotations
+    repaired: tuple[str, ...] = ()  # the repairs used ("erase": path is the erased photo; "label": added masks)
 
 
 @dataclass
@@ -378,12 +394,24 @@ def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
             x0, y0, x1, y1 = min(a[0], x0), min(a[1], y0), max(a[0] + a[2], x1), max(a[1] + a[3], y1)
         focus[image_id] = (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
 
+    repairs = {}
+    if recipe.repaired == "include":
+        from workbench.repair import repairs_for_export
+
+        repairs = repairs_for_export(session, dataset.id)
+        for image_id, repair in repairs.items():
+            image_categories[image_id] |= repair.categories
+            if repair.box is not None:
+                a = focus.get(image_id, repair.box)
+                b = repair.box
+                x0, y0 = min(a[0], b[0]), min(a[1], b[1])
+                focus[image_id] = (x0, y0, max(a[0] + a[2], b[0] + b[2]) - x0, max(a[1] + a[3], b[1] + b[3]) - y0)
     predicted, predicted_info = predicted_images_for(session, dataset, recipe, scheme.version)
     prompts, prompt_source = training_prompts_for(session, dataset, recipe)
     decisions, people_source = people_decisions_for(session, dataset)
     curated_out = curation_exclusions(session, dataset)
     undecided = sorted(session.scalars(select(Image.file_name).where(
-        Image.id.in_([i for i, d in decisions.items() if d.kind is None]))))
+        Image.id.in_([i for i, d in decisions.items() if d.kind is None and i not in repairs]))))
     warnings = []
     if recipe.people != "ignore" and undecided:
         if recipe.undecided == "wait":
@@ -404,6 +432,9 @@ def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
         names = image_categories.get(image_id, set())
         decision = decisions.get(image_id)
         kind = decision.kind if decision is not None else None
+        repair = repairs.get(image_id)
+        if repair is not None and kind != "exclude":
+            decision, kind = None, None  # repaired: the unlabelled person is erased or labelled now
         avoid: tuple = ()
         reason = None
         if recipe.split != "all" and split != recipe.split:
@@ -428,7 +459,10 @@ def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
             reason = "no reviewed caption" if recipe.reviewed_captions_only else "no prompt"
         if reason is None and recipe.people == "crop" and kind == "mask-region":
             avoid = decision.regions
-        path = image_file(root, file_name)
+        if repair is not None and repair.photo:
+            path = Path(repair.photo)
+        else:
+            path = image_file(root, file_name)
         if reason is None and path is None:
             reason = "photo outside the images folder (a symlink leading out)"
         elif reason is None and not path.is_file():
@@ -442,9 +476,11 @@ def plan_export(session: Session, recipe: ExportRecipe) -> ExportPlan:
         if geometry is None:
             excluded["people: no crop avoids the flagged regions"].append(file_name)
             continue
-        planned.append(PlannedImage(image_id, file_name, str(path), width, height, checksum, split,
+        planned.append(PlannedImage(image_id, file_name, str(path), width, height,
+                                    None if repair is not None and repair.photo else checksum, split,
                                     prompts[image_id], geometry,
-                                    predicted_info["id"] if not names and image_id in predicted else None))
+                                    predicted_info["id"] if not names and image_id in predicted else None,
+                                    repair.actions if repair is not None else ()))
     people_source.update(
         undecided=recipe.undecided if recipe.people != "ignore" else None,
         flagged=len(decisions), decided=len(decisions) - len(undecided), undecided_images=len(undecided),
@@ -703,6 +739,12 @@ def _batches(plan: ExportPlan, session_of, layout: tuple[str, str, str], ext: st
                 .where(Annotation.image_id.in_(ids)).order_by(Annotation.id)
             ):
                 annotations[image_id].append((name, supercategory or "", counts, area, ann_id))
+            if any("label" in p.repaired for p in chunk):
+                from workbench.repair import repair_masks
+
+                for image_id, records in repair_masks(session, [p.image_id for p in chunk
+                                                                if "label" in p.repaired]).items():
+                    annotations[image_id].extend(records)
             predicted = _predicted_masks(session, [p for p in chunk if p.predicted_source is not None])
         for offset, planned in enumerate(chunk):
             index = start + offset
@@ -906,10 +948,15 @@ def _manifest(plan: ExportPlan, files: dict[str, str]) -> dict[str, Any]:
         "counts": {"images": len(plan.images), "splits": dict(sorted(splits.items())),
                    **({"predicted_masks": sum(p.predicted_source is not None for p in plan.images)}
                       if plan.recipe.use_predicted_masks else {}),
+                   **({"repaired": sum(bool(p.repaired) for p in plan.images),
+                       "repaired_erased": sum("erase" in p.repaired for p in plan.images),
+                       "repaired_labelled": sum("label" in p.repaired for p in plan.images)}
+                      if plan.recipe.repaired == "include" else {}),
                    "excluded": excluded_counts, "excluded_total": sum(excluded_counts.values())},
         "items": [{"index": i, "image_id": p.image_id, "file_name": p.file_name, "split": p.split,
                    "size": list(p.geometry.size), "box": list(p.geometry.box),
-                   **({"mask": "predicted"} if p.predicted_source is not None else {})}
+                   **({"mask": "predicted"} if p.predicted_source is not None else {}),
+                   **({"repaired": list(p.repaired)} if p.repaired else {})}
                   for i, p in enumerate(plan.images)],
         "excluded": plan.excluded,
         "files": files,

@@ -1,12 +1,13 @@
 """The model registry: every model the workbench loads, where it is, whether it is ready, the fix.
 
 One list of named models of every kind (Stable Diffusion base, ControlNet, CLIP, BLIP-family
-captioners, Kosmos-2, Grounding DINO, torchvision detectors, cloth segmenters, OpenPose): the
-built-in defaults below, ControlNets trained here, and folders, files or hub ids a user adds
-(stored in ``db.models_registry``). A model is looked for, in order, at the path the user gave,
-in the models folder (``WORKBENCH_MODELS_DIR``, default ``data/models``: ``NAME/``, a file, or
-the Hugging Face cache layout ``models--org--name/snapshots/REV``), in the Hugging Face cache
-and, for torchvision and rembg, in their own caches.
+captioners, Kosmos-2, Grounding DINO, torchvision detectors, cloth segmenters, OpenPose, SAM,
+Stable Diffusion inpainting): the built-in defaults below, ControlNets trained here, and folders,
+files or hub ids a user adds (stored in ``db.models_registry``). A model is looked for, in order,
+at the path the user gave, in the models folder (``WORKBENCH_MODELS_DIR``, default
+``data/models``: ``NAME/``, a file, or the Hugging Face cache layout
+``models--org--name/snapshots/REV``), in the Hugging Face cache and, for torchvision and rembg,
+in their own caches.
 
 Every model load in the project goes through :func:`loading`: it finds out in about two seconds
 whether the hub can be reached (or sees ``HF_HUB_OFFLINE``), goes local-only at once when it
@@ -86,6 +87,8 @@ KINDS: dict[str, Kind] = {k.key: k for k in (
     Kind("torchvision", "torchvision detector", (), ("weights.safetensors",), (".pth", ".pt", ".safetensors"), hub=False),
     Kind("segmenter", "cloth segmenter", ("config.json",), WEIGHTS, (".onnx",)),
     Kind("openpose", "OpenPose annotator", ("body_pose_model.pth",)),
+    Kind("sam", "SAM (segment anything)", ("config.json",), WEIGHTS),
+    Kind("inpaint", "Stable Diffusion inpainting", ("model_index.json", "unet/config.json"), (), (".safetensors", ".ckpt")),
 )}
 
 
@@ -148,6 +151,9 @@ BUILTIN: tuple[ModelSpec, ...] = (
               md5="2434d1f3cb744e0e49386c906e5a08bb",
               note="rembg's cloth-segmentation U2NET (ONNX)"),
     ModelSpec("openpose", "openpose", "lllyasviel/Annotators", note="controlnet_aux OpenPose annotator"),
+    ModelSpec("sam-vit-base", "sam", "facebook/sam-vit-base", note="Segment Anything (ViT-B): a person's mask from a box"),
+    ModelSpec("sd15-inpaint", "inpaint", "stable-diffusion-v1-5/stable-diffusion-inpainting",
+              aliases=("runwayml/stable-diffusion-inpainting",), note="SD 1.5 inpainting: erase a person from a photo"),
 )
 
 
@@ -395,7 +401,11 @@ def guess_kind(path: Path) -> str | None:
     if path.is_file():
         return {".onnx": "segmenter", ".ckpt": "sd", ".pth": "torchvision", ".pt": "torchvision"}.get(path.suffix.lower())
     if (path / "model_index.json").is_file():
-        return "sd"
+        try:
+            pipeline = json.loads((path / "model_index.json").read_text()).get("_class_name", "")
+        except (OSError, json.JSONDecodeError):
+            pipeline = ""
+        return "inpaint" if "Inpaint" in pipeline else "sd"
     if (path / "open_clip_config.json").is_file():
         return "clip"
     if (path / "body_pose_model.pth").is_file():
@@ -408,7 +418,7 @@ def guess_kind(path: Path) -> str | None:
         return "controlnet"
     model_type = config.get("model_type", "")
     return {"blip": "caption", "blip-2": "caption", "git": "caption", "kosmos-2": "kosmos2",
-            "grounding-dino": "grounding-dino", "segformer": "segmenter"}.get(model_type)
+            "grounding-dino": "grounding-dino", "segformer": "segmenter", "sam": "sam"}.get(model_type)
 
 
 def add_model(session: Session, name: str, *, path: str | Path | None = None, hub_id: str | None = None,

@@ -90,9 +90,22 @@ def _openpose(source: str, status: ModelStatus) -> Any:
         return OpenposeDetector.from_pretrained(source)
 
 
+def _sam(source: str, status: ModelStatus) -> Any:
+    from workbench.repair_models import load_sam
+
+    return load_sam(source, "cpu")
+
+
+def _inpaint(source: str, status: ModelStatus) -> Any:
+    from workbench.repair_models import load_inpaint
+
+    return load_inpaint(source, "cpu")
+
+
 LOADERS: dict[str, Callable[[str, ModelStatus], Any]] = {
     "sd": _sd, "controlnet": _controlnet, "clip": _clip, "caption": _caption, "kosmos2": _kosmos2,
     "grounding-dino": _grounding_dino, "torchvision": _torchvision, "segmenter": _segmenter, "openpose": _openpose,
+    "sam": _sam, "inpaint": _inpaint,
 }
 
 

@@ -19,6 +19,11 @@ class Format(str, Enum):
     imagefolder = "imagefolder"
 
 
+class Repaired(str, Enum):
+    include = "include"
+    exclude = "exclude"
+
+
 class Undecided(str, Enum):
     include = "include"
     exclude = "exclude"
@@ -64,6 +69,9 @@ def export(
         help="Images without real masks use predicted ones of the same scheme (`segment predict`).")] = None,
     predicted_source: Annotated[Optional[int], typer.Option(
         min=1, max=MAX_ID, help="Prediction source id to use (`segment sources`; default the newest of the scheme).")] = None,
+    repaired: Annotated[Optional[Repaired], typer.Option(
+        help="People repairs (`people repair`): include = repaired images go with their erased photo and "
+             "added masks; exclude = repairs are not used (default exclude).")] = None,
     recipe_json: Annotated[Optional[str], typer.Option(hidden=True, help="The recipe as JSON "
                                                                          "(what jobs run).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing export folder.")] = False,
@@ -93,7 +101,7 @@ def export(
              "people": people, "undecided": undecided.value if undecided else None, "min_size": min_size, "require_categories": require or None,
              "exclude_categories": exclude or None, "reviewed_captions_only": reviewed_captions_only,
              "caption_recipe": caption_recipe, "use_predicted_masks": use_predicted_masks,
-             "predicted_source": predicted_source}
+             "predicted_source": predicted_source, "repaired": repaired.value if repaired else None}
     if scheme is not None and values.get("scheme") != scheme:
         values.pop("scheme_version", None)  # a version pinned for another scheme means nothing here
     values.update({k: v for k, v in given.items() if v is not None})

@@ -118,7 +118,8 @@ def list_cmd(
     for item in items:
         decided = f"{item['decision']} by {item['curator']}" if item["status"] == "decided" else item["status"]
         conflict = "  CONFLICT" if item["conflict"] else ""
-        typer.echo(f"{item['score']:.2f}  {item['image_id']:30s}  {decided}{conflict}")
+        repaired = f"  repaired ({item['repairs']})" if item["repairs"] else ""
+        typer.echo(f"{item['score']:.2f}  {item['image_id']:30s}  {decided}{conflict}{repaired}")
 
 
 def _message(exc: Exception) -> str:
@@ -199,4 +200,123 @@ def undo_cmd(ctx: typer.Context, dataset: DatasetOpt, curator: CuratorOpt) -> No
         item = with_retries(engine_of(ctx), lambda session: undo_last(session, dataset, curator))
         typer.echo(f"{item.file_name}: back to {item.status}")
     except (DatasetNotFound, QueueError) as exc:
+        fail(_message(exc))
+
+
+# -- repairs ------------------------------------------------------------------------------------------
+SEGMENTERS = {"sam": "sam", "cloth": "cloth-segmenter", "cloth-segmenter": "cloth-segmenter", "manual": "manual"}
+
+
+def _repair_box(session, dataset: str, image_id: str, box: Optional[str], proposal: bool) -> tuple:
+    """The box of a repair: ``--box`` as given, or the detector proposal (``--proposal``)."""
+    from workbench.repair import parse_box, propose_box
+
+    if (box is None) == (not proposal):
+        fail("give the box around the unlabelled person: --box x0,y0,x1,y1, or --proposal (a detector's)")
+    if box is not None:
+        return parse_box(box)
+    proposed = propose_box(session, dataset, image_id)
+    if proposed is None:
+        fail(f"no detector proposes an unlabelled person in {image_id}; give --box x0,y0,x1,y1")
+    typer.echo(f"box {','.join(map(str, proposed[0]))} from the {proposed[1]}", err=True)
+    return proposed[0]
+
+
+@people_app.command("repair")
+def repair_cmd(
+    ctx: typer.Context,
+    dataset: DatasetOpt,
+    image_id: ImageOpt,
+    curator: CuratorOpt,
+    box: Annotated[Optional[str], typer.Option("--box", help="x0,y0,x1,y1 around the unlabelled person "
+                                               "(pixels).")] = None,
+    proposal: Annotated[bool, typer.Option("--proposal", help="Use the best detector proposal as the box.")] = False,
+    erase: Annotated[bool, typer.Option("--erase", help="Erase the person from the photo (a new file).")] = False,
+    method: Annotated[str, typer.Option(help="--erase: fill (OpenCV, no model) or inpaint (diffusers).")] = "fill",
+    label: Annotated[bool, typer.Option("--label", help="Label the person: new garment masks.")] = False,
+    category: Annotated[Optional[str], typer.Option(help="--label: garment category of the segment (name or short "
+                                                    "name; the cloth segmenter names its own when omitted).")] = None,
+    segmenter: Annotated[str, typer.Option(help="--label: sam, cloth (the cloth segmenter) or manual "
+                                           "(the box).")] = "sam",
+    model: Annotated[Optional[str], typer.Option(help="Model registry name, hub id or path (default: sd15-inpaint for "
+                                                 "inpaint, sam-vit-base for sam, u2net-cloth-seg for cloth).")] = None,
+    prompt: Annotated[Optional[str], typer.Option(help="--method inpaint: what to paint in the box.")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="--method inpaint: denoising steps.")] = None,
+    seed: Annotated[int, typer.Option(help="--method inpaint: seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+) -> None:
+    """Repair a partially-labelled image: erase the unlabelled person, or label them (stored apart from
+    the dataset's own masks; the export uses repairs with --repaired include)."""
+    from db.engine import session_scope
+    from workbench.datasets import DatasetNotFound
+    from workbench.repair import ERASE_METHODS, InpaintSettings, RepairError, repair_image
+
+    if erase == label:
+        fail("choose one repair: --erase (paint the person out) or --label (add their garment masks)")
+    if erase and method not in ERASE_METHODS:
+        fail(f"--method must be one of {', '.join(ERASE_METHODS)}, not {method!r}")
+    if label and segmenter not in SEGMENTERS:
+        fail(f"--segmenter must be sam, cloth or manual, not {segmenter!r}")
+    inpaint = InpaintSettings(seed=seed, **{k: v for k, v in (("prompt", prompt), ("steps", steps)) if v is not None})
+    try:
+        with session_scope(engine_of(ctx)) as session:
+            chosen = _repair_box(session, dataset, image_id, box, proposal)
+            info = repair_image(session, settings_of(ctx), dataset, image_id, chosen,
+                                action="erase" if erase else "label", curator=curator, method=method,
+                                source=SEGMENTERS.get(segmenter, segmenter), category=category, model=model,
+                                inpaint=inpaint, device=device)
+            data = info.to_dict()
+    except (DatasetNotFound, RepairError) as exc:
+        fail(_message(exc))
+    print_json(data)
+
+
+@people_app.command("repairs")
+def repairs_cmd(
+    ctx: typer.Context,
+    dataset: DatasetOpt,
+    image_id: Annotated[Optional[str], typer.Option("--image-id", help="Only this image's repairs.")] = None,
+    removed: Annotated[bool, typer.Option("--removed", help="Also list removed repairs.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the dataset's repairs (erased photos, added masks), oldest first."""
+    from db.engine import session_scope
+    from workbench.datasets import DatasetNotFound
+    from workbench.repair import RepairError, list_repairs
+
+    try:
+        with session_scope(engine_of(ctx)) as session:
+            rows = [r.to_dict() for r in list_repairs(session, dataset, image_id, include_removed=removed)]
+    except (DatasetNotFound, RepairError) as exc:
+        fail(_message(exc))
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        what = r["photo_path"] if r["action"] == "erase" else ", ".join(m["category"] for m in r["masks"])
+        gone = f"  REMOVED by {r['removed_by']}" if r["removed_at"] else ""
+        gone += "  (random weights: tiny test model)" if r["random_weights"] else ""
+        typer.echo(f"#{r['id']:<5} {r['image_id']:30s} {r['action']:5s} {r['source']:15s} {r['curator']:12s} "
+                   f"box {','.join(map(str, r['box']))}  {what}{gone}")
+
+
+@people_app.command("unrepair")
+def unrepair_cmd(
+    ctx: typer.Context,
+    dataset: DatasetOpt,
+    curator: CuratorOpt,
+    repair: Annotated[Optional[int], typer.Option("--repair", help="The repair's id (`people repairs`); "
+                                                  "default: the curator's latest.")] = None,
+) -> None:
+    """Take a repair back (kept on record as removed, by whom and when)."""
+    from db.engine import session_scope
+    from workbench.datasets import DatasetNotFound
+    from workbench.repair import RepairError, remove_repair, undo_last_repair
+
+    try:
+        with session_scope(engine_of(ctx)) as session:
+            info = remove_repair(session, repair, curator, dataset) if repair is not None else \
+                undo_last_repair(session, dataset, curator)
+            typer.echo(f"repair #{info.id} of {info.file_name} ({info.action}) removed by {info.removed_by}")
+    except (DatasetNotFound, RepairError) as exc:
         fail(_message(exc))

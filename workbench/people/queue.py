@@ -68,6 +68,7 @@ class QueueItem:
     conflict: bool
     claimed_by: str | None
     history: list[dict[str, Any]] = field(default_factory=list)
+    repairs: int = 0  # active people repairs of the image (workbench.repair)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (``image_id`` is the file name, as on the command line)."""
@@ -122,8 +123,15 @@ def _item(session: Session, flag: PeopleFlag) -> QueueItem:
         scores=dict(flag.scores or {}), source=flag.source, status=flag.status, decision=flag.decision,
         regions=list(flag.regions or []), curator=flag.curator, decided_at=flag.decided_at,
         version=flag.version, note=flag.note, conflict=bool(flag.conflict), claimed_by=flag.claimed_by,
-        history=_history(session, flag.id),
+        history=_history(session, flag.id), repairs=_repairs(session, flag.image_id),
     )
+
+
+def _repairs(session: Session, image_id: int) -> int:
+    from db.repair import PeopleRepair
+
+    return int(session.scalar(select(func.count()).where(PeopleRepair.image_id == image_id,
+                                                         PeopleRepair.removed_at.is_(None))) or 0)
 
 
 def _flag(session: Session, flag_id: int) -> PeopleFlag:

@@ -31,6 +31,8 @@ TINY_MODELS: dict[str, str] = {
     "tiny-segformer": "segmenter",
     "tiny-u2net-cloth": "segmenter",
     "tiny-openpose": "openpose",
+    "tiny-sam": "sam",
+    "tiny-sd-inpaint": "inpaint",
 }
 
 
@@ -95,6 +97,17 @@ def _build(name: str, folder: Path, models_dir: Path) -> dict[str, Any]:
         from workbench.tiny.openpose import build_tiny_openpose
 
         build_tiny_openpose(folder)
+        return {}
+    if name == "tiny-sam":
+        from workbench.tiny.repair import save_tiny_sam
+
+        save_tiny_sam(folder)
+        return {}
+    if name == "tiny-sd-inpaint":
+        from workbench.tiny.repair import build_tiny_inpaint
+
+        build_tiny_inpaint(folder)
+        shutil.rmtree(folder.parent / "_tokenizer_src", ignore_errors=True)
         return {}
     raise ValueError(f"unknown tiny model {name!r}; choose from {', '.join(TINY_MODELS)}")
 
