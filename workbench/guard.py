@@ -190,10 +190,16 @@ def check_inside_roots(path: str | os.PathLike, roots: Iterable[Path], what: str
     text = os.fspath(path)
     if not str(text).strip():
         raise InputRefused(f"{what} is empty: give a path inside {_roots_text(roots)}")
+    if "\x00" in str(text):
+        raise InputRefused(f"{what} {shown(str(text))} contains a NUL character: give a plain path")
     candidate = Path(text).expanduser()
     if not candidate.is_absolute():
         candidate = Path.cwd() / candidate
-    if any(is_inside(candidate, root) for root in roots):
+    try:
+        inside = any(is_inside(candidate, root) for root in roots)
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a path the OS refuses
+        raise InputRefused(f"{what} {shown(str(text))} cannot be resolved ({exc}): give another path") from None
+    if inside:
         return candidate
     raise InputRefused(f"{what} {shown(str(text))} is outside the allowed folders ({_roots_text(roots)}): "
                        "choose a path inside one, or have an admin add its folder to allowed_roots "
