@@ -147,7 +147,7 @@ def store_samples(config: SegmenterConfig, main: bool) -> tuple[list[Sample], Cl
     from db.models import Annotation, Image as ImageRow
     from workbench.datasets import DatasetNotFound, get_dataset
     from workbench.export import assign_split
-    from workbench.formats.images import resolve_image_path
+    from workbench.formats.images import ImageProblem, resolve_image_path
     from workbench.masks import MaskError, render_image_mask, save_palette_png
     from workbench.schemes import SchemeNotFound, get_scheme, scheme_for_dataset
     from workbench.settings import get_settings
@@ -181,8 +181,11 @@ def store_samples(config: SegmenterConfig, main: bool) -> tuple[list[Sample], Cl
                 split = "validation" if (split or "").lower() in VALIDATION_SPLITS else "train"
             else:
                 split = assign_split(file_name, config.seed, config.validation_split)
-            samples.append(Sample(index, resolve_image_path(Path(dataset.images_root), file_name), mask_path,
-                                  split, file_name))
+            try:
+                photo = resolve_image_path(Path(dataset.images_root), file_name)
+            except ImageProblem as exc:
+                raise DataError(f"dataset {config.dataset!r}: {exc}") from None
+            samples.append(Sample(index, photo, mask_path, split, file_name))
     if not samples:
         raise DataError(f"dataset {config.dataset!r} has no image with real masks to train on")
     return samples, classes

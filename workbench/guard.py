@@ -147,13 +147,18 @@ def check_output_dir(path: str | os.PathLike, what: str = "output folder", *, mu
     return path
 
 
-def _output_path(path: str | os.PathLike, what: str) -> Path:
-    text = os.fspath(path)
-    if not str(text).strip():
-        raise InputRefused(f"{what} is empty: give a path")
-    if "\x00" in str(text):
+def _typed_path(path: str | os.PathLike, what: str, where: str = "") -> str:
+    """The text of a typed path, refused when empty or holding a NUL character."""
+    text = str(os.fspath(path))
+    if not text.strip():
+        raise InputRefused(f"{what} is empty: give a path{where}")
+    if "\x00" in text:
         raise InputRefused(f"{what} {shown(text)} contains a NUL character: give a plain path")
-    path = Path(text).expanduser()
+    return text
+
+
+def _output_path(path: str | os.PathLike, what: str) -> Path:
+    path = Path(_typed_path(path, what)).expanduser()
     problem = file_name_problem(str(path))
     if problem:
         raise InputRefused(f"{what} {shown(str(path))}: {problem}")
@@ -187,13 +192,15 @@ def allowed_roots(settings: Any) -> list[Path]:
 def check_inside_roots(path: str | os.PathLike, roots: Iterable[Path], what: str = "path") -> Path:
     """``path`` if it lies inside one of ``roots`` (symlinks resolved); else refused, naming the roots."""
     roots = list(roots)
-    text = os.fspath(path)
-    if not str(text).strip():
-        raise InputRefused(f"{what} is empty: give a path inside {_roots_text(roots)}")
+    text = _typed_path(path, what, f" inside {_roots_text(roots)}")
     candidate = Path(text).expanduser()
     if not candidate.is_absolute():
         candidate = Path.cwd() / candidate
-    if any(is_inside(candidate, root) for root in roots):
+    try:
+        inside = any(is_inside(candidate, root) for root in roots)
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a path the OS refuses
+        raise InputRefused(f"{what} {shown(str(text))} cannot be resolved ({exc}): give another path") from None
+    if inside:
         return candidate
     raise InputRefused(f"{what} {shown(str(text))} is outside the allowed folders ({_roots_text(roots)}): "
                        "choose a path inside one, or have an admin add its folder to allowed_roots "

@@ -25,7 +25,7 @@ def score_segmenter(engine: Engine, dataset_name: str, segmenter: Segmenter, *, 
                     split: str | None = None, limit: int | None = None, batch_size: int = 8,
                     progress: ProgressFn | None = None) -> dict[str, Any]:
     """mIoU, per-class IoU and pixel accuracy of ``segmenter`` on the dataset's images with real masks."""
-    from workbench.formats.images import resolve_image_path
+    from workbench.formats.images import image_file
     from workbench.masks import render_image_mask
 
     scheme = scheme or segmenter.scheme.name
@@ -44,7 +44,10 @@ def score_segmenter(engine: Engine, dataset_name: str, segmenter: Segmenter, *, 
         batch = rows[start:start + batch_size]
         photos = []
         for _id, file_name, _w, _h in batch:
-            with PILImage.open(resolve_image_path(root, file_name)) as photo:
+            path = image_file(root, file_name)
+            if path is None:
+                raise SegmentError(f"dataset {dataset_name!r}: image {file_name!r} leads out of its images folder {root}")
+            with PILImage.open(path) as photo:
                 photos.append(photo.convert("RGB"))
         predictions = segmenter.predict(photos)
         with session_scope(engine) as session:
