@@ -389,6 +389,7 @@ def test_a_killed_training_job_is_failed_and_resumes_to_the_uninterrupted_run(ti
         and _sql(db, "SELECT pid FROM job WHERE id = ?", job_id)[0][0]), timeout=400)
     job_process = psutil.Process(pid)
     descendants = job_process.children(recursive=True)  # the data loader's worker
+    assert descendants, "the run has no data loader worker to watch"
     job_process.kill()
     _assert_all_gone([job_process, *descendants])
 
