@@ -148,16 +148,17 @@ print(" ".join(map(str, pool._processes)), flush=True)
 time.sleep(600)
 """
 
+# The child watches through the environment, as a training rank under accelerate's launcher does:
+# the psutil watch alone, without Linux's death signal.
 PARENT_WITH_WATCHING_CHILD = """
-import subprocess, sys, time
-from workbench.processes import this_process
-me = this_process()
+import os, subprocess, sys, time
+from workbench.processes import parent_env
 child = subprocess.Popen([sys.executable, "-c", (
-    "import sys, time\\n"
-    "from workbench.processes import Owner, watch_parent\\n"
-    f"watch_parent(Owner({me.pid}, {me.started!r}, {me.host!r}), death_signal=False)\\n"
+    "import time\\n"
+    "from workbench.processes import watch_parent_from_env\\n"
+    "assert watch_parent_from_env() is not None\\n"
     "print('watching', flush=True)\\n"
-    "time.sleep(600)\\n")])
+    "time.sleep(600)\\n")], env={**os.environ, **parent_env()})
 print(child.pid, flush=True)
 time.sleep(600)
 """
@@ -183,8 +184,7 @@ def test_the_parent_watch_alone_ends_a_process_whose_parent_died():
     """Without Linux's death signal (as on Windows and macOS) the psutil watch ends the child."""
     parent, (child_pid,) = _parent_script(PARENT_WITH_WATCHING_CHILD)
     child = psutil.Process(child_pid)
-    time.sleep(0.5)  # let the child start its watch (it would only end sooner otherwise)
-    assert child.is_running()
+    assert parent.stdout.readline().strip() == "watching" and child.is_running()
     _kill(parent)
     _assert_all_gone([child], timeout=30)
 

@@ -152,7 +152,7 @@ def parent_env() -> dict[str, str]:
 def watch_parent_from_env() -> threading.Thread | None:
     """Start :func:`watch_parent` on the process named by :data:`PARENT_ENV`, if set (no death
     signal: that process is an ancestor, not necessarily the parent)."""
-    value = os.environ.get(PARENT_ENV)
+    value = os.environ.pop(PARENT_ENV, None)  # this process's own children (e.g. jobs) are not bound to it
     if not value:
         return None
     pid, started = value.split(":", 1)
