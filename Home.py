@@ -73,6 +73,10 @@ with session_scope(engine) as session:
     steps = pipeline_status(session, name)
 
 # -- show -----------------------------------------------------------------------------------
+if stats["import_status"] == "incomplete":
+    st.warning(f"**Incomplete dataset**: {stats['import_note']}.")
+elif stats["import_status"] == "importing":
+    st.info(f"Still importing: {stats['import_note']}.")
 used = sum(1 for count in stats["categories"].values() if count)
 images_col, annotations_col, categories_col = st.columns(3)
 images_col.metric("Images", f"{stats['images']:,}")

@@ -27,6 +27,7 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pid_started: Mapped[float | None] = mapped_column(Float, nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)  # where pid runs
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)

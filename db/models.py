@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -174,7 +174,11 @@ class AuditLog(Base):
 
 
 class ImportRun(Base):
-    """One run of an importer: its sources, its counts and the rows it rejected."""
+    """One run of an importer: its sources, its counts and the rows it rejected.
+
+    ``pid``, ``pid_started`` (the process's create time) and ``host`` name the process that runs
+    it, so that a run whose process died is told from one still running (``workbench.processes``).
+    """
 
     __tablename__ = "import_run"
 
@@ -188,3 +192,7 @@ class ImportRun(Base):
     images: Mapped[int] = mapped_column(Integer, default=0)
     annotations: Mapped[int] = mapped_column(Integer, default=0)
     rejected: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pid_started: Mapped[float | None] = mapped_column(Float, nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)

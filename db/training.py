@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.models import Base, utcnow
@@ -18,7 +18,7 @@ class Export(Base):
     and mixing recipe, filters, split, seed, resolution, crop, encodings), so the same recipe on
     the same data gives the same files; ``manifest_sha256`` is the checksum of the manifest,
     which itself lists every file's checksum. ``pid`` lets a listing tell a running export from
-    one whose process died.
+    one whose process died (with ``pid_started``, its create time, and ``host``).
     """
 
     __tablename__ = "export"
@@ -32,6 +32,8 @@ class Export(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     manifest_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pid_started: Mapped[float | None] = mapped_column(Float, nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
     job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -121,3 +121,27 @@ def test_unusable_database_is_a_message_not_a_traceback(
     assert "Cannot open the database" in app.error[0].value
     assert not app.metric
 
+
+
+def test_a_dataset_whose_import_was_killed_shows_as_incomplete_until_reimported(store: Path) -> None:
+    """An import run left "running" by a process that is gone (killed) makes the dataset incomplete."""
+    import subprocess
+    import sys
+
+    from sqlalchemy import select
+
+    from db.models import ImportRun
+
+    run_home()  # the first-start demo
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with session_scope(get_engine()) as session:
+        run = session.scalars(select(ImportRun)).one()
+        run.status, run.pid, run.pid_started, run.finished_at = "running", int(ended.stdout), None, None
+    app = run_home()
+    assert len(app.warning) == 1 and "Incomplete dataset" in app.warning[0].value
+    assert "import the same files under the name 'demo' again" in app.warning[0].value
+    assert stats_of("demo")["import_status"] == "incomplete"
+    with session_scope(get_engine()) as session:
+        run = session.scalars(select(ImportRun)).one()
+        assert (run.status, run.error) == ("failed", "the import's process ended before it finished "
+                                                     "(killed, or its machine stopped)")

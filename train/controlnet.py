@@ -898,6 +898,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the trainer from the command line; returns the exit code."""
+    from workbench.processes import watch_parent_from_env
+
+    watch_parent_from_env()  # a rank launched by a job ends when the job's process is killed
     args = build_parser().parse_args(argv)
     overrides = list(args.overrides)
     if args.resume_from_checkpoint:

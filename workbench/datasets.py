@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import threading
 from bisect import bisect_right
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from db.engine import session_scope
 from db.models import Annotation, AnnotationAttribute, Attribute, Category, Dataset, Image, ImportRun
+from workbench.processes import ORPHANED, settle_orphans
 from workbench.progress import ProgressFn, StageFn, StopFn
 from workbench.settings import Settings
 
@@ -32,6 +34,46 @@ class DatasetNotFound(LookupError):
 def list_datasets(session: Session) -> list[str]:
     """Names of the stored datasets, oldest first."""
     return list(session.scalars(select(Dataset.name).order_by(Dataset.id)))
+
+
+@dataclass(frozen=True)
+class ImportState:
+    """Whether a dataset's import is ``complete``, still ``importing``, or ``incomplete`` (its last
+    import was killed, failed or cancelled: what it stored stays, a re-import completes it)."""
+
+    status: Literal["complete", "importing", "incomplete"]
+    note: str = ""
+
+    @property
+    def complete(self) -> bool:
+        """Whether the last import of the dataset finished."""
+        return self.status == "complete"
+
+
+def import_states(session: Session) -> dict[str, ImportState]:
+    """The :class:`ImportState` of every dataset by name (oldest first); an import whose process is
+    gone is recorded as failed on the way."""
+    runs = session.scalars(select(ImportRun).where(ImportRun.status == "running")).all()
+    settle_orphans(runs, error=f"the import's {ORPHANED}")
+    last_runs = select(ImportRun.dataset_id, func.max(ImportRun.id).label("run_id")).group_by(
+        ImportRun.dataset_id).subquery()
+    rows = session.execute(
+        select(Dataset.name, ImportRun)
+        .join(last_runs, last_runs.c.dataset_id == Dataset.id, isouter=True)
+        .join(ImportRun, ImportRun.id == last_runs.c.run_id, isouter=True)
+        .order_by(Dataset.id)
+    ).all()
+    return {name: _state_of(name, run) for name, run in rows}
+
+
+def _state_of(name: str, run: ImportRun | None) -> ImportState:
+    if run is None or run.status == "finished":
+        return ImportState("complete")
+    if run.status == "running":
+        return ImportState("importing", f"import {run.id} is running (pid {run.pid} on {run.host})")
+    why = {"cancelled": "was cancelled"}.get(run.status, f"failed: {run.error}" if run.error else "failed")
+    return ImportState("incomplete", f"import {run.id} {why}; what it stored is kept: import the same "
+                                     f"files under the name {name!r} again to complete it")
 
 
 def get_dataset(session: Session, name: str) -> Dataset:
@@ -81,8 +123,11 @@ def dataset_stats(session: Session, name: str) -> dict[str, Any]:
     last_import = session.scalar(
         select(ImportRun).where(ImportRun.dataset_id == dataset.id).order_by(ImportRun.id.desc())
     )
+    state = import_states(session)[dataset.name]
     return {
         "dataset": dataset.name,
+        "import_status": state.status,
+        "import_note": state.note,
         "format": dataset.format,
         "images_root": dataset.images_root,
         "images": images,

@@ -29,7 +29,8 @@ byte-identical files whatever the number of worker processes.
 Safety: everything is written into a hidden ``.<name>.partial-<pid>`` folder beside the
 destination and renamed into place only when complete. An error or a stop request removes that
 folder; a process killed outright cannot, and the next export into the same parent folder
-sweeps such leftovers (their process being gone).
+sweeps such leftovers (their process being gone). Its worker processes end with it (they watch
+it: ``workbench.processes``), and its record, found with its process gone, reads as failed.
 
 Speed: photos are decoded with JPEG draft mode (DCT scaling) when downscaling, work is spread
 over processes (spawned, fed compact work items; the parent alone reads the store), and each
@@ -51,14 +52,13 @@ import hashlib
 import io
 import json
 import math
-import multiprocessing
 import os
 import re
 import shutil
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -79,6 +79,7 @@ from workbench.datasets import get_dataset
 from workbench.files import write_atomically
 from workbench.formats.images import image_file
 from workbench.guard import InputRefused, read_json
+from workbench.processes import ORPHANED, record_owner, settle_orphans, watched_process_pool
 from workbench.progress import Cancelled, ProgressFn, StopFn, check_stop, report
 from workbench.settings import Settings
 
@@ -780,9 +781,8 @@ def _run_items(items: Iterator[WorkItem], total: int, config: WorkerConfig, work
             results.append(export_item(item))
             report(progress, len(results), total)
         return results
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                               initargs=(config,))
+    # Workers end with this process, even when it is killed outright (workbench.processes).
+    pool = watched_process_pool(workers, _init_worker, (config,))
     _init_worker(config)  # the parent works too (below)
     pending: set[Future] = set()
     try:
@@ -851,7 +851,8 @@ def export_dataset(
         plan = plan_export(session, recipe)
         row = Export(dataset_id=plan.dataset.id, format=recipe.format,
                      recipe=plan.recipe.model_dump(mode="json"), out_dir=str(out_dir),
-                     status="running", pid=os.getpid(), job_id=job_id)
+                     status="running", job_id=job_id)
+        record_owner(row)
         session.add(row)
         session.flush()
         export_id = row.id
@@ -1009,22 +1010,17 @@ class ExportInfo:
 
 
 def list_exports(session: Session, dataset: str | None = None) -> list[ExportInfo]:
-    """Exports, newest first; a "running" one whose process is gone shows as failed."""
-    import psutil
-
+    """Exports, newest first; a "running" one whose process is gone is recorded as failed."""
     query = (select(Export, Dataset.name).join(Dataset, Export.dataset_id == Dataset.id)
              .order_by(Export.id.desc()))
     if dataset is not None:
         query = query.where(Dataset.name == dataset)
-    infos = []
-    for row, name in session.execute(query):
-        status, error = row.status, row.error
-        if status == "running" and (row.pid is None or not psutil.pid_exists(row.pid)):
-            status, error = "failed", "the export's process ended before it finished (killed?)"
-        infos.append(ExportInfo(row.id, name, row.format, status, row.out_dir,
-                                (row.counts or {}).get("images"), row.manifest_sha256,
-                                row.created_at, row.finished_at, error, row.recipe, row.counts or {}))
-    return infos
+    found = session.execute(query).all()
+    settle_orphans((row for row, _ in found), error=f"the export's {ORPHANED}; run it again")
+    return [ExportInfo(row.id, name, row.format, row.status, row.out_dir, (row.counts or {}).get("images"),
+                       row.manifest_sha256, row.created_at, row.finished_at, row.error, row.recipe,
+                       row.counts or {})
+            for row, name in found]
 
 
 def read_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:

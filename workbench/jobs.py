@@ -5,7 +5,8 @@ runner (``python -m workbench.jobs <id>``) in a process of its own: launched wit
 list (never a shell string), in its own process group, its output in a log file. The runner
 keeps the job's row current (status, progress, heartbeat) and ends it as finished, failed or
 cancelled. Pages and the CLI only read the rows, so a restart of the app loses nothing, and a
-process that died is found by its missing process or its stale heartbeat.
+process that died is found by its missing process (pid, create time and host recorded:
+``workbench.processes``) or, on another machine sharing the store, by its stale heartbeat.
 
 Cancelling is graceful first (the job sees ``should_stop()``, saves what it has and returns),
 then forced once the grace period has passed.
@@ -36,6 +37,7 @@ from sqlalchemy.orm import Session
 from db.engine import make_engine, session_scope
 from db.jobs import Job
 from db.models import utcnow
+from workbench.processes import host_name, owner_state
 from workbench.progress import Cancelled, ProgressFn
 from workbench.settings import PROJECT_ROOT, Settings, get_settings
 
@@ -109,25 +111,27 @@ def start_job(
         created = None
     with session_scope(engine) as session:
         job = session.get(Job, job_id)
-        job.pid, job.pid_started = process.pid, created
+        job.pid, job.pid_started, job.host = process.pid, created, host_name()
     return job_id
+
+
+def _elsewhere(job: Job) -> bool:
+    """Whether the job runs on another machine (a shared store): its pid means nothing here."""
+    return owner_state(job.pid, job.pid_started, job.host) == "unknown"
 
 
 def _process_of(job: Job) -> psutil.Process | None:
     """The job's live process, if this machine runs it (a reused pid is not it)."""
-    if job.pid is None:
+    if job.pid is None or _elsewhere(job):
         return None
     child = _children.get(job.pid)
     if child is not None and child.poll() is not None:
         _children.pop(job.pid, None)
         return None
+    if owner_state(job.pid, job.pid_started) != "alive":
+        return None
     try:
-        process = psutil.Process(job.pid)
-        if job.pid_started is not None and abs(process.create_time() - job.pid_started) > 1:
-            return None
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return process
+        return psutil.Process(job.pid)
     except psutil.NoSuchProcess:
         return None
 
@@ -195,14 +199,14 @@ def refresh_jobs(engine: Engine) -> None:
     now = utcnow()
     with session_scope(engine) as session:
         active = session.scalars(select(Job).where(Job.status.in_(ACTIVE))).all()
-        checks = [(job.id, job.status, _process_of(job), _aware(job.heartbeat_at or job.created_at),
+        checks = [(job.id, job.status, _process_of(job), _elsewhere(job), _aware(job.heartbeat_at or job.created_at),
                    job.details.get("cancel_deadline"), job.log_path) for job in active]
-    for job_id, status, process, beat, deadline, log_path in checks:
-        if status == "cancelling" and deadline and now > datetime.fromisoformat(deadline):
+    for job_id, status, process, elsewhere, beat, deadline, log_path in checks:
+        if status == "cancelling" and deadline and now > datetime.fromisoformat(deadline) and not elsewhere:
             if process is not None:
                 kill_tree(process)
             _settle_dead(engine, job_id, "cancelled")
-        elif process is None and (status != "queued" or now - beat > HEARTBEAT_TIMEOUT):
+        elif process is None and not elsewhere and (status != "queued" or now - beat > HEARTBEAT_TIMEOUT):
             reason, _fix = failure_from_log(_tail(log_path, 200))
             _settle_dead(engine, job_id, "cancelled" if status == "cancelling" else "failed",
                          "the job's process ended without reporting (killed, or crashed)"

@@ -29,6 +29,7 @@ import psutil
 
 from train.config import TrainConfig
 from train.distributed import stop_file
+from workbench.processes import parent_env
 from workbench.settings import PROJECT_ROOT
 from workbench.training import METRICS_FILE, MetricsTail, TrainingError, base_is_tiny, checkpoints, train_argv
 
@@ -149,7 +150,9 @@ def run_launched(config: TrainConfig, config_path: Path, overrides: list[str] | 
     output_dir = Path(config.output_dir)
     stop = stop_file(output_dir)
     stop.unlink(missing_ok=True)  # a request left by an earlier run is not this run's
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
+    # parent_env: the ranks end when this process is killed (they watch it; workbench.processes)
+    env = {**os.environ, **parent_env(),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
     argv = launch_argv(config_path, overrides, num_processes, accelerate_config, config.mixed_precision)
     print("launching: " + " ".join(argv), flush=True)
     launcher = subprocess.Popen(argv, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL)

@@ -131,14 +131,22 @@ def import_folder_cmd(
 
 
 @app.command()
-def datasets(ctx: typer.Context) -> None:
-    """List the stored datasets."""
+def datasets(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (name, import_status, import_note).")] = False,
+) -> None:
+    """List the stored datasets; one whose last import did not finish is marked incomplete."""
     from db.engine import session_scope
-    from workbench.datasets import list_datasets
+    from workbench.datasets import import_states
 
     with session_scope(engine_of(ctx)) as session:
-        for name in list_datasets(session):
-            typer.echo(name)
+        states = import_states(session)
+    if as_json:
+        print_json([{"name": name, "import_status": state.status, "import_note": state.note}
+                    for name, state in states.items()])
+        return
+    for name, state in states.items():
+        typer.echo(name if state.complete else f"{name}  ({state.status}: {state.note})")
 
 
 @app.command()
@@ -162,6 +170,8 @@ def stats(
         return
     typer.echo(f"{data['dataset']} ({data['format']}): {data['images']} images, "
                f"{data['annotations']} annotations, {data['category_count']} categories")
+    if data["import_status"] != "complete":
+        typer.echo(f"{data['import_status']}: {data['import_note']}")
     for name, count in sorted(data["categories"].items(), key=lambda kv: -kv[1]):
         if count:
             typer.echo(f"  {count:8d}  {name}")

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import csv
 import gc
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -33,6 +32,7 @@ from workbench.formats.imat2019_rows import RowParser, set_up_parsing_process
 from workbench.formats.records import PendingAnnotation, Rejection
 from workbench.formats.store import DatasetWriter, ImportReport, ImportSourceError
 from workbench.guard import InputRefused, decode_text
+from workbench.processes import watched_process_pool
 from workbench.progress import ProgressFn, StopFn, report
 from workbench.settings import get_settings
 from workbench.taxonomy import TaxonomyError, load_taxonomy
@@ -93,8 +93,7 @@ def _parse_ranges(
         for start, end in ranges:
             yield (*parser.parse_range(csv_path, start, end), end)
         return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=set_up_parsing_process) as pool:
+    with watched_process_pool(workers, set_up_parsing_process) as pool:  # they end with this process
         in_flight: deque[tuple[Future, int]] = deque()
         for start, end in ranges:
             in_flight.append((pool.submit(parser.parse_range, csv_path, start, end), end))

@@ -32,6 +32,7 @@ from db.models import (
 from workbench.formats.images import ImageInfo, ImageProblem, check_image
 from workbench.formats.records import PendingAnnotation, Rejection
 from workbench.guard import check_name, printable
+from workbench.processes import record_owner
 from workbench.progress import Cancelled, StopFn
 from workbench.taxonomy import Taxonomy
 
@@ -181,6 +182,7 @@ class DatasetWriter:
         }
         self._preexisting_images = set(self.images)
         self._run = ImportRun(dataset_id=self.dataset_id, format=format, sources=sources)
+        record_owner(self._run)  # a killed import is found by its dead process (workbench.datasets)
         s.add(self._run)
         self._commit()
 
