@@ -2,10 +2,10 @@
 
 Models live in one module per area (``db/models.py`` for the core, ``db/people.py``,
 ``db/captions.py``, ``db/training.py``, ``db/jobs.py``, ``db/generations.py``, ``db/models_registry.py``,
-``db/segment.py``, ``db/evaluations.py``); importing ``db`` registers them all on ``Base``.
+``db/segment.py``, ``db/evaluations.py``, ``db/users.py``); importing ``db`` registers them all on ``Base``.
 """
 
-from db import captions, evaluations, explore, generations, jobs, models_registry, people, segment, training  # noqa: F401  (registers their tables on Base)
+from db import captions, evaluations, explore, generations, jobs, models_registry, people, segment, training, users  # noqa: F401  (registers their tables on Base)
 from db.engine import make_engine, session_factory, session_scope
 from db.models import (
     Annotation,
