@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli import captions, data, evaluate, explore, export, generate, jobs, models, people, segment, train
+from workbench.cli import captions, data, evaluate, explore, export, generate, jobs, models, people, segment, train, users
 from workbench.settings import get_settings
 
 app = typer.Typer(
@@ -32,7 +32,7 @@ def main(
     ctx.obj = {"settings": get_settings(db_url=db)}
 
 
-for area in (data, explore, people, captions, export, train, segment, generate, evaluate, jobs, models):
+for area in (data, explore, people, captions, export, train, segment, generate, evaluate, jobs, models, users):
     app.add_typer(area.app)
 
 
