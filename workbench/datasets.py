@@ -11,7 +11,7 @@ from bisect import bisect_right
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
 from db.engine import session_scope
@@ -165,6 +165,8 @@ def delete_dataset(session: Session, name: str, *, by: str | None) -> dict[str, 
     gone = {"format": dataset.format, "images_root": dataset.images_root, "images": images,
             "annotations": annotations}
     record(session, by, "dataset.delete", "dataset", dataset.id, dataset=name, before=gone)
-    session.delete(dataset)  # the store's foreign keys cascade to every row of the dataset
-    session.flush()
+    # A statement, not session.delete: the store's foreign keys cascade to every row of the dataset
+    # (the ORM would first try to detach its categories and attributes).
+    session.execute(delete(Dataset).where(Dataset.id == dataset.id))
+    session.expunge(dataset)
     return {"dataset": name, **gone}
