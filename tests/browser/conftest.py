@@ -109,8 +109,15 @@ def browser(tmp_path: Path) -> Iterator["BrowserContext"]:
 
 
 @pytest.fixture
-def demo_app(tmp_path: Path) -> Iterator[RunningApp]:
-    """``streamlit run Home.py`` on an isolated, empty store (so it builds a small demo)."""
+def app_env() -> dict[str, str]:
+    """More ``WORKBENCH_*`` settings for the app (a test module overrides this fixture)."""
+    return {}
+
+
+@pytest.fixture
+def demo_app(tmp_path: Path, app_env: dict[str, str]) -> Iterator[RunningApp]:
+    """``streamlit run Home.py`` on an isolated, empty store (so it builds a small demo), with
+    ``app_env`` on top of the test settings."""
     data_dir = tmp_path / "data"
     db_url = f"sqlite:///{(data_dir / 'workbench.db').as_posix()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
@@ -120,6 +127,7 @@ def demo_app(tmp_path: Path) -> Iterator[RunningApp]:
         WORKBENCH_DEMO_IMAGES=str(DEMO_IMAGES),
         PYTHONUNBUFFERED="1",
     )
+    env.update(app_env)
     port = free_port()
     log = tmp_path / "streamlit.log"
     command = [
