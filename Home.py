@@ -8,14 +8,17 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from db.engine import session_scope
+from ui.auth import allowed, require_user
 from ui.common import open_store, shown_url, staged_progress_bar
-from workbench.datasets import dataset_stats, ensure_demo_dataset, list_datasets
+from workbench.audit import record
+from workbench.datasets import dataset_stats, delete_dataset, ensure_demo_dataset, list_datasets
 from workbench.pipeline import pipeline_status
 from workbench.settings import Settings, get_settings
 
 TOP_CATEGORIES = 15
 
 st.set_page_config(page_title="Fashion ControlNet Workbench", page_icon="👗", layout="wide")
+user = require_user()
 
 
 def import_demo_once(engine: Engine, settings: Settings) -> None:
@@ -34,6 +37,9 @@ def import_demo_once(engine: Engine, settings: Settings) -> None:
             status.update(label="Another session imported the demo dataset", state="complete",
                           expanded=False)
         else:
+            with session_scope(engine) as session:
+                record(session, user.name, "import", "dataset", report.dataset, dataset=report.dataset,
+                       after={"images": report.images, "annotations": report.annotations, "demo": True})
             status.update(label=f"Demo dataset imported: {report.images} images, "
                           f"{report.annotations} annotations", state="complete", expanded=False)
 
@@ -58,7 +64,7 @@ except Exception as exc:
     )
     st.stop()
 
-if not names and settings.demo_images > 0:
+if not names and settings.demo_images > 0 and user.can("import"):
     import_demo_once(engine, settings)
     with session_scope(engine) as session:
         names = list_datasets(session)
@@ -67,6 +73,9 @@ if not names:
     st.info("No datasets yet. Import one on the **Import** page, or run `python -m workbench demo`.")
     st.stop()
 
+deleted = st.session_state.pop("home_deleted", None)
+if deleted:
+    st.success(deleted)
 name = st.selectbox("Dataset", names, key="dataset")
 with session_scope(engine) as session:
     stats = dataset_stats(session, name)
@@ -107,3 +116,17 @@ else:
     chart = px.bar(counts.iloc[::-1], orientation="h", labels={"index": "category", "value": "masks"})
     chart.update_layout(showlegend=False, height=120 + 24 * len(counts), margin={"t": 10, "b": 10})
     st.plotly_chart(chart)
+
+with st.expander("Delete this dataset"):
+    st.caption("Removes its images, masks, flags, captions and exports' rows from the store (the files on disk "
+               "stay). The audit log keeps who did it. CLI twin: `python -m workbench delete-dataset NAME --yes`.")
+    may_delete = allowed("delete_dataset")
+    typed = st.text_input(f"Type {name!r} to confirm", key="home_delete_confirm", disabled=not may_delete)
+    if st.button("Delete dataset", key="home_delete", disabled=not may_delete or typed.strip() != name) \
+            and may_delete and typed.strip() == name:
+        with session_scope(engine) as session:
+            gone = delete_dataset(session, name, by=user.name)
+        st.session_state["home_deleted"] = (f"Deleted {name}: {gone['images']} images, "
+                                            f"{gone['annotations']} annotations.")
+        st.session_state.pop("home_delete_confirm", None)
+        st.rerun()

@@ -159,7 +159,10 @@ class Curator(Base):
 
 
 class AuditLog(Base):
-    """Every curator decision: who, what, the value before and after, and when."""
+    """Every write: who, what, the value before and after, and when (see :mod:`workbench.audit`).
+
+    ``dataset`` is the dataset's name, not a key, so the log outlives a deleted dataset.
+    """
 
     __tablename__ = "audit_log"
 
@@ -167,6 +170,7 @@ class AuditLog(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     curator: Mapped[str | None] = mapped_column(String(200), nullable=True)
     action: Mapped[str] = mapped_column(String(100))
+    dataset: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
     entity: Mapped[str] = mapped_column(String(100))
     entity_id: Mapped[str] = mapped_column(String(200))
     before: Mapped[Any | None] = mapped_column(JSON, nullable=True)

@@ -22,6 +22,7 @@ st.caption("Paths are on the machine running the workbench. The import runs as a
 # The store's libraries (SQLAlchemy, pydantic) take seconds to import in a fresh server: load
 # them after the title, under a spinner, so the page never sits blank (pandas waits for a report).
 with st.spinner("Loading the import form…"):
+    from ui.auth import allowed, require_user  # noqa: E402
     from ui.common import store_or_stop  # noqa: E402
     from ui.jobs import watch_job  # noqa: E402
     from workbench.guard import check_name, refusal  # noqa: E402
@@ -29,6 +30,7 @@ with st.spinner("Loading the import form…"):
     from workbench.taxonomy import BUNDLED_IMAT2019_LABELS  # noqa: E402
 
     settings, engine = store_or_stop()
+user = require_user()
 
 # -- the form: widget values are kept by key, so nothing typed is lost when an import fails ---
 kind = st.radio("Format", [IMAT, COCO, FOLDER], horizontal=True, key="import_format")
@@ -52,7 +54,7 @@ strict = kind != FOLDER and st.checkbox("Strict: stop at the first bad row and w
                                         key="import_strict")
 
 # -- act: start the import job --------------------------------------------------------------
-if st.button("Import", type="primary"):
+if st.button("Import", type="primary", disabled=not allowed("import")) and user.can("import"):
     missing = [what for what, value in [("dataset name", name), *paths.values()] if not value.strip()]
     name_problem = None if missing else refusal(check_name, name.strip())
     if missing:
@@ -69,7 +71,7 @@ if st.button("Import", type="primary"):
                 "--report", str(report_path.absolute())]
         try:
             job_id = start_job(engine, settings, kind="import", dataset=name.strip(), argv=argv,
-                               details={"report": str(report_path.absolute())})
+                               details={"report": str(report_path.absolute())}, user=user.name, audit="import")
         except Exception as exc:
             st.error(f"The import could not be started: {type(exc).__name__}: {exc}")
         else:

@@ -11,6 +11,7 @@ import streamlit as st
 from db.engine import session_scope
 from db.models import Dataset, Image
 from ui import charts
+from ui.auth import require_user
 from ui.common import datasets_or_stop, open_store, store_or_stop
 from workbench.embeddings.projection import COLOUR_BY, map_frame, saved_or_pca
 from workbench.embeddings.store import embedded_models
@@ -34,6 +35,7 @@ GALLERY_COLUMNS = 6
 INSPECT_PAGE = "pages/03_Inspect.py"
 
 st.set_page_config(page_title="Explore · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
+require_user()
 
 
 @st.cache_resource(show_spinner="Reading the dataset's statistics…", max_entries=4)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from db.engine import session_scope
 from db.models import Category, Dataset, Image
+from ui.auth import allowed, can, refusal, require_user
 from ui.common import datasets_or_stop, open_store, store_or_stop
 from ui.similarity import embedded_model_select, thumbnail_grid
 from workbench.embeddings.search import more_like
@@ -47,6 +48,7 @@ DISPLAY_SIDE = 1024
 SIMILAR_K = 12
 
 st.set_page_config(page_title="Inspect · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
+user = require_user()
 
 
 def swatch(colour, label: str) -> str:
@@ -71,12 +73,14 @@ def image_order(url: str, dataset_id: int, count: int) -> list[int]:
 
 
 def save_clicked(definition, save_name: str, curator: str, base_name: str, base_version: int) -> None:
-    """Save the edited scheme as a new version and show it beside the others."""
+    """Save the edited scheme as a new version (admins only) and show it beside the others."""
     save_name = save_name.strip()
+    if not can("edit_scheme"):
+        st.session_state["editor_message"] = ("error", refusal("edit_scheme"))
+        return
     try:
         with session_scope(open_store(get_settings())) as session:
-            stored = save_scheme(session, definition.edited(name=save_name),
-                                 curator=curator.strip() or None,
+            stored = save_scheme(session, definition.edited(name=save_name), curator=curator,
                                  based_on=base_version if save_name == base_name else None)
     except (SchemeError, SchemeConflict) as exc:
         st.session_state["editor_message"] = ("error", str(exc))
@@ -209,14 +213,12 @@ with right:
     highlight_id = int(table.iloc[rows[0]]["id"]) if rows else None
     with st.popover("Someone is unlabelled here"):
         st.caption("Adds this image to the People review queue.")
-        flag_curator = st.text_input("Your name", key="inspect_flag_curator",
-                                     value=st.session_state.get("people_curator") or "")
         flag_note = st.text_input("Note (optional)", key="inspect_flag_note",
                                   placeholder="e.g. a person on the left has no masks")
-        if st.button("Flag for review", key="inspect_flag", disabled=not flag_curator.strip()):
+        if st.button("Flag for review", key="inspect_flag", disabled=not allowed("decide")):
             try:
                 with session_scope(engine) as session:
-                    flag_image(session, image.id, flag_curator.strip(), flag_note)
+                    flag_image(session, image.id, user.name, flag_note)
             except QueueError as exc:
                 st.error(str(exc))
             else:
@@ -349,9 +351,9 @@ if new_definition is not None:
     with scol:
         save_name = st.text_input("Save as (a name; the same name saves a new version)",
                                   value=base.name, key=f"editor_save_name_{edit_key}")
-        curator = st.text_input("Curator", key="editor_curator")
         st.button("Save scheme", type="primary", key="editor_save", on_click=save_clicked,
-                  args=(new_definition, save_name, curator, base.name, base.version))
+                  args=(new_definition, save_name, user.name, base.name, base.version),
+                  disabled=not allowed("edit_scheme"))
         message = st.session_state.pop("editor_message", None)
         if message is not None:
             (st.success if message[0] == "ok" else st.error)(message[1])

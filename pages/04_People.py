@@ -6,6 +6,7 @@ import streamlit as st
 
 from db.engine import session_scope, with_retries
 from db.models import Image
+from ui.auth import allowed, can, refusal, require_user
 from ui.common import datasets_or_stop, open_store, store_or_stop
 from ui.jobs import job_log, restart_button, show_ending
 from ui.models import model_picker
@@ -15,7 +16,6 @@ from workbench.people.detectors import DETECTOR_NAMES
 from workbench.people.queue import (
     QueueError,
     decide,
-    list_curators,
     next_item,
     queue_counts,
     release_claims,
@@ -26,6 +26,7 @@ from workbench.people.queue import (
 from workbench.settings import get_settings
 
 st.set_page_config(page_title="People · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
+user = require_user()
 st.title("People: is every person labelled?")
 st.caption("CLI twin: `python -m workbench people detect | list | decide | flag | undo | repair | repairs | "
            "unrepair`.")
@@ -37,7 +38,18 @@ def say(kind: str, text: str) -> None:
     st.session_state["people_message"] = (kind, text)
 
 
+def refused(action: str) -> bool:
+    """Whether the signed-in user may not ``action`` (said on the page); callbacks check again,
+    since a role can change while the page is open."""
+    if can(action):
+        return False
+    say("error", refusal(action))
+    return True
+
+
 def on_decide(dataset: str, curator: str, flag_id: int, version: int, decision: str, regions: list) -> None:
+    if refused("decide"):
+        return
     try:
         result = with_retries(open_store(get_settings()), lambda session: decide(
             session, flag_id, curator, decision, regions=regions or None, seen_version=version))
@@ -52,11 +64,15 @@ def on_decide(dataset: str, curator: str, flag_id: int, version: int, decision: 
 
 
 def on_skip(curator: str, flag_id: int) -> None:
+    if refused("decide"):
+        return
     item = with_retries(open_store(get_settings()), lambda session: skip(session, flag_id, curator))
     say("info", f"{item.file_name}: skipped (left for someone else)")
 
 
 def on_undo(dataset: str, curator: str) -> None:
+    if refused("decide"):
+        return
     try:
         item = with_retries(open_store(get_settings()), lambda session: undo_last(session, dataset, curator))
     except QueueError as exc:
@@ -68,11 +84,13 @@ def on_undo(dataset: str, curator: str) -> None:
 def on_start_detection(dataset: str, detector: str, threshold: float, model: str | None = None) -> None:
     from workbench.jobs import start_job
 
+    if refused("run_jobs"):
+        return
     settings = get_settings()
     try:
         job_id = start_job(open_store(settings), settings, kind=DETECT_JOB_KIND, dataset=dataset,
                            argv=detect_argv(dataset, detector, threshold, model=model),
-                           details={"detector": detector, "model": model})
+                           details={"detector": detector, "model": model}, user=user.name)
     except Exception as exc:  # shown, not raised
         say("error", f"Could not start detection: {type(exc).__name__}: {exc}")
         return
@@ -82,31 +100,11 @@ def on_start_detection(dataset: str, detector: str, threshold: float, model: str
 # -- load -----------------------------------------------------------------------------------
 settings, engine = store_or_stop()
 names = datasets_or_stop(engine)
-with session_scope(engine) as session:
-    curators = list_curators(session)
 
 left, right = st.columns(2)
 dataset = left.selectbox("Dataset", names, key="people_dataset")
-NEW_CURATOR = "New curator…"
-
-
-def on_new_curator() -> None:
-    """Make the typed name the picked curator (the store knows it once it decides something)."""
-    name = st.session_state.get("people_curator_new", "").strip()
-    if name:
-        typed = st.session_state.setdefault("people_new_curators", [])
-        if name not in typed:
-            typed.append(name)
-        st.session_state["people_curator"] = name
-
-
-typed = [n for n in st.session_state.get("people_new_curators", []) if n not in curators]
-curator = right.selectbox("Curator", [*curators, *typed, NEW_CURATOR], index=None, key="people_curator",
-                          placeholder="Pick your name", help="Every decision is recorded under this name.")
-if curator == NEW_CURATOR:
-    right.text_input("Your name", key="people_curator_new", placeholder="e.g. ana", on_change=on_new_curator,
-                     help="Press Enter: the name becomes the picked curator.")
-    curator = None
+curator = user.name  # every decision is recorded under the signed-in user's name
+right.markdown(f"Deciding as **{curator}** ({user.role})")
 
 # -- detection jobs -------------------------------------------------------------------------
 from workbench.jobs import ACTIVE, job_summary, list_jobs, refresh_jobs  # noqa: E402
@@ -135,7 +133,7 @@ with st.expander("Detection", expanded=bool(latest) and latest[0]["status"] != "
                                       default={"grounding-dino": "grounding-dino-tiny",
                                                "torchvision": "maskrcnn_resnet50_fpn_v2"}[detector])
     c3.button("Start detection", on_click=on_start_detection, args=(dataset, detector, threshold, detector_model),
-              key="people_start_detection")
+              key="people_start_detection", disabled=not user.can("run_jobs"))
 
     @st.fragment(run_every=2)
     def detection_jobs() -> None:
@@ -173,10 +171,8 @@ message = st.session_state.pop("people_message", None)
 if message:
     getattr(st, message[0])(message[1])
 
-if not curator:
-    st.info("Pick who is reviewing to start.")
-    st.stop()
-curator = curator.strip()
+if not allowed("decide"):
+    st.stop()  # viewers see the counts, not the queue: showing it would claim an image
 
 undo_col, leave_col = st.columns([1, 5])
 undo_col.button("Undo last", shortcut="U", key="people_undo", on_click=on_undo, args=(dataset, curator),
@@ -184,9 +180,14 @@ undo_col.button("Undo last", shortcut="U", key="people_undo", on_click=on_undo, 
 if leave_col.button("Stop reviewing (free my image)", key="people_release"):
     with session_scope(engine) as session:
         release_claims(session, curator)
-    for key in ("people_curator", "people_curator_new"):
-        st.session_state.pop(key, None)
+    st.session_state["people_paused"] = True
     st.rerun()
+if st.session_state.get("people_paused"):
+    st.info("Your image is free for someone else.")
+    if st.button("Resume reviewing", key="people_resume"):
+        st.session_state.pop("people_paused")
+        st.rerun()
+    st.stop()
 
 try:
     item = with_retries(engine, lambda session: next_item(session, dataset, curator))

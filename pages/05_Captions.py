@@ -9,6 +9,7 @@ import streamlit as st
 from PIL import Image as PILImage, ImageDraw
 
 from db.engine import session_scope, with_retries
+from ui.auth import allowed, refusal, require_user
 from ui.common import datasets_or_stop, store_or_stop
 from ui.jobs import watch_job
 from ui.models import model_picker
@@ -24,6 +25,7 @@ STATUSES = ["pending", "accepted", "edited", "rejected"]
 COLOURS = {True: "#2ca02c", False: "#d62728", None: "#1f77b4"}
 
 st.set_page_config(page_title="Captions · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
+user = require_user()
 settings, engine = store_or_stop()
 st.title("Captions")
 names = datasets_or_stop(engine)
@@ -31,7 +33,8 @@ names = datasets_or_stop(engine)
 # -- load: dataset, curator, filters -----------------------------------------------------------------
 sb = st.sidebar
 name = sb.selectbox("Dataset", names, key="captions_dataset")
-curator = sb.text_input("Curator", key="curator", placeholder="your name (recorded with each decision)")
+curator = user.name  # every decision is recorded under the signed-in user's name
+can_decide = allowed("decide", sb)
 with session_scope(engine) as session:
     sources_known = caption_sources(session, name)
     reviewed, total = review_progress(session, name)
@@ -55,13 +58,13 @@ with st.expander("Generate captions (runs as a background job)"):
         key=f"captions_gen_model_{model_kind}", container=cols[1],
         default={"clip": "clip-vit-l-14", "caption": "blip-large", "kosmos2": "kosmos2"}[model_kind]) or ""
     batch = cols[2].number_input("Batch", min_value=1, value=8, key="captions_gen_batch")
-    if st.button("Start captioning job", key="captions_gen_start"):
+    if st.button("Start captioning job", key="captions_gen_start", disabled=not allowed("run_jobs")):
         from workbench.jobs import start_job
 
         argv = ["captions", "run", "--dataset", name, "--captioner", kind, "--batch-size", str(int(batch))]
         argv += ["--model", model.strip()] if model.strip() else []
         st.session_state["captions_job"] = start_job(engine, settings, kind="captions", argv=argv, dataset=name,
-                                                     details={"captioners": [kind]})
+                                                     details={"captioners": [kind]}, user=curator)
     if (job_id := st.session_state.get("captions_job")) is not None:
         watch_job(engine, job_id, label="Captioning job", unit="images", cancellable=True,
                   finished=lambda job: "Captions stored: review them below.", restart_key="captions_job")
@@ -84,8 +87,8 @@ def forget(caption_id: int) -> None:
 
 def run_decision(caption_id: int, version: int, decision: str, text: str | None = None) -> None:
     """Apply a decision, keeping a refused (stale) save on screen with the other version."""
-    if not curator.strip():
-        st.session_state["captions_notice"] = ("error", "Enter your name as curator (sidebar) before deciding.")
+    if not can_decide:
+        st.session_state["captions_notice"] = ("error", refusal("decide"))
         return
     try:
         with_retries(engine, lambda session: decide(session, caption_id, version, decision, curator, text=text))
@@ -125,9 +128,10 @@ with st.expander("Bulk edit the filtered captions (preview first)"):
         else:
             st.dataframe(pd.DataFrame([{"image": c.file_name, "source": c.source, "before": c.before, "after": c.after}
                                        for c in changes]), hide_index=True)
-            if st.button(f"Apply to {len(changes)} captions", key="bulk_apply", type="primary"):
-                if not curator.strip():
-                    st.error("Enter your name as curator (sidebar) before applying.")
+            if st.button(f"Apply to {len(changes)} captions", key="bulk_apply", type="primary",
+                         disabled=not can_decide):
+                if not can_decide:
+                    st.error(refusal("decide"))
                 else:
                     with session_scope(engine) as session:
                         result = apply_bulk(session, changes, curator)
@@ -218,15 +222,16 @@ for n, caption in enumerate(shown):
     text = box.text_area("Text", key=text_key, label_visibility="collapsed", height=120)
     chosen = caption.id == focus
     b1, b2, b3 = box.columns(3)
-    if b1.button("Accept", key=f"accept_{caption.id}", shortcut="A" if chosen else None):
+    if b1.button("Accept", key=f"accept_{caption.id}", shortcut="A" if chosen else None, disabled=not can_decide):
         run_decision(caption.id, seen, "accept")
         st.rerun()
-    if b2.button("Save edit", key=f"save_{caption.id}", shortcut="Ctrl+Enter" if chosen else None):
+    if b2.button("Save edit", key=f"save_{caption.id}", shortcut="Ctrl+Enter" if chosen else None,
+                 disabled=not can_decide):
         if text.strip() != caption.text or seen != caption.version:
             run_decision(caption.id, seen, "edit", text)
             st.rerun()
         st.session_state["captions_notice"] = ("info", "The text is unchanged; nothing to save.")
         st.rerun()
-    if b3.button("Reject", key=f"reject_{caption.id}", shortcut="X" if chosen else None):
+    if b3.button("Reject", key=f"reject_{caption.id}", shortcut="X" if chosen else None, disabled=not can_decide):
         run_decision(caption.id, seen, "reject")
         st.rerun()

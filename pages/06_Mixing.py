@@ -9,6 +9,7 @@ import streamlit as st
 from pydantic import ValidationError
 
 from db.engine import session_scope
+from ui.auth import allowed, require_user
 from ui.common import datasets_or_stop, store_or_stop
 from workbench.captions.mixing import (MixRecipe, empty_sources, get_recipe, list_recipe_names, new_recipe,
                                        preview_mix, recipe_versions, save_recipe)
@@ -18,6 +19,7 @@ from workbench.guard import check_name, refusal
 STYLES = {"plain": "dress", "angle": "<dress>", "square": "[dress]", "weight": "(dress:1.2)"}
 
 st.set_page_config(page_title="Mixing · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
+user = require_user()
 settings, engine = store_or_stop()
 st.title("Mixing recipes")
 names = datasets_or_stop(engine)
@@ -113,15 +115,17 @@ st.plotly_chart(fig, key="mix_histogram")
 # -- save ----------------------------------------------------------------------------------------------------
 c1, c2, c3 = st.columns([2, 2, 1])
 save_name = c1.text_input("Recipe name", "" if start == "(new recipe)" else start, key="mix_save_name")
-curator = c2.text_input("Curator", key="curator")
-if c3.button("Save version", key="mix_save", type="primary"):
+c2.markdown(f"Saved by **{user.name}**")
+if c3.button("Save version", key="mix_save", type="primary", disabled=not allowed("save_recipe", c2)):
     name_problem = refusal(check_name, save_name.strip(), "recipe name") if save_name.strip() else None
-    if not save_name.strip():
+    if not user.can("save_recipe"):
+        st.error("Saving recipes needs the curator role.")
+    elif not save_name.strip():
         st.error("Name the recipe before saving.")
     elif name_problem:
         st.error(name_problem)
     else:
         with session_scope(engine) as session:
-            stored = save_recipe(session, save_name.strip(), recipe, curator.strip() or None, dataset=name)
+            stored = save_recipe(session, save_name.strip(), recipe, user.name, dataset=name)
         st.success(f"Saved {stored.name!r} version {stored.version} for {name}. The Export page uses it for "
                        f"{name} by default, and the export's manifest records this version.")

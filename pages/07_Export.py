@@ -9,10 +9,12 @@ import streamlit as st
 from pydantic import ValidationError
 
 from db.engine import session_scope
+from ui.auth import allowed, require_user
 from ui.common import datasets_or_stop, store_or_stop
 from ui.jobs import watch_job
 
 st.set_page_config(page_title="Export · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
+user = require_user()
 st.title("Export for training")
 st.caption("The export runs as a background job; the CLI twin is `python -m workbench export ...`.")
 
@@ -97,7 +99,7 @@ out_dir = st.text_input("Destination folder (on the server)", value=str(default_
 overwrite = st.checkbox("Replace the folder if it holds an earlier export", key="export_overwrite")
 
 # -- act --------------------------------------------------------------------------------------
-if st.button("Export", type="primary"):
+if st.button("Export", type="primary", disabled=not allowed("export")) and user.can("export"):
     try:
         recipe = ExportRecipe(
             dataset=dataset, format=fmt, scheme=scheme, resolution=int(resolution), crop=crop,
@@ -123,7 +125,8 @@ if st.button("Export", type="primary"):
             try:
                 job_id = start_job(engine, settings, kind="export", dataset=dataset,
                                    argv=export_argv(recipe, destination, overwrite=overwrite),
-                                   details={"out_dir": str(destination.resolve())})
+                                   details={"out_dir": str(destination.resolve())}, user=user.name,
+                                   audit="export")
             except Exception as exc:
                 st.error(f"The export could not be started: {type(exc).__name__}: {exc}")
             else:

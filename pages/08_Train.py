@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from db.engine import session_scope
+from ui.auth import allowed, require_user
 from ui.common import store_or_stop
 from ui.evaluations import show_controllability
 from ui.jobs import job_log, job_now, restart_button, show_ending
@@ -15,6 +16,7 @@ from ui.models import model_picker
 from workbench.models import TINY_LABEL
 
 st.set_page_config(page_title="Train · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
+user = require_user()
 st.title("Train a ControlNet")
 st.caption("Training runs as a background job (`python -m workbench train start --config F`); "
            "this page starts it and watches its metrics, checkpoints and validation images.")
@@ -128,7 +130,8 @@ with st.expander("New training run", expanded=form_default, key="train_form", on
                          help="Any key of train/config.py, e.g. lr_scheduler, lr_warmup_steps, random_flip, "
                               "sd_locked, num_validation_images, validation_prompt.")
 
-    if st.button("Start training", type="primary", key="train_start"):
+    if st.button("Start training", type="primary", key="train_start", disabled=not allowed("train")) \
+            and user.can("train"):
         try:
             if not export_dir:
                 raise ConfigError("choose an export folder (or type its path)")
@@ -149,7 +152,8 @@ with st.expander("New training run", expanded=form_default, key="train_form", on
             path = training.write_config(config, Path(settings.data_dir) / "train" / "configs" /
                                          f"{run_name}-{int(time.time())}.yaml")
             job_id = start_training(engine, settings, config, path, num_processes=int(processes),
-                                    accelerate_config=Path(accelerate_config.strip()) if accelerate_config.strip() else None)
+                                    accelerate_config=Path(accelerate_config.strip()) if accelerate_config.strip() else None,
+                                    user=user.name)
         except (ConfigError, training.TrainingError, InputRefused) as exc:
             st.error(str(exc))
         else:
@@ -232,12 +236,14 @@ def show_job(job_id: int) -> None:
                 "No metrics yet: the first steps are being prepared (model loading, caches).")
 
     b1, b2 = st.columns(2)
-    if status in ACTIVE and b1.button("Cancel (saves a checkpoint)", key=f"train_cancel_{job_id}"):
+    if status in ACTIVE and b1.button("Cancel (saves a checkpoint)", key=f"train_cancel_{job_id}",
+                                      disabled=not user.can("train")) and user.can("train"):
         cancel_job(engine, job_id, grace_seconds=60, wait=False)
         st.rerun(scope="app")
     with b2:
         new_id = restart_button(engine, job, key=f"train_restart_{job_id}",
-                                resume_argv=("--resume-from-checkpoint=latest",))
+                                resume_argv=("--resume-from-checkpoint=latest",), action="train",
+                                audit="train.resume")
     if new_id is not None:
         st.session_state["train_job_next"] = new_id
         st.rerun(scope="app")

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from db.engine import session_scope
+from ui.auth import allowed, require_user
 from ui.common import store_or_stop
 from ui.jobs import watch_job
 from workbench.cli.models import CHECK_JOB_KIND, TINY_JOB_KIND
@@ -13,6 +14,7 @@ from workbench.jobs import start_job
 from workbench.models import KINDS, ModelLookupError, add_model, list_models, status_rows
 
 st.set_page_config(page_title="Models · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
+user = require_user()
 settings, engine = store_or_stop()
 st.title("Models")
 st.caption(f"Looked for in the models folder `{settings.models_dir}` (`WORKBENCH_MODELS_DIR`), the Hugging Face "
@@ -20,14 +22,18 @@ st.caption(f"Looked for in the models folder `{settings.models_dir}` (`WORKBENCH
 
 # -- act: check, tiny models, add -----------------------------------------------------------------
 c1, c2 = st.columns(2)
-if c1.button("Check all models", key="models_check", help="Loads each model found here once (never downloads)."):
+may_run = allowed("run_jobs")
+if c1.button("Check all models", key="models_check", help="Loads each model found here once (never downloads).",
+             disabled=not may_run) and may_run:
     st.session_state["models_job"] = ("Check", start_job(engine, settings, kind=CHECK_JOB_KIND,
-                                                         argv=["models", "check"], details={"models": "all"}))
+                                                         argv=["models", "check"], details={"models": "all"},
+                                                         user=user.name))
 if c2.button("Make tiny test models", key="models_tiny",
              help="Small random-weight models of every kind: the whole pipeline runs on a laptop in minutes; "
-                  "their output is noise."):
+                  "their output is noise.", disabled=not may_run) and may_run:
     st.session_state["models_job"] = ("Tiny models", start_job(engine, settings, kind=TINY_JOB_KIND,
-                                                               argv=["models", "tiny"], details={"models": "all"}))
+                                                               argv=["models", "tiny"], details={"models": "all"},
+                                                               user=user.name))
 if (running := st.session_state.get("models_job")) is not None:
     label, job_id = running
     watch_job(engine, job_id, label=f"{label} job", unit="models", cancellable=True,
@@ -38,7 +44,7 @@ with st.expander("Add a folder or file you have"):
     name = a1.text_input("Name", key="models_add_name", placeholder="my-sd15")
     path = a2.text_input("Folder or file", key="models_add_path", placeholder="/models/stable-diffusion-v1-5")
     kind = a3.selectbox("Kind", ["(read from the files)", *KINDS], key="models_add_kind")
-    if st.button("Add", key="models_add"):
+    if st.button("Add", key="models_add", disabled=not may_run) and may_run:
         try:
             with session_scope(engine) as session:
                 added = add_model(session, name.strip(), path=path.strip(),

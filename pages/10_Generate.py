@@ -8,11 +8,13 @@ import streamlit as st
 from pydantic import ValidationError
 
 from db.engine import session_scope
+from ui.auth import allowed, require_user
 from ui.common import store_or_stop
 from ui.jobs import watch_job
 from ui.models import model_picker
 
 st.set_page_config(page_title="Generate · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
+user = require_user()
 st.title("Generate")
 st.caption("Generation runs as a background job (`python -m workbench generate run ...`); every image is "
            "saved with its provenance: base model, checkpoint, export manifest, seed and settings.")
@@ -156,7 +158,7 @@ except (gen.GenerateError, ValidationError) as exc:
     st.error(str(exc))
     st.stop()
 
-if st.button("Generate", type="primary", key="gen_start"):
+if st.button("Generate", type="primary", key="gen_start", disabled=not allowed("run_jobs")) and user.can("run_jobs"):
     try:
         request = gen.GenerateRequest(
             base_model=(base_model or "").strip(), controlnets=[str(i.path) for i in infos], mask=source,
@@ -171,7 +173,7 @@ if st.button("Generate", type="primary", key="gen_start"):
         st.error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     else:
         st.session_state["gen_job"] = start_job(engine, settings, kind="generate", argv=gen.generate_argv(request),
-                                                details={"images": len(infos) * len(request.seeds)})
+                                                details={"images": len(infos) * len(request.seeds)}, user=user.name)
 
 # -- the job and its images ---------------------------------------------------------------------------
 job_id = st.session_state.get("gen_job")

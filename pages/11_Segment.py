@@ -7,11 +7,13 @@ from pathlib import Path
 import streamlit as st
 
 from db.engine import session_scope
+from ui.auth import allowed, require_user
 from ui.common import datasets_or_stop, store_or_stop
 from ui.jobs import watch_job
 from ui.models import model_picker
 
 st.set_page_config(page_title="Segment · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
+user = require_user()
 st.title("Cloth segmenter")
 st.caption("Training and prediction run as background jobs; the CLI twins are "
            "`python -m workbench segment train --config F --background` and `segment predict ... --background`.")
@@ -48,7 +50,7 @@ with train_tab:
     batch = c4.number_input("Batch size", 1, 256, 8, key="segment_batch")
     steps = c5.number_input("Max steps", 1, 1_000_000, 2000, key="segment_steps")
     weights = c6.selectbox("Class weights", ["none", "inverse-frequency"], key="segment_weights")
-    if st.button("Start training", key="segment_train"):
+    if st.button("Start training", key="segment_train", disabled=not allowed("train")) and user.can("train"):
         try:
             check_server_model(base, settings, "SegFormer")
             check_server_path(output_dir.strip(), settings, "output folder")
@@ -79,7 +81,8 @@ with predict_tab:
     predict_scheme = c1.selectbox("Store masks in scheme", ["(the model's)"] + schemes, key="segment_predict_scheme")
     split = c2.text_input("Only split (empty: all)", key="segment_split")
     without = c3.checkbox("Only images without real masks", value=True, key="segment_without")
-    if st.button("Start prediction", key="segment_predict", disabled=model is None):
+    if st.button("Start prediction", key="segment_predict",
+                 disabled=model is None or not allowed("run_jobs")) and user.can("run_jobs"):
         st.session_state["segment_predict_job"] = start_prediction_job(
             engine, settings, model, dataset=dataset, split=split or None, without_masks=without,
             scheme=None if predict_scheme == "(the model's)" else predict_scheme)

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from db.engine import session_scope
+from ui.auth import allowed, can, refusal, require_user
 from ui.common import datasets_or_stop, store_or_stop
 from ui.jobs import watch_job
 from ui.models import model_picker
@@ -22,6 +23,7 @@ from workbench.embeddings.vectors import NotEmbedded
 SHOWN = 20
 
 st.set_page_config(page_title="Similarity · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
+user = require_user()
 st.title("Similarity")
 
 
@@ -31,6 +33,9 @@ def notice(kind: str, text: str) -> None:
 
 def on_keep(dataset: str, group, image_id: int, curator: str) -> None:
     """Keep one image of a duplicate group, exclude the others."""
+    if not can("decide"):  # checked again: a role can change while the page is open
+        notice("error", refusal("decide"))
+        return
     try:
         with session_scope(engine) as session:
             new = keep_one(session, dataset, group, image_id, curator)
@@ -42,6 +47,9 @@ def on_keep(dataset: str, group, image_id: int, curator: str) -> None:
 
 def on_decide(dataset: str, image_id: int, source: str, decision: str, curator: str, details: dict) -> None:
     """Record a keep / exclude decision on a queue item."""
+    if not can("decide"):
+        notice("error", refusal("decide"))
+        return
     try:
         with session_scope(engine) as session:
             record_decision(session, dataset, image_id, source, decision, curator, details=details)
@@ -55,8 +63,8 @@ settings, engine = store_or_stop()
 names = datasets_or_stop(engine)
 sb = st.sidebar
 dataset = sb.selectbox("Dataset", names, key="similarity_dataset")
-curator = sb.text_input("Curator", value=st.session_state.get("people_curator") or "", key="similarity_curator",
-                        help="Every keep / exclude is recorded under this name.").strip()
+curator = user.name  # every keep / exclude is recorded under the signed-in user
+may_decide = allowed("decide", sb)
 model = embedded_model_select(settings, dataset, "similarity_model", container=sb)
 if (shown := st.session_state.pop("similarity_notice", None)) is not None:
     getattr(st, shown[0])(shown[1])
@@ -68,7 +76,7 @@ with st.expander("Embed the images (a background job; stopped runs continue wher
                                container=c1, default=DEFAULT_MODEL)
     crops = c2.checkbox("Garment crops too", key="similarity_crops", help="Needed for the label check.")
     batch = c3.number_input("Batch", min_value=1, value=32, key="similarity_batch")
-    if st.button("Start embedding job", key="similarity_embed_start", disabled=not embed_model):
+    if st.button("Start embedding job", key="similarity_embed_start", disabled=not embed_model or not allowed("run_jobs")):
         from workbench.jobs import start_job
 
         st.session_state["similarity_job"] = start_job(
@@ -110,9 +118,8 @@ with dup_tab:
             member = next(m for m in group.members if m.image_id == image_id)
             if member.decision:
                 col.caption(f"{member.decision} ({member.curator})")
-            col.button("Keep this, exclude the rest", key=f"dup_keep_{image_id}", disabled=not curator,
-                       on_click=on_keep, args=(dataset, group, image_id, curator),
-                       help=None if curator else "Enter your name as curator (sidebar) first.")
+            col.button("Keep this, exclude the rest", key=f"dup_keep_{image_id}", disabled=not may_decide,
+                       on_click=on_keep, args=(dataset, group, image_id, curator))
 
         thumbnail_grid(settings, engine, dataset, [(m.image_id, m.file_name + (f" · {m.split}" if m.split else ""))
                                                    for m in group.members], key=f"dup_{n}", actions=keep_button)
@@ -144,7 +151,7 @@ def queue_view(kind: str, empty: str) -> None:
         details = {"file_name": file_name, "score": item.score, "category": item.category, "likely": item.likely,
                    "annotation_id": item.annotation_id}
         for decision, label in (("keep", "Fine, keep"), ("exclude", "Exclude")):
-            col.button(label, key=f"{kind}_{decision}_{image_id}", disabled=not curator, on_click=on_decide,
+            col.button(label, key=f"{kind}_{decision}_{image_id}", disabled=not may_decide, on_click=on_decide,
                        args=(dataset, image_id, kind, decision, curator, details))
 
     thumbnail_grid(settings, engine, dataset, [(i.image_id, f"{i.file_name}: {i.detail}") for i in by_image.values()],

@@ -31,6 +31,7 @@ def store(tmp_path, monkeypatch, demo_template):
     monkeypatch.setenv("WORKBENCH_DB_URL", url)
     monkeypatch.setenv("WORKBENCH_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("WORKBENCH_DEMO_IMAGES", "0")
+    monkeypatch.setenv("WORKBENCH_USER", "ana")  # sign-in off: the local admin, named ana
     dispose_engines()
     st.cache_resource.clear()
     engine = make_engine(url)
@@ -61,10 +62,7 @@ def test_review_page_accepts_and_edits_with_versions(store) -> None:
     app = run("05_Captions.py")
     first = captions_of(store, "blip")[0]
     assert any(first.text == area.value for area in app.text_area)
-    app.button(key=f"accept_{first.id}").click().run()
-    assert any("curator" in e.value for e in app.error)  # no curator named yet
-    assert captions_of(store, "blip")[0].status == "pending"
-    app.sidebar.text_input(key="curator").set_value("ana").run()
+    assert any("**ana** · admin — sign-in is off" in i.value for i in app.sidebar.info)
     app.button(key=f"accept_{first.id}").click().run()
     assert not app.exception
     after = captions_of(store, "blip")[0]
@@ -77,7 +75,6 @@ def test_review_page_accepts_and_edits_with_versions(store) -> None:
 
 def test_review_page_shows_a_conflict_instead_of_overwriting(store) -> None:
     app = run("05_Captions.py")
-    app.sidebar.text_input(key="curator").set_value("ana").run()
     first = captions_of(store, "blip")[0]
     with session_scope(store) as session:  # another curator saves while the page is open
         edit(session, first.id, 1, "bo's version", "bo")
@@ -93,7 +90,6 @@ def test_review_page_shows_a_conflict_instead_of_overwriting(store) -> None:
 
 def test_review_page_filters_and_bulk_strip_with_preview(store) -> None:
     app = run("05_Captions.py")
-    app.sidebar.text_input(key="curator").set_value("ana").run()
     app.sidebar.multiselect(key="captions_sources").set_value(["blip"]).run()
     app.selectbox(key="bulk_kind").set_value("strip").run()
     app.button(key="bulk_preview").click().run()
@@ -109,7 +105,6 @@ def test_mixing_page_previews_and_saves_versions(store) -> None:
     app = run("06_Mixing.py")
     assert len(app.dataframe) == 1 and app.get("plotly_chart")
     app.text_input(key="mix_save_name").set_value("page-recipe").run()
-    app.text_input(key="curator").set_value("ana").run()
     app.button(key="mix_save").click().run()
     assert any("version 1" in s.value for s in app.success)
     with session_scope(store) as session:

@@ -66,8 +66,8 @@ def test_embed_similar_duplicates_and_outliers_from_the_command_line(store):
     listed = json.loads(run(db, "duplicates", "--dataset", "photos", "--model", clip, "--no-cosine").stdout)
     assert sorted(sorted(m["file_name"] for m in g["members"]) for g in listed["groups"]) == [
         ["p0.jpg", "p0_copy.jpg"], ["p1.jpg", "p1_small.jpg"]]
-    refused = run(db, "duplicates", "--dataset", "photos", "--apply")
-    assert refused.exit_code == 2 and "--curator" in refused.output
+    refused = run(db, "duplicates", "--dataset", "photos", "--apply", "--list")
+    assert refused.exit_code == 2 and "--keep-first" in refused.output
     applied = json.loads(run(db, "duplicates", "--dataset", "photos", "--model", clip, "--no-cosine", "--apply",
                              "--curator", "ana").stdout)
     assert applied["decisions_recorded"] == 4 and all(g["decided"] for g in applied["groups"])

@@ -1,5 +1,6 @@
-"""pages/04_People.py through streamlit's AppTest: curator picker, one image at a time, decisions,
-skip, undo, conflicts, progress, starting a detection job."""
+"""pages/04_People.py through streamlit's AppTest: signed-in curators (sign-in local), one image at a
+time, decisions under the signed-in name, skip, undo, conflicts, progress, viewers refused, starting a
+detection job."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from db.engine import session_scope
 from db.models import AuditLog
 from tests.apptest_events import job_error
+from tests.signin import add_users, sign_in
 from workbench.jobs import list_jobs
 from workbench.people.detect import detect_people
 from workbench.people.detectors import make_detector
@@ -21,20 +23,20 @@ PAGE = Path(__file__).resolve().parent.parent / "pages" / "04_People.py"
 
 
 @pytest.fixture
-def store(demo_app):
-    """The demo store with every image flagged (annotations detector, threshold 0)."""
+def store(demo_app, monkeypatch):
+    """The demo store with every image flagged (annotations detector, threshold 0), sign-in on
+    with curators ana, ben and zoe and a viewer vic."""
+    monkeypatch.setenv("WORKBENCH_SIGN_IN", "local")
+    add_users(demo_app, ana="curator", ben="curator", zoe="curator", vic="viewer")
     detect_people(demo_app, "demo", make_detector("annotations"), threshold=0.0)
     return demo_app
 
 
 def page(curator: str | None = "ana") -> AppTest:
+    """The page, signed in as ``curator`` (``None``: not signed in)."""
     app = AppTest.from_file(str(PAGE), default_timeout=60).run()
     assert not app.exception, [e.value for e in app.exception]
-    if curator:
-        app.selectbox(key="people_curator").set_value("New curator…").run()
-        app.text_input(key="people_curator_new").input(curator).run()
-        assert not app.exception, [e.value for e in app.exception]
-    return app
+    return sign_in(app, curator) if curator else app
 
 
 def shown_file(app: AppTest) -> str:
@@ -50,21 +52,35 @@ def flags(engine):
         return {i.file_name: i for i in list_flags(session, "demo")}
 
 
-def test_without_a_curator_the_page_asks_for_one(store):
+def test_nothing_but_the_sign_in_form_until_signed_in(store):
     app = page(curator=None)
-    assert any("Pick who is reviewing" in i.value for i in app.info)
-    assert not app.subheader and "0 of 12 flagged images decided" in app.get("progress")[0].proto.text
+    assert [t.key for t in app.text_input] == ["sign_in_name", "sign_in_password"]
+    assert not app.subheader and not app.get("progress")
+    sign_in(app, "ana", "wrong password")
+    assert "Wrong user name or password" in app.error[0].value and not app.get("progress")
 
 
-def test_a_new_curator_s_name_becomes_the_picked_curator(store):
+def test_the_signed_in_curator_decides_under_their_name(store):
     app = page("zoe")
-    picker = app.selectbox(key="people_curator")
-    assert picker.value == "zoe" and "zoe" in picker.options
-    assert "people_curator_new" not in [t.key for t in app.text_input]  # the name box has done its job
-    assert app.subheader  # the queue is open for zoe
+    assert any("Signed in as **zoe** · curator" in i.value for i in app.sidebar.info)
+    assert any("Deciding as **zoe**" in m.value for m in app.markdown)
+    assert not [t for t in app.text_input if t.label in ("Curator", "Your name")]  # no name to type
+    name = shown_file(app)
     app.button(key="people_ok").click().run()
-    assert app.selectbox(key="people_curator").value == "zoe"
-    assert app.selectbox(key="people_curator").options.count("zoe") == 1  # stored now, listed once
+    assert flags(store)[name].curator == "zoe"
+    with session_scope(store) as session:
+        row = session.scalars(select(AuditLog).where(AuditLog.action == "people.decide")).one()
+    assert (row.curator, row.dataset) == ("zoe", "demo")
+
+
+def test_a_viewer_sees_the_progress_but_cannot_decide_or_detect(store):
+    app = page("vic")
+    assert "0 of 12 flagged images decided" in app.get("progress")[0].proto.text
+    assert not app.subheader and not [b for b in app.button if b.key == "people_ok"]  # no image claimed
+    assert any("deciding needs the curator role" in c.value for c in app.caption)
+    assert app.button(key="people_start_detection").disabled
+    with session_scope(store) as session:
+        assert not [f for f in list_flags(session, "demo") if f.status != "pending"]
 
 
 def test_the_worst_image_is_shown_with_its_proposals_and_decided_with_a_button(store):
@@ -92,7 +108,7 @@ def test_exclude_skip_and_undo(store):
     app.button(key="people_undo").click().run()  # and the exclusion
     assert shown_file(app) == first and flags(store)[first].decision is None
     with session_scope(store) as session:
-        actions = list(session.scalars(select(AuditLog.action).order_by(AuditLog.id)))
+        actions = list(session.scalars(select(AuditLog.action).where(AuditLog.curator == "ana").order_by(AuditLog.id)))
     assert actions == ["people.decide", "people.skip", "people.undo", "people.undo"]
 
 
@@ -134,7 +150,7 @@ def test_two_curators_get_different_images_and_a_conflict_is_shown(store):
 
 
 def test_start_detection_launches_a_background_job(store):
-    app = page(curator=None)
+    app = page()
     app.selectbox(key="people_detector").set_value("annotations").run()
     app.button(key="people_start_detection").click().run()
     assert not app.exception
@@ -157,7 +173,7 @@ def test_an_empty_queue_says_so(store):
 
 def test_a_detection_that_fails_shows_its_reason_on_the_page(store, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the job cannot reach the hub, nor has it the weights
-    app = page(curator=None)
+    app = page()
     app.selectbox(key="people_detector").set_value("grounding-dino").run()
     app.button(key="people_start_detection").click().run()
     with session_scope(store) as session:

@@ -10,6 +10,7 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from db.engine import session_scope
+from ui.auth import can, current_user
 from workbench.jobs import (
     ACTIVE, JobError, cancel_job, get_job, job_summary, read_log_tail, refresh_jobs, resume_job,
 )
@@ -43,15 +44,21 @@ def show_ending(job: JobInfo, log: str, headline: str) -> None:
     st.code(log or "(empty log)", language=None, wrap_lines=True)
 
 
-def restart_button(engine: Engine, job: JobInfo, *, key: str, resume_argv: tuple[str, ...] = ()) -> int | None:
+def restart_button(engine: Engine, job: JobInfo, *, key: str, resume_argv: tuple[str, ...] = (),
+                   action: str = "run_jobs", audit: str | None = None) -> int | None:
     """"Resume" or "Run again" for a stopped job, as ``workbench.jobs.restart_offer`` allows
     (nothing where neither is honest); the new job's id on the run where it was pressed.
-    ``resume_argv`` is added to the command when it resumes (e.g. from the latest checkpoint)."""
+    ``resume_argv`` is added to the command when it resumes (e.g. from the latest checkpoint).
+    Only a user whose role may ``action`` can press it; the new job runs as them (``audit``: the
+    write it is recorded as)."""
     offer = job.get("restart")
-    if offer is None or not st.button(RESTART_LABELS[offer], key=key):
+    user = current_user()
+    allowed = user is not None and user.can(action)
+    if offer is None or not st.button(RESTART_LABELS[offer], key=key, disabled=not allowed) or not allowed:
         return None
     try:
-        return resume_job(engine, get_settings(), job["id"], extra_argv=resume_argv if offer == "resume" else ())
+        return resume_job(engine, get_settings(), job["id"], extra_argv=resume_argv if offer == "resume" else (),
+                          user=user.name, audit=audit)
     except JobError as exc:
         st.error(str(exc))
         return None
@@ -113,6 +120,7 @@ def watch_job(
         elif cancellable and status != "cancelling":
             # A callback, so the rerun that the click causes already sees "cancelling".
             st.button("Cancel", key=f"job_cancel_{job_id}", on_click=cancel_job, args=(engine, job_id),
+                      disabled=not can("run_jobs"),
                       kwargs={"wait": False})
         if was_active and status not in ACTIVE:
             st.rerun()

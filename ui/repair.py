@@ -13,6 +13,7 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from db.engine import session_scope
+from ui.auth import can, refusal
 from ui.models import model_picker
 from workbench.models import TINY_LABEL
 from workbench.repair import (
@@ -80,6 +81,9 @@ def _on_save(engine: Engine, settings: Settings, dataset: str, file_name: str, c
     shown = st.session_state.pop(PREVIEW, None)
     if shown is None:
         return
+    if not can("decide"):  # checked again: a role can change while the page is open
+        _say("error", refusal("decide"))
+        return
     try:
         with session_scope(engine) as session:
             if shown["action"] == "erase":
@@ -97,6 +101,9 @@ def _on_save(engine: Engine, settings: Settings, dataset: str, file_name: str, c
 
 
 def _on_remove(engine: Engine, dataset: str, repair_id: int, curator: str) -> None:
+    if not can("decide"):
+        _say("error", refusal("decide"))
+        return
     try:
         with session_scope(engine) as session:
             info = remove_repair(session, repair_id, curator, dataset)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session
 
 from db.engine import session_scope
@@ -197,3 +197,21 @@ def _rows_of(csv_path: Path, progress: ProgressFn) -> ProgressFn:
         progress(bisect_right(ends, done_bytes), len(ends))
 
     return update
+
+
+def delete_dataset(session: Session, name: str, *, by: str | None) -> dict[str, Any]:
+    """Delete a dataset with everything stored for it (images, masks, flags, captions, recipes'
+    links, exports' rows); the audit log keeps a row saying who did it and what was there."""
+    from workbench.audit import record
+
+    dataset = get_dataset(session, name)
+    images = session.scalar(select(func.count()).where(Image.dataset_id == dataset.id)) or 0
+    annotations = session.scalar(select(func.count()).where(Annotation.dataset_id == dataset.id)) or 0
+    gone = {"format": dataset.format, "images_root": dataset.images_root, "images": images,
+            "annotations": annotations}
+    record(session, by, "dataset.delete", "dataset", dataset.id, dataset=name, before=gone)
+    # A statement, not session.delete: the store's foreign keys cascade to every row of the dataset
+    # (the ORM would first try to detach its categories and attributes).
+    session.execute(delete(Dataset).where(Dataset.id == dataset.id))
+    session.expunge(dataset)
+    return {"dataset": name, **gone}

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from db.engine import make_engine, session_scope
 from db.jobs import Job
 from db.models import utcnow
+from workbench.audit import record
 from workbench.processes import host_name, owner_state
 from workbench.progress import Cancelled, ProgressFn
 from workbench.settings import PROJECT_ROOT, Settings, get_settings
@@ -75,16 +76,27 @@ def start_job(
     dataset: str | None = None,
     details: dict[str, Any] | None = None,
     resumed_from: int | None = None,
+    user: str | None = None,
+    audit: str | None = None,
 ) -> int:
-    """Record a job and launch ``python -m workbench <argv>`` for it; returns the job id."""
+    """Record a job and launch ``python -m workbench <argv>`` for it; returns the job id.
+
+    ``user`` (who launched it) is kept in its details and is who the command acts as
+    (``WORKBENCH_USER``), so that its writes carry their name and their role is checked.
+    ``audit`` names the write the job makes (``import``, ``export``, ``train.start`` ...): the
+    launch is recorded in the audit log under it, with the command.
+    """
+    details = {**(details or {}), **({"user": user} if user else {})}
     jobs_dir = Path(settings.data_dir) / "jobs"
     jobs_dir.mkdir(parents=True, exist_ok=True)
     with session_scope(engine) as session:
-        job = Job(kind=kind, dataset=dataset, argv=[str(a) for a in argv], details=details or {},
+        job = Job(kind=kind, dataset=dataset, argv=[str(a) for a in argv], details=details,
                   resumed_from=resumed_from)
         session.add(job)
         session.flush()
         job_id = job.id
+        if audit:
+            record(session, user, audit, "job", job_id, dataset=dataset, after={"argv": job.argv, **details})
         job.log_path = str(jobs_dir / f"{job_id}.log")
     env = {
         **os.environ,
@@ -92,6 +104,7 @@ def start_job(
         "WORKBENCH_DB_URL": settings.database_url,
         "WORKBENCH_DATA_DIR": str(settings.data_dir),
         "PYTHONUNBUFFERED": "1",
+        **({"WORKBENCH_USER": user} if user else {}),
     }
     popen_kwargs: dict[str, Any] = {}
     if os.name == "nt":
@@ -216,8 +229,10 @@ def refresh_jobs(engine: Engine) -> None:
                          f"no heartbeat for {int((now - beat).total_seconds())} s; the process is taken for dead")
 
 
-def resume_job(engine: Engine, settings: Settings, job_id: int, extra_argv: list[str] | tuple[str, ...] = ()) -> int:
-    """Launch a job again with the same command (plus ``extra_argv``); returns the new id."""
+def resume_job(engine: Engine, settings: Settings, job_id: int, extra_argv: list[str] | tuple[str, ...] = (),
+               user: str | None = None, audit: str | None = None) -> int:
+    """Launch a job again with the same command (plus ``extra_argv``), as ``user`` (default: who
+    launched it first); returns the new id."""
     refresh_jobs(engine)
     with session_scope(engine) as session:
         job = _get(session, job_id)
@@ -227,7 +242,8 @@ def resume_job(engine: Engine, settings: Settings, job_id: int, extra_argv: list
     for stale in ("cancel_deadline", "fix", "stage"):  # they described the old run
         details.pop(stale, None)
     return start_job(engine, settings, kind=kind, argv=argv + [a for a in extra_argv if a not in argv],
-                     dataset=dataset, details=details, resumed_from=job_id)
+                     dataset=dataset, details=details, resumed_from=job_id, user=user or details.get("user"),
+                     audit=audit)
 
 
 def _get(session: Session, job_id: int) -> Job:

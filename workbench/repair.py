@@ -33,8 +33,9 @@ from PIL import Image as PILImage
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.models import AuditLog, Category, Dataset, Image, utcnow
+from db.models import Category, Dataset, Image, utcnow
 from db.repair import PeopleRepair, RepairAnnotation
+from workbench.audit import record
 from workbench.datasets import get_dataset, get_image
 from workbench.files import write_atomically
 from workbench.repair_models import (
@@ -344,9 +345,8 @@ def preview_picture(photo: PILImage.Image, segments: list[Segment] = (), box: Bo
 
 # -- saving ---------------------------------------------------------------------------------------
 def _audit(session: Session, curator: str, action: str, row: PeopleRepair, before: Any = None) -> None:
-    session.add(AuditLog(curator=curator, action=action, entity=ENTITY, entity_id=str(row.id), before=before,
-                         after=_info(session, row).to_dict()))
-    session.flush()
+    record(session, curator, action, ENTITY, row.id, dataset=row.dataset_id, before=before,
+           after=_info(session, row).to_dict())
 
 
 def _random_weights(model: str | None, kind: str) -> bool:

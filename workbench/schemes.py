@@ -28,7 +28,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.models import AuditLog, Category, MaskScheme
+from db.models import Category, MaskScheme
+from workbench.audit import record
 from workbench.guard import InputRefused, check_name, validation_problem
 from workbench.palette import (
     BODY_PARTS_COLOURS,
@@ -683,16 +684,10 @@ def save_scheme(
                      curator=curator)
     # The audit row goes first: flushing it opens the transaction, so that the savepoint below
     # nests inside it rather than committing on its own under pysqlite.
-    audit = AuditLog(
-        curator=curator,
-        action="scheme.save",
-        entity="mask_scheme",
-        entity_id=definition.name,
-        before=(None if previous is None
-                else {"version": previous.version, "definition": previous.definition}),
-        after={"version": version, "definition": row.definition},
-    )
-    session.add(audit)
+    audit = record(session, curator, "scheme.save", "mask_scheme", definition.name,
+                   before=(None if previous is None
+                           else {"version": previous.version, "definition": previous.definition}),
+                   after={"version": version, "definition": row.definition})
     try:
         with session.begin_nested():
             session.add(row)

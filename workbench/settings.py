@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -65,6 +65,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part for part in value.split(os.pathsep) if part.strip()]
         return value
+
+    sign_in: Literal["off", "local", "oidc"] = Field(
+        default="off",
+        description="Who may use the app: off (one local user on 127.0.0.1, an admin), local (users of "
+        "the store, `users add`), oidc (Streamlit's st.login; needs [auth] in .streamlit/secrets.toml).",
+    )
+    user: str | None = Field(
+        default=None,
+        description="Who the CLI acts as (recorded on decisions and in the audit log); default: the OS "
+        "login name. Checked against the users of the store when sign-in is on.",
+    )
+    session_hours: float = Field(
+        default=12.0, gt=0, description="How long a sign-in on the app lasts before it asks again.",
+    )
 
     @property
     def database_url(self) -> str:

@@ -80,8 +80,9 @@ def launch_argv(config_path: Path, overrides: list[str] | tuple[str, ...], num_p
 
 def start_training(engine, settings, config: TrainConfig, config_path: Path,
                    overrides: list[str] | tuple[str, ...] = (), num_processes: int | None = None,
-                   accelerate_config: Path | None = None) -> int:
-    """Start a training job (the Train page's and ``train start``'s one way); returns the job id."""
+                   accelerate_config: Path | None = None, user: str | None = None) -> int:
+    """Start a training job as ``user`` (the Train page's and ``train start``'s one way, recorded in
+    the audit log); returns the job id."""
     from workbench.jobs import start_job
 
     processes = num_processes if num_processes is not None else default_processes()
@@ -89,7 +90,7 @@ def start_training(engine, settings, config: TrainConfig, config_path: Path,
     argv = train_argv(config_path, overrides) + ["--num-processes", str(processes)]
     if accelerate_config is not None:
         argv += ["--accelerate-config", str(Path(accelerate_config).resolve())]
-    return start_job(engine, settings, kind=KIND, argv=argv, details={
+    return start_job(engine, settings, kind=KIND, argv=argv, user=user, audit="train.start", details={
         "config": str(Path(config_path).resolve()), "output_dir": str(config.output_dir),
         "metrics_path": str(Path(config.output_dir) / METRICS_FILE), "max_train_steps": config.max_train_steps,
         "processes": processes, "random_weights": base_is_tiny(config.pretrained_model_name_or_path)})

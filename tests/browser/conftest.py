@@ -109,9 +109,16 @@ def browser(tmp_path: Path) -> Iterator["BrowserContext"]:
             context.close()
 
 
+@pytest.fixture
+def app_env() -> dict[str, str]:
+    """More ``WORKBENCH_*`` settings for the app (a test module overrides this fixture)."""
+    return {}
+
+
 @contextmanager
-def running_app(tmp_path: Path, demo_images: int) -> Iterator[RunningApp]:
-    """``streamlit run Home.py`` on an isolated, empty store (so it builds a demo of ``demo_images``)."""
+def running_app(tmp_path: Path, demo_images: int, app_env: dict[str, str] | None = None) -> Iterator[RunningApp]:
+    """``streamlit run Home.py`` on an isolated, empty store (so it builds a demo of ``demo_images``),
+    with ``app_env`` on top of the test settings."""
     data_dir = tmp_path / "data"
     db_url = f"sqlite:///{(data_dir / 'workbench.db').as_posix()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
@@ -121,6 +128,7 @@ def running_app(tmp_path: Path, demo_images: int) -> Iterator[RunningApp]:
         WORKBENCH_DEMO_IMAGES=str(demo_images),
         PYTHONUNBUFFERED="1",
     )
+    env.update(app_env or {})
     port = free_port()
     log = tmp_path / "streamlit.log"
     command = [
@@ -141,7 +149,8 @@ def running_app(tmp_path: Path, demo_images: int) -> Iterator[RunningApp]:
 
 
 @pytest.fixture
-def demo_app(tmp_path: Path) -> Iterator[RunningApp]:
-    """``streamlit run Home.py`` on an isolated, empty store (so it builds a small demo)."""
-    with running_app(tmp_path, DEMO_IMAGES) as app:
+def demo_app(tmp_path: Path, app_env: dict[str, str]) -> Iterator[RunningApp]:
+    """``streamlit run Home.py`` on an isolated, empty store (so it builds a small demo), with
+    ``app_env`` on top of the test settings."""
+    with running_app(tmp_path, DEMO_IMAGES, app_env) as app:
         yield app

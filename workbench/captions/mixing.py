@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from db.captions import Caption, MixRecipe as MixRecipeRow
 from db.models import utcnow
+from workbench.audit import record
 from workbench.captions.dataset_prompts import DatasetPromptSettings, SymbolStyle, garment_phrases, load_garments
 from workbench.datasets import get_dataset
 
@@ -390,10 +391,8 @@ def save_recipe(session: Session, name: str, recipe: MixRecipe, curator: str | N
                        dataset_id=dataset_id)
     session.add(row)
     session.flush()
-    from db.models import AuditLog
-
-    session.add(AuditLog(curator=curator, action="recipe.save", entity="mix_recipe", entity_id=f"{name}@{version}",
-                         before=latest.definition if latest else None, after=definition))
+    record(session, curator, "recipe.save", "mix_recipe", f"{name}@{version}", dataset=dataset,
+           before=latest.definition if latest else None, after=definition)
     return StoredRecipe(name, version, recipe, curator, row.created_at)
 
 

@@ -17,7 +17,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from db.captions import Caption, CaptionVersion
-from db.models import AuditLog, Image, utcnow
+from db.models import Image, utcnow
+from workbench.audit import record
 from workbench.captions.store import CaptionView, list_captions, view
 from workbench.datasets import get_dataset
 
@@ -81,10 +82,11 @@ def decide(session: Session, caption_id: int, expected_version: int, decision: D
         raise CaptionConflict(caption_id, expected_version, _current(session, caption_id))
     session.add(CaptionVersion(caption_id=caption_id, version=expected_version + 1, text=new_text, status=status,
                                action=action or decision, curator=curator, at=now))
-    session.add(AuditLog(curator=curator, action=f"caption.{action or decision}", entity="caption",
-                         entity_id=str(caption_id), at=now,
-                         before={"text": before.text, "status": before.status, "version": before.version},
-                         after={"text": new_text, "status": status, "version": expected_version + 1}))
+    record(session, curator, f"caption.{action or decision}", "caption", caption_id, at=now,
+           dataset=session.scalar(select(Image.dataset_id).join(Caption, Caption.image_id == Image.id)
+                                  .where(Caption.id == caption_id)),
+           before={"text": before.text, "status": before.status, "version": before.version},
+           after={"text": new_text, "status": status, "version": expected_version + 1})
     session.flush()
     return _current(session, caption_id)
 

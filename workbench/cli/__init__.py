@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from workbench.cli import (captions, data, db, embeddings, evaluate, explore, export, generate, jobs, models, people,
-                           segment, train)
+                           segment, train, users)
 from workbench.cli.common import fail
 from workbench.guard import InputRefused
 from workbench.settings import get_settings
@@ -35,7 +35,8 @@ def main(
     ctx.obj = {"settings": get_settings(db_url=db)}
 
 
-for area in (data, explore, embeddings, people, captions, export, train, segment, generate, evaluate, jobs, models, db):
+for area in (data, explore, embeddings, people, captions, export, train, segment, generate, evaluate, jobs, models, db,
+             users):
     app.add_typer(area.app)
 
 

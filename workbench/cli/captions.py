@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import MAX_ID, engine_of, fail, guarded, print_json, progress_hooks, settings_of
+from workbench.cli.common import (MAX_ID, CuratorOpt, actor_of, engine_of, fail, guarded, print_json, progress_hooks,
+                                  settings_of)
 from workbench.guard import check_output_file, validation_problems
 
 app = typer.Typer()
@@ -52,12 +53,13 @@ def run_cmd(
         fail("several --captioner values work only for CLIP Interrogator modes (clip-*); run the others one by one")
     settings = settings_of(ctx)
     engine = engine_of(ctx)
+    actor = actor_of(ctx, "run_jobs")
     if background:
         from workbench.jobs import start_job
 
         argv = _foreground_argv(ctx)
         job_id = start_job(engine, settings, kind="captions", argv=argv, dataset=dataset,
-                           details={"captioners": kinds})
+                           details={"captioners": kinds}, user=actor.name)
         typer.echo(f"job {job_id} started: python -m workbench jobs status {job_id}")
         return
     from db.engine import session_scope
@@ -174,7 +176,7 @@ def mix_cmd(
     seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_ID)] = 0,
     save: Annotated[Optional[str], typer.Option("--save", help="Save the recipe under this name (a new version), for this dataset "
                                                                           "(the Export page's default recipe).")] = None,
-    curator: Annotated[Optional[str], typer.Option("--curator")] = None,
+    curator: CuratorOpt = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write {image_id: prompt} JSON here.")] = None,
 ) -> None:
     """Mix the dataset prompt and reviewed captions into training prompts with a recipe."""
@@ -191,7 +193,8 @@ def mix_cmd(
                 file_name, mix = load_recipe_file(recipe)
                 ref = mix
                 if save or file_name:
-                    ref = save_recipe(session, save or file_name, mix, curator, dataset=dataset)
+                    ref = save_recipe(session, save or file_name, mix, actor_of(ctx, "save_recipe", curator).name,
+                                      dataset=dataset)
             elif name is not None:
                 ref = get_recipe(session, name, version)
                 mix = ref.recipe

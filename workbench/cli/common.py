@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, NoReturn, Optional, TypeVar
+from typing import Annotated, Any, Callable, NoReturn, Optional, TypeVar
 
 import typer
 from sqlalchemy import Engine
@@ -131,3 +131,37 @@ def stage_hooks(desc: str) -> Iterator[tuple[StageFn, StopFn | None]]:
         return
     with tqdm_stages(desc) as stage:
         yield stage, None
+
+
+CuratorOpt = Annotated[Optional[str], typer.Option(
+    "--curator", help="Who acts (recorded on the decision and in the audit log); default: WORKBENCH_USER or "
+                      "the OS login. A user of the store when sign-in is on.")]
+
+
+def actor_of(ctx: typer.Context, action: str, name: Optional[str] = None):
+    """Who this command acts as (``name``, e.g. ``--curator``, else ``WORKBENCH_USER``, else the OS
+    login; the local admin while sign-in is off), refused with exit 2 unless their role may ``action``."""
+    from db.engine import session_scope
+    from workbench.users import UserError, acting_user, require
+
+    try:
+        with session_scope(engine_of(ctx)) as session:
+            actor = acting_user(session, settings_of(ctx), name)
+        require(actor, action)
+    except UserError as exc:
+        fail(str(exc))
+    return actor
+
+
+def audit_launch(ctx: typer.Context, user: str, action: str, entity: str, entity_id: object, *,
+                 dataset: Optional[str] = None, after: Any = None) -> None:
+    """Record a write this command made (an import, an export, a launch ...) in the audit log,
+    unless it runs as a background job: whoever launched the job recorded it then."""
+    from db.engine import session_scope
+    from workbench.audit import record
+    from workbench.jobs import current_job
+
+    if current_job() is not None:
+        return
+    with session_scope(engine_of(ctx)) as session:
+        record(session, user, action, entity, entity_id, dataset=dataset, after=after)

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from workbench.cli.common import engine_of, fail, guarded, parse_size, print_json, progress_hooks, settings_of, stage_hooks
+from workbench.cli.common import (actor_of, audit_launch, engine_of, fail, guarded, parse_size, print_json, progress_hooks,
+                                  settings_of, stage_hooks)
 from workbench.guard import check_name, check_output_file
 
 app = typer.Typer()
@@ -38,12 +39,19 @@ def demo(
 
     if images < 1:
         fail("--images must be at least 1")
+    actor = actor_of(ctx, "import")
     with stage_hooks("demo") as (stage, should_stop):
         report = ensure_demo_dataset(
             engine_of(ctx), settings_of(ctx), n_images=images, seed=seed, stage=stage,
             should_stop=should_stop, force=True,
         )
+    audit_launch(ctx, actor.name, "import", "dataset", "demo", dataset="demo", after=_summary(report))
     print_json(report.to_dict())
+
+
+def _summary(report) -> dict[str, Any]:
+    """An import report's counts, with the number of rejected rows instead of the rows."""
+    return {**{k: v for k, v in report.to_dict().items() if k != "rejected"}, "rejected": len(report.rejected)}
 
 
 def _run_import(ctx: typer.Context, runner, report_path: Optional[Path], **kwargs: Any) -> None:
@@ -56,6 +64,7 @@ def _run_import(ctx: typer.Context, runner, report_path: Optional[Path], **kwarg
         fail(f"--image-check {kwargs['image_check']!r} is not a mode: use {', '.join(CHECK_MODES)}")
     if report_path is not None:
         guarded(check_output_file, report_path, "--report")
+    actor = actor_of(ctx, "import")
     try:
         with progress_hooks(f"import {kwargs['name']}", unit="B") as (progress, should_stop):
             report = runner(engine_of(ctx), progress=progress, should_stop=should_stop, **kwargs)
@@ -64,11 +73,10 @@ def _run_import(ctx: typer.Context, runner, report_path: Optional[Path], **kwarg
     except ImportSourceError as exc:
         fail(str(exc))
     data = report.to_dict()
+    audit_launch(ctx, actor.name, "import", "dataset", kwargs["name"], dataset=kwargs["name"], after=_summary(report))
     if report_path is not None:
         report_path.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    summary = {k: v for k, v in data.items() if k != "rejected"}
-    summary["rejected"] = len(report.rejected)
-    print_json(summary)
+    print_json(_summary(report))
     for r in report.rejected[:20]:
         where = f"line {r.line}" if r.line is not None else r.image_id
         typer.echo(f"rejected {where}: {r.reason}", err=True)
@@ -147,6 +155,26 @@ def datasets(
         return
     for name, state in states.items():
         typer.echo(name if state.complete else f"{name}  ({state.status}: {state.note})")
+
+
+@app.command("delete-dataset")
+def delete_dataset_cmd(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The dataset to delete.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Really delete it (nothing is deleted without it).")] = False,
+) -> None:
+    """Delete a dataset and every row stored for it (admins only; the audit log records it)."""
+    from db.engine import session_scope
+    from workbench.datasets import DatasetNotFound, delete_dataset
+
+    actor = actor_of(ctx, "delete_dataset")
+    if not yes:
+        fail(f"deleting {name!r} removes its images, masks, flags and captions from the store: add --yes")
+    try:
+        with session_scope(engine_of(ctx)) as session:
+            print_json(delete_dataset(session, name, by=actor.name))
+    except DatasetNotFound as exc:
+        fail(str(exc))
 
 
 @app.command()

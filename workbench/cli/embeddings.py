@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import engine_of, fail, print_json, progress_hooks, settings_of
+from workbench.cli.common import CuratorOpt, actor_of, engine_of, fail, print_json, progress_hooks, settings_of
 
 app = typer.Typer()
 EMBED_JOB_KIND = "embed"
@@ -15,7 +15,6 @@ DatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset name.")]
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", help="CLIP model: registry name (`models list --kind clip`), ARCH/TAG or folder "
                     "(default: clip-vit-l-14).")]
-CuratorOpt = Annotated[Optional[str], typer.Option("--curator", help="Who decides (recorded with each decision).")]
 
 
 def _model(model: Optional[str]) -> str:
@@ -43,7 +42,7 @@ def embed_cmd(
     dataset: DatasetOpt,
     model: ModelOpt = None,
     crops: Annotated[bool, typer.Option("--crops", help="Also embed every garment's box (for label checks).")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per model call.")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Images per model call.")] = 32,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda.")] = None,
     map_method: Annotated[str, typer.Option("--map", help="The 2-D map made at the end: auto (UMAP when "
                                             "umap-learn is installed, else PCA), umap, pca or none.")] = "auto",
@@ -90,7 +89,7 @@ def similar_cmd(
     image: Annotated[Optional[str], typer.Option("--image", help="Image id (a number) or file name (with --dataset).")] = None,
     text: Annotated[Optional[str], typer.Option("--text", help="Words to search for: 'red sequin dress'.")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset name (needed with --text or a file name).")] = None,
-    k: Annotated[int, typer.Option("--k", help="How many images.")] = 10,
+    k: Annotated[int, typer.Option("--k", min=1, max=10_000, help="How many images.")] = 10,
     model: ModelOpt = None,
 ) -> None:
     """Images most like an image ("more like this"), or most like words (CLIP text tower)."""
@@ -138,15 +137,15 @@ def similar_cmd(
 def duplicates_cmd(
     ctx: typer.Context,
     dataset: DatasetOpt,
-    threshold: Annotated[float, typer.Option(help="Cosine similarity from which two images count as duplicates.")] = 0.95,
-    hash_distance: Annotated[int, typer.Option("--hash-distance", help="Difference-hash bits (of 256) within "
+    threshold: Annotated[float, typer.Option(min=-1.0, max=1.0, help="Cosine similarity from which two images count as duplicates.")] = 0.95,
+    hash_distance: Annotated[int, typer.Option("--hash-distance", min=0, max=256, help="Difference-hash bits (of 256) within "
                                                "which two photos are the same picture.")] = 16,
     cosine: Annotated[bool, typer.Option("--cosine/--no-cosine", help="Use embedding similarity as evidence "
                                          "(off: checksums and picture hashes only).")] = True,
     model: ModelOpt = None,
     keep_first: Annotated[bool, typer.Option("--keep-first/--list", help="With --apply: keep the first image of "
                                              "each group (train split first, then by name), exclude the rest.")] = True,
-    apply: Annotated[bool, typer.Option("--apply", help="Record the decisions (needs --curator); "
+    apply: Annotated[bool, typer.Option("--apply", help="Record the decisions (as --curator); "
                                         "groups already reviewed are left as they are.")] = False,
     curator: CuratorOpt = None,
 ) -> None:
@@ -156,8 +155,8 @@ def duplicates_cmd(
     from workbench.embeddings.decisions import DecisionError
     from workbench.embeddings.duplicates import find_duplicates, keep_one
 
-    if apply and not curator:
-        fail("--apply records curator decisions: say who decides with --curator NAME")
+    if apply:
+        curator = actor_of(ctx, "decide", curator).name
     if apply and not keep_first:
         fail("--apply needs --keep-first (the only automatic choice); review groups one by one on the Similarity page")
     data_dir = settings_of(ctx).data_dir
@@ -184,11 +183,11 @@ def outliers_cmd(
     dataset: DatasetOpt,
     kind: Annotated[str, typer.Option(help="outlier (far from its category) or label (a crop that looks like "
                                       "another category; needs `embed --crops`).")] = "outlier",
-    min_z: Annotated[float, typer.Option("--min-z", help="outlier: standard deviations above the usual distance.")] = 2.0,
-    margin: Annotated[float, typer.Option(help="label: how much closer to the other category.")] = 0.0,
+    min_z: Annotated[float, typer.Option("--min-z", min=-1e6, max=1e6, help="outlier: standard deviations above the usual distance.")] = 2.0,
+    margin: Annotated[float, typer.Option(min=-2.0, max=2.0, help="label: how much closer to the other category.")] = 0.0,
     model: ModelOpt = None,
     decide: Annotated[Optional[list[str]], typer.Option(
-        "--decide", help="FILE=keep or FILE=exclude: record a decision (repeatable; needs --curator).")] = None,
+        "--decide", help="FILE=keep or FILE=exclude: record a decision (repeatable; as --curator).")] = None,
     all_items: Annotated[bool, typer.Option("--all", help="List decided images too.")] = False,
     curator: CuratorOpt = None,
 ) -> None:
@@ -208,8 +207,8 @@ def outliers_cmd(
         if not file_name or decision not in ("keep", "exclude"):
             fail(f"--decide takes FILE=keep or FILE=exclude, not {item!r}")
         choices.append((file_name, decision))
-    if choices and not curator:
-        fail("--decide records curator decisions: say who decides with --curator NAME")
+    if choices:
+        curator = actor_of(ctx, "decide", curator).name
     data_dir = settings_of(ctx).data_dir
     try:
         with session_scope(engine_of(ctx)) as session:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import MAX_ID, engine_of, fail, guarded, print_json, settings_of
+from workbench.cli.common import MAX_ID, CuratorOpt, actor_of, engine_of, fail, guarded, print_json, settings_of
 from workbench.guard import decode_text, loads_json, read_json
 
 app = typer.Typer()
@@ -110,11 +110,11 @@ def schemes_save(
     source: Annotated[str, typer.Argument(help="A JSON file with the definition, or - for stdin. "
                                                "The output of `schemes show` works as is.")],
     name: Annotated[Optional[str], typer.Option("--name", help="Save under this name instead.")] = None,
-    curator: Annotated[Optional[str], typer.Option("--curator", help="Who saves it (audit log).")] = None,
+    curator: CuratorOpt = None,
     based_on: Annotated[Optional[int], typer.Option(
         "--based-on", min=1, max=MAX_ID, help="The version this edit started from: refuse if a newer one was saved.")] = None,
 ) -> None:
-    """Save a scheme definition as a new version (nothing is overwritten); prints name + version."""
+    """Save a scheme definition as a new version (nothing is overwritten; admins only); prints name + version."""
     from db.engine import session_scope
     from workbench.schemes import SchemeConflict, SchemeError, save_scheme
 
@@ -131,6 +131,7 @@ def schemes_save(
         fail(f"{source}: expected a JSON object with name, classes, mapping, draw_order")
     if name:
         data = {**data, "name": name}
+    curator = actor_of(ctx, "edit_scheme", curator).name
     try:
         with session_scope(engine_of(ctx)) as session:
             stored = save_scheme(session, data, curator=curator, based_on=based_on)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from workbench.cli.common import MAX_ID, engine_of, fail, guarded, print_json, progress_hooks, settings_of
+from workbench.cli.common import MAX_ID, actor_of, audit_launch, engine_of, fail, guarded, print_json, progress_hooks, settings_of
 from workbench.guard import check_output_dir, loads_json, validation_problems
 
 app = typer.Typer()
@@ -115,12 +115,14 @@ def export(
     except ValidationError as exc:
         fail(f"bad export recipe: {validation_problems(exc, ExportRecipe)}")
 
+    actor = actor_of(ctx, "export")
     if background:
         from workbench.jobs import start_job
 
         job_id = start_job(engine_of(ctx), settings_of(ctx), kind="export",
                            argv=export_argv(parsed, out, overwrite=overwrite, workers=workers),
-                           dataset=parsed.dataset, details={"out_dir": str(out.expanduser().resolve())})
+                           dataset=parsed.dataset, details={"out_dir": str(out.expanduser().resolve())},
+                           user=actor.name, audit="export")
         typer.echo(job_id)
         return
 
@@ -140,4 +142,7 @@ def export(
     if job is not None:
         job.update_details(export_id=result.export_id, out_dir=str(result.out_dir),
                            manifest_sha256=result.manifest_sha256)
+    audit_launch(ctx, actor.name, "export", "export", result.export_id, dataset=parsed.dataset,
+                 after={"out_dir": str(result.out_dir), "format": parsed.format,
+                        "manifest_sha256": result.manifest_sha256})
     print_json(result.to_dict())

@@ -106,12 +106,14 @@ def cancel_or_fail(ctx: typer.Context, job_id: int, grace: float) -> None:
         fail(str(exc))
 
 
-def resume_or_fail(ctx: typer.Context, job_id: int, extra_argv: tuple[str, ...] = ()) -> int:
-    """Resume a job with its command plus ``extra_argv``; returns the new id (clear error if it can't)."""
+def resume_or_fail(ctx: typer.Context, job_id: int, extra_argv: tuple[str, ...] = (), user: str | None = None,
+                   audit: str | None = None) -> int:
+    """Resume a job with its command plus ``extra_argv`` (as ``user``, default its first launcher);
+    returns the new id (clear error if it can't)."""
     from workbench.jobs import JobError, resume_job
 
     try:
-        return resume_job(engine_of(ctx), settings_of(ctx), job_id, extra_argv=extra_argv)
+        return resume_job(engine_of(ctx), settings_of(ctx), job_id, extra_argv=extra_argv, user=user, audit=audit)
     except JobError as exc:
         fail(str(exc))
 

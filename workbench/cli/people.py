@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import MAX_ID, engine_of, fail, print_json, progress_hooks, settings_of
+from workbench.cli.common import MAX_ID, CuratorOpt, actor_of, engine_of, fail, print_json, progress_hooks, settings_of
 
 app = typer.Typer()
 people_app = typer.Typer(help="Find images where not every person is labelled, and decide them.",
@@ -14,7 +14,6 @@ people_app = typer.Typer(help="Find images where not every person is labelled, a
 app.add_typer(people_app, name="people")
 
 DatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset name.")]
-CuratorOpt = Annotated[str, typer.Option("--curator", help="Who decides (recorded in the audit log).")]
 ImageOpt = Annotated[str, typer.Option("--image-id", help="Image file name relative to the images folder.")]
 DETECT_JOB_KIND = "people-detect"
 
@@ -60,11 +59,12 @@ def detect_cmd(
         fail(f"--threshold must be between 0 and 1 (got {threshold})")
     argv = detect_argv(dataset, detector, threshold, batch_size, limit, model, weights, device)
     engine = engine_of(ctx)
+    actor = actor_of(ctx, "run_jobs")
     if background:
         from workbench.jobs import start_job
 
         typer.echo(start_job(engine, settings_of(ctx), kind=DETECT_JOB_KIND, argv=argv, dataset=dataset,
-                             details={"detector": detector}))
+                             details={"detector": detector}, user=actor.name))
         return
     from workbench.datasets import DatasetNotFound
     from workbench.people.detect import detect_people
@@ -143,12 +143,13 @@ def decide_cmd(
     dataset: DatasetOpt,
     image_id: ImageOpt,
     decision: Annotated[str, typer.Option("--decision", help="ok (all labelled), exclude, or mask-region.")],
-    curator: CuratorOpt,
+    curator: CuratorOpt = None,
     region: Annotated[Optional[list[str]], typer.Option("--region", help="mask-region: x,y,w,h of the "
                                                         "unlabelled person (repeatable).")] = None,
     note: Annotated[str, typer.Option(help="Why (kept with the decision).")] = "",
 ) -> None:
     """Decide a flagged image (it is flagged by hand first if no detector flagged it)."""
+    curator = actor_of(ctx, "decide", curator).name
     from db.engine import with_retries
     from workbench.datasets import DatasetNotFound, get_dataset, get_image
     from workbench.people.queue import QueueError, decide, flag_image, item_for_image
@@ -174,9 +175,10 @@ def decide_cmd(
 
 
 @people_app.command("flag")
-def flag_cmd(ctx: typer.Context, dataset: DatasetOpt, image_id: ImageOpt, curator: CuratorOpt,
+def flag_cmd(ctx: typer.Context, dataset: DatasetOpt, image_id: ImageOpt, curator: CuratorOpt = None,
              note: Annotated[str, typer.Option(help="What you saw.")] = "") -> None:
     """Flag an image by hand: "someone is unlabelled here" (it joins the review queue)."""
+    curator = actor_of(ctx, "decide", curator).name
     from db.engine import session_scope
     from workbench.datasets import DatasetNotFound, get_dataset, get_image
     from workbench.people.queue import QueueError, flag_image
@@ -190,8 +192,9 @@ def flag_cmd(ctx: typer.Context, dataset: DatasetOpt, image_id: ImageOpt, curato
 
 
 @people_app.command("undo")
-def undo_cmd(ctx: typer.Context, dataset: DatasetOpt, curator: CuratorOpt) -> None:
+def undo_cmd(ctx: typer.Context, dataset: DatasetOpt, curator: CuratorOpt = None) -> None:
     """Take back the curator's last decision or skip."""
+    curator = actor_of(ctx, "decide", curator).name
     from db.engine import with_retries
     from workbench.datasets import DatasetNotFound
     from workbench.people.queue import QueueError, undo_last
@@ -227,7 +230,7 @@ def repair_cmd(
     ctx: typer.Context,
     dataset: DatasetOpt,
     image_id: ImageOpt,
-    curator: CuratorOpt,
+    curator: CuratorOpt = None,
     box: Annotated[Optional[str], typer.Option("--box", help="x0,y0,x1,y1 around the unlabelled person "
                                                "(pixels).")] = None,
     proposal: Annotated[bool, typer.Option("--proposal", help="Use the best detector proposal as the box.")] = False,
@@ -251,6 +254,7 @@ def repair_cmd(
     from workbench.datasets import DatasetNotFound
     from workbench.repair import ERASE_METHODS, InpaintSettings, RepairError, repair_image
 
+    curator = actor_of(ctx, "decide", curator).name
     if erase == label:
         fail("choose one repair: --erase (paint the person out) or --label (add their garment masks)")
     if erase and method not in ERASE_METHODS:
@@ -304,7 +308,7 @@ def repairs_cmd(
 def unrepair_cmd(
     ctx: typer.Context,
     dataset: DatasetOpt,
-    curator: CuratorOpt,
+    curator: CuratorOpt = None,
     repair: Annotated[Optional[int], typer.Option("--repair", help="The repair's id (`people repairs`); "
                                                   "default: the curator's latest.")] = None,
 ) -> None:
@@ -313,6 +317,7 @@ def unrepair_cmd(
     from workbench.datasets import DatasetNotFound
     from workbench.repair import RepairError, remove_repair, undo_last_repair
 
+    curator = actor_of(ctx, "decide", curator).name
     try:
         with session_scope(engine_of(ctx)) as session:
             info = remove_repair(session, repair, curator, dataset) if repair is not None else \

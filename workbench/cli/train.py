@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import MAX_SIDE, engine_of, fail, print_json, settings_of
+from workbench.cli.common import MAX_SIDE, actor_of, audit_launch, engine_of, fail, print_json, settings_of
 from workbench.cli.jobs import JobArg, cancel_or_fail, resume_or_fail, run_trainer
 
 app = typer.Typer()
@@ -35,17 +35,20 @@ def _overrides(values: Optional[list[str]], resume: Optional[str]) -> list[str]:
 
 
 @train_app.command("run")
-def run(config: ConfigOpt, set_: SetOpt = None, resume_from_checkpoint: ResumeOpt = None,
+def run(ctx: typer.Context, config: ConfigOpt, set_: SetOpt = None, resume_from_checkpoint: ResumeOpt = None,
         num_processes: ProcessesOpt = None, accelerate_config: AccelerateOpt = None) -> None:
     """Train in this process, or launch and watch several (what a background job runs); a job cancel stops it."""
     from train.config import ConfigError, load_config
     from workbench.train_launch import is_launched
 
+    actor = actor_of(ctx, "train")
     overrides = _overrides(set_, resume_from_checkpoint)
     try:
         cfg = load_config(config, overrides)
     except ConfigError as exc:
         fail(str(exc))
+    audit_launch(ctx, actor.name, "train.start", "config", Path(config).resolve(),
+                 after={"overrides": overrides, "output_dir": str(cfg.output_dir), "foreground": True})
     if is_launched(num_processes, accelerate_config):
         _run_launched(cfg, config, overrides, num_processes, accelerate_config)
         return
@@ -91,10 +94,11 @@ def start(ctx: typer.Context, config: ConfigOpt, set_: SetOpt = None, resume_fro
     from workbench.training import TrainingError
 
     overrides = _overrides(set_, resume_from_checkpoint)
+    actor = actor_of(ctx, "train")
     try:
         cfg = load_config(config, overrides)  # fail here, not in the job's log
         job_id = start_training(engine_of(ctx), settings_of(ctx), cfg, config, overrides, num_processes,
-                                accelerate_config)
+                                accelerate_config, user=actor.name)
     except (ConfigError, TrainingError) as exc:
         fail(str(exc))
     typer.echo(job_id)
@@ -179,6 +183,7 @@ def resume(ctx: typer.Context, job_id: JobArg) -> None:
     from db.engine import session_scope
     from workbench.jobs import JobError, get_job, restart_offer
 
+    actor = actor_of(ctx, "train")
     try:
         with session_scope(engine_of(ctx)) as session:
             offer = restart_offer(get_job(session, job_id))
@@ -186,7 +191,8 @@ def resume(ctx: typer.Context, job_id: JobArg) -> None:
         fail(str(exc))
     if offer == "run again":
         typer.echo(f"note: job {job_id} saved no checkpoint; the new job starts from step 0", err=True)
-    typer.echo(resume_or_fail(ctx, job_id, ("--resume-from-checkpoint=latest",)))
+    typer.echo(resume_or_fail(ctx, job_id, ("--resume-from-checkpoint=latest",), user=actor.name,
+                              audit="train.resume"))
 
 
 @train_app.command("suggest")

@@ -8,7 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.curation import CurationDecision
-from db.models import AuditLog, Image
+from db.models import Image
+from workbench.audit import record
 from workbench.datasets import get_dataset
 
 SOURCES = ("duplicate", "outlier", "label")
@@ -46,10 +47,9 @@ def record_decision(session: Session, dataset: str, image_id: int, source: str, 
     row = CurationDecision(dataset_id=ds.id, image_id=image_id, source=source, decision=decision, curator=curator,
                            details=details or {}, note=note)
     session.add(row)
-    session.add(AuditLog(curator=curator, action=f"{source}.decide", entity="image", entity_id=str(image_id),
-                         before={"decision": before.decision, "curator": before.curator} if before else None,
-                         after={"decision": decision, "file_name": file_name, **(details or {})}))
-    session.flush()
+    record(session, curator, f"{source}.decide", "image", image_id, dataset=ds.name,
+           before={"decision": before.decision, "curator": before.curator} if before else None,
+           after={"decision": decision, "file_name": file_name, **(details or {})})
     return row
 
 

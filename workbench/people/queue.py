@@ -25,8 +25,9 @@ from sqlalchemy import and_, case, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.models import AuditLog, Curator, Image, utcnow
+from db.models import Curator, Image, utcnow
 from db.people import PeopleDecision, PeopleFlag, PersonProposal
+from workbench.audit import record
 from workbench.datasets import get_dataset, get_image
 
 DECISIONS = ("ok", "exclude", "mask-region")
@@ -271,8 +272,8 @@ def _record(session: Session, flag: PeopleFlag, curator: str, action: str, outco
                          before=before, after=after)
     session.add(row)
     audit_after = {**after, "outcome": outcome, **({"decision_made": decision} if action == "decide" else {})}
-    session.add(AuditLog(curator=curator, action=f"people.{action}", entity=ENTITY, entity_id=str(flag.id),
-                         before=before, after=audit_after))
+    record(session, curator, f"people.{action}", ENTITY, flag.id, dataset=flag.dataset_id, before=before,
+           after=audit_after)
     session.flush()
     return row
 
@@ -408,8 +409,8 @@ def flag_image(session: Session, image_id: int, curator: str, note: str = "") ->
             values.update(status="pending", score=1.0)
         if not _write(session, flag, flag.version, values):
             raise QueueError(f"{image.file_name} changed while flagging; try again")
-    session.add(AuditLog(curator=curator, action="people.flag", entity=ENTITY, entity_id=str(flag.id),
-                         before=before or None, after=_snapshot(flag)))
+    record(session, curator, "people.flag", ENTITY, flag.id, dataset=flag.dataset_id, before=before or None,
+           after=_snapshot(flag))
     session.flush()
     return flag.id
 
