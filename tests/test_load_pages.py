@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from db.captions import Caption
 from db.engine import session_scope
 from db.models import AuditLog
+from tests.signin import add_users, sign_in
 from workbench.load import prepare
 
 pytestmark = pytest.mark.both_databases
@@ -22,15 +23,17 @@ SESSIONS = 8
 
 
 @pytest.fixture
-def store(demo_app):
-    """The app's demo store with a caption on its first image; returns its engine and the caption id."""
+def store(demo_app, monkeypatch):
+    """The app's demo store with a caption on its first image and sign-in on, with one curator
+    per session; returns its engine and the caption id."""
+    monkeypatch.setenv("WORKBENCH_SIGN_IN", "local")
+    add_users(demo_app, **{f"curator{n + 1}": "curator" for n in range(SESSIONS)})
     return demo_app, prepare(demo_app, "demo", 1).caption_ids[0]
 
 
 def session(curator: str) -> AppTest:
-    app = AppTest.from_file(str(PAGE), default_timeout=90).run()
+    app = sign_in(AppTest.from_file(str(PAGE), default_timeout=90).run(), curator)
     app.sidebar.multiselect(key="captions_sources").set_value(["load"]).run()
-    app.sidebar.text_input(key="curator").set_value(curator).run()
     assert not app.exception, [e.value for e in app.exception]
     return app
 
