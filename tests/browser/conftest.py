@@ -126,6 +126,8 @@ def running_app(tmp_path: Path, demo_images: int, app_env: dict[str, str] | None
         WORKBENCH_DATA_DIR=str(data_dir),
         WORKBENCH_DB_URL=db_url,
         WORKBENCH_DEMO_IMAGES=str(demo_images),
+        # paths typed into pages may point into pytest's temporary folders (the tiny models)
+        WORKBENCH_ALLOWED_ROOTS=str(tmp_path.parent),
         PYTHONUNBUFFERED="1",
     )
     env.update(app_env or {})
