@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -310,6 +312,22 @@ def test_negative_or_absurd_numbers_are_usage_errors(db_url, tmp_path, args) -> 
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, option, typed", [
+    (["train", "suggest", "--gpu-memory", "-5"], "--gpu-memory", "-5"),
+    (["eda", "--dataset", "d", "--min-width=wide"], "--min-width", "wide"),
+])
+def test_a_bad_option_value_is_one_error_line_naming_it_and_one_fix_line(tmp_path, args, option, typed) -> None:
+    """What a user at a shell sees (the real entry point, not typer's test runner)."""
+    env = {**os.environ, "WORKBENCH_DATA_DIR": str(tmp_path / "data")}
+    result = subprocess.run([sys.executable, "-m", "workbench", *args], cwd=Path(__file__).resolve().parent.parent,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    error, fix = result.stderr.splitlines()
+    assert error.startswith("error: ") and option in error and repr(typed) in error
+    assert fix == f"fix: see `python -m workbench {args[0]}{' ' + args[1] if args[0] == 'train' else ''} --help`"
+    assert not (tmp_path / "data").exists()
 
 
 def test_the_cli_turns_a_stray_value_error_into_a_usage_error(monkeypatch, capsys) -> None:
