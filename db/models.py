@@ -22,6 +22,18 @@ class Base(DeclarativeBase):
     """Declarative base of every table."""
 
 
+class MaskColumns:
+    """A run-length mask (``workbench.rle``) with its area and bounding box: the columns every
+    table of masks shares (the dataset's, predicted and repaired ones)."""
+
+    counts: Mapped[str] = mapped_column(Text)
+    area: Mapped[int] = mapped_column(Integer)
+    bbox_x: Mapped[int] = mapped_column(Integer)
+    bbox_y: Mapped[int] = mapped_column(Integer)
+    bbox_w: Mapped[int] = mapped_column(Integer)
+    bbox_h: Mapped[int] = mapped_column(Integer)
+
+
 class Dataset(Base):
     """One imported dataset: its format, where its images live, and its label-file metadata."""
 
@@ -88,7 +100,7 @@ class Image(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Annotation(Base):
+class Annotation(MaskColumns, Base):
     """One garment mask of an image.
 
     ``counts`` holds the mask as a COCO compressed RLE string (pycocotools' ``counts`` of an
@@ -109,12 +121,6 @@ class Annotation(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"))
     category_id: Mapped[int] = mapped_column(ForeignKey("category.id", ondelete="CASCADE"))
     source_key: Mapped[str] = mapped_column(String(64))
-    counts: Mapped[str] = mapped_column(Text)
-    area: Mapped[int] = mapped_column(Integer)
-    bbox_x: Mapped[int] = mapped_column(Integer)
-    bbox_y: Mapped[int] = mapped_column(Integer)
-    bbox_w: Mapped[int] = mapped_column(Integer)
-    bbox_h: Mapped[int] = mapped_column(Integer)
 
 
 class AnnotationAttribute(Base):

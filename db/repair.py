@@ -16,10 +16,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from db.models import Base, utcnow
+from db.models import Base, MaskColumns, utcnow
 
 
 class PeopleRepair(Base):
@@ -45,7 +45,7 @@ class PeopleRepair(Base):
     removed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
-class RepairAnnotation(Base):
+class RepairAnnotation(MaskColumns, Base):
     """A garment mask a repair added (COCO compressed RLE of the image, like ``annotation.counts``)."""
 
     __tablename__ = "repair_annotation"
@@ -54,9 +54,3 @@ class RepairAnnotation(Base):
     repair_id: Mapped[int] = mapped_column(ForeignKey("people_repair.id", ondelete="CASCADE"), index=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"), index=True)
     category_id: Mapped[int] = mapped_column(ForeignKey("category.id", ondelete="CASCADE"))
-    counts: Mapped[str] = mapped_column(Text)
-    area: Mapped[int] = mapped_column(Integer)
-    bbox_x: Mapped[int] = mapped_column(Integer)
-    bbox_y: Mapped[int] = mapped_column(Integer)
-    bbox_w: Mapped[int] = mapped_column(Integer)
-    bbox_h: Mapped[int] = mapped_column(Integer)

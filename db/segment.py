@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from db.models import Base, utcnow
+from db.models import Base, MaskColumns, utcnow
 
 
 class PredictionSource(Base):
@@ -36,7 +36,7 @@ class PredictionSource(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class PredictedAnnotation(Base):
+class PredictedAnnotation(MaskColumns, Base):
     """The mask of one predicted class in one image (``value`` in the source's scheme)."""
 
     __tablename__ = "predicted_annotation"
@@ -46,9 +46,3 @@ class PredictedAnnotation(Base):
     source_id: Mapped[int] = mapped_column(ForeignKey("prediction_source.id", ondelete="CASCADE"))
     image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"), index=True)
     value: Mapped[int] = mapped_column(Integer)
-    counts: Mapped[str] = mapped_column(Text)
-    area: Mapped[int] = mapped_column(Integer)
-    bbox_x: Mapped[int] = mapped_column(Integer)
-    bbox_y: Mapped[int] = mapped_column(Integer)
-    bbox_w: Mapped[int] = mapped_column(Integer)
-    bbox_h: Mapped[int] = mapped_column(Integer)
