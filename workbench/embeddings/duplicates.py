@@ -12,6 +12,7 @@ the others, as curator decisions (source ``duplicate``) that export honours.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,15 @@ from db.models import Image
 from workbench.datasets import get_dataset
 from workbench.embeddings.decisions import latest_decisions, record_decision
 from workbench.embeddings.store import hash_neighbours
-from workbench.embeddings.vectors import NotEmbedded, image_vectors
+from workbench.embeddings.vectors import ImageVectors, NotEmbedded, image_vectors
 
 DEFAULT_THRESHOLD = 0.95
 DEFAULT_HASH_DISTANCE = 16  # of 256 bits; unrelated photos differ in about 128
 NEIGHBOURS = 16  # cosine candidates looked at per image
+# Hash and cosine links of recent (store state, threshold, hash distance): a page redraws after every
+# click, and at 45k images finding the links takes seconds while the decisions on them change.
+_LINKS_KEPT = 8
+_links: OrderedDict[tuple, list[tuple[int, int, str, float]]] = OrderedDict()
 
 
 @dataclass
@@ -147,7 +152,9 @@ def find_duplicates(session: Session, dataset: str, data_dir: Path, *, model: st
             note = f"checksums only: {exc}"
         else:
             embedded = len(vectors.image_ids)
-            links += _embedding_links(vectors, threshold, hash_distance, union)
+            for a, b, kind, value in embedding_links(vectors, threshold, hash_distance):
+                union.join(a, b)
+                links.append((a, b, kind, value))
     else:
         note = "checksums only (no model given)"
     if unchecked:
@@ -171,8 +178,23 @@ def find_duplicates(session: Session, dataset: str, data_dir: Path, *, model: st
     return DuplicateReport(ds.name, groups, len(rows), embedded, threshold, hash_distance, note)
 
 
-def _embedding_links(vectors, threshold: float | None, hash_distance: int | None, union: _Union
-                     ) -> list[tuple[int, int, str, float]]:
+def embedding_links(vectors: ImageVectors, threshold: float | None, hash_distance: int | None
+                    ) -> list[tuple[int, int, str, float]]:
+    """``(image_a, image_b, kind, value)`` for pairs linked by picture hash or cosine (not by checksum),
+    computed once per store state and settings, then reused."""
+    key = (vectors.state, threshold, hash_distance)
+    if key in _links:
+        _links.move_to_end(key)
+        return _links[key]
+    links = _find_embedding_links(vectors, threshold, hash_distance)
+    _links[key] = links
+    while len(_links) > _LINKS_KEPT:
+        _links.popitem(last=False)
+    return links
+
+
+def _find_embedding_links(vectors: ImageVectors, threshold: float | None, hash_distance: int | None
+                          ) -> list[tuple[int, int, str, float]]:
     links = []
     ids = vectors.image_ids
     seen: set[tuple[int, int]] = set()
@@ -182,7 +204,6 @@ def _embedding_links(vectors, threshold: float | None, hash_distance: int | None
         if vectors.checksums[i] == vectors.checksums[j]:
             continue
         seen.add((min(a, b), max(a, b)))
-        union.join(a, b)
         links.append((a, b, "hash", float(distance)))
     if threshold is not None and len(ids) > 1:
         scores, rows = vectors.index().search(vectors.vectors, NEIGHBOURS)
@@ -194,7 +215,6 @@ def _embedding_links(vectors, threshold: float | None, hash_distance: int | None
                 if (min(a, b), max(a, b)) in seen:
                     continue
                 seen.add((min(a, b), max(a, b)))
-                union.join(a, b)
                 links.append((a, b, "cosine", float(score)))
     return links
 

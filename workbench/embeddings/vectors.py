@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from workbench.embeddings.compute import crop_key
 from workbench.embeddings.index import VectorIndex, build_index
 from workbench.embeddings.store import EmbeddingStore
 
-_indexes: dict[tuple[str, str, str], VectorIndex] = {}
+_indexes: dict[tuple[str, str], VectorIndex] = {}
 
 
 class NotEmbedded(LookupError):
@@ -37,15 +38,21 @@ class ImageVectors:
     missing: int  # images of the dataset without a stored embedding
     store: EmbeddingStore
 
-    def index(self) -> VectorIndex:
-        """The FAISS index of these vectors, built once per process and store state."""
+    @cached_property
+    def state(self) -> tuple[str, str]:
+        """What these rows are: the store, and the dataset's image ids and checksums matched to it, in order
+        (a re-import, a new batch or a deleted image is a new state). Keys the caches built from them."""
         import hashlib
 
-        # The rows matched to the dataset's images, in order: a re-import or a new batch is a new key.
-        key = (str(self.store.folder), "images", hashlib.sha1("\n".join(self.checksums).encode()).hexdigest())
-        if key not in _indexes:
-            _indexes[key] = build_index(self.vectors)
-        return _indexes[key]
+        digest = hashlib.sha1(self.image_ids.tobytes())
+        digest.update("\n".join(self.checksums).encode())
+        return str(self.store.folder), digest.hexdigest()
+
+    def index(self) -> VectorIndex:
+        """The FAISS index of these vectors, built once per process and store state."""
+        if self.state not in _indexes:
+            _indexes[self.state] = build_index(self.vectors)
+        return _indexes[self.state]
 
     def row_of_image(self, image_id: int) -> int | None:
         """The row of ``image_id``, if it was embedded."""
