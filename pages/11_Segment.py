@@ -28,6 +28,7 @@ from workbench.datasets import get_dataset  # noqa: E402
 from workbench.guard import check_server_model, check_server_path  # noqa: E402
 from workbench.schemes import list_schemes  # noqa: E402
 from workbench.segment.jobs import PREDICT_KIND, TRAIN_KIND, start_prediction_job, start_training_job  # noqa: E402
+from workbench.segment.loaders import trains_from  # noqa: E402
 from workbench.segment.store import list_sources, prediction_counts, source_label  # noqa: E402
 from workbench.training import read_metrics  # noqa: E402
 
@@ -41,8 +42,10 @@ with train_tab:
     c1, c2 = st.columns(2)
     scheme = c1.selectbox("Scheme", schemes, index=schemes.index("cloth-seg") if "cloth-seg" in schemes else 0,
                           key="segment_scheme")
-    base = c2.text_input("SegFormer (hub id or folder)", value="nvidia/mit-b2", key="segment_base",
-                         help="Its classification head is replaced by one with the scheme's classes.")
+    base = model_picker("segmenter", settings, engine, label="SegFormer to start from", key="segment_base",
+                        container=c2, default="segformer-clothes", only=trains_from,
+                        other_label="Or a SegFormer hub id (e.g. nvidia/mit-b2, an ImageNet encoder) or folder",
+                        help="Its classification head is replaced by one with the scheme's classes.")
     output_dir = st.text_input("Output folder", key="segment_out",
                                value=str(Path(settings.data_dir) / "segment" / f"{dataset}-{scheme}"))
     c3, c4, c5, c6 = st.columns(4)

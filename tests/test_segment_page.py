@@ -94,3 +94,30 @@ def test_the_picker_offers_the_ready_tiny_segmenter_first_and_its_masks_are_mark
     table = next(d.value for d in app.dataframe if "source" in d.value.columns)
     assert table.loc[0, "images"] == 12
     assert table.loc[0, "source"] == f"tiny-segformer (cloth-seg v1) · {TINY_LABEL}"
+
+
+@pytest.mark.timeout(400)
+def test_training_starts_from_a_segformer_picked_in_the_registry(page_store, tmp_path):
+    from db.engine import session_scope
+    from workbench.models import add_model
+    from workbench.settings import get_settings
+    from workbench.tiny import write_tiny_models
+
+    written = write_tiny_models(get_settings().models_dir, names=["tiny-segformer", "tiny-u2net-cloth"])
+    with session_scope(page_store) as session:
+        for name in written:
+            add_model(session, name, path=written[name], kind="segmenter", tiny=True)
+    app = run(AppTest.from_file(str(PAGE), default_timeout=60))
+    picker = app.selectbox(key="segment_base_pick")
+    offered = [label.split(" · ")[0].split(" ")[-1] for label in picker.options]
+    assert picker.value == "tiny-segformer" and "segformer-clothes" in offered  # the ready one first
+    assert not {"tiny-u2net-cloth", "u2net-cloth-seg"} & set(offered)  # single-file ONNX: nothing to train from
+    assert any("tiny-u2net-cloth" in o for o in app.selectbox(key="segment_model_pick").options)  # predicting: yes
+    app.text_input(key="segment_out").set_value(str(tmp_path / "run"))
+    app.number_input(key="segment_resolution").set_value(64)
+    app.number_input(key="segment_batch").set_value(2)
+    app.number_input(key="segment_steps").set_value(1)
+    next(b for b in app.button if b.label == "Start training").click()
+    run(app)
+    wait_for(app, lambda a: any(s.value.startswith("Segmenter saved in") for s in a.success))
+    assert "pretrained_model_name_or_path: tiny-segformer" in (tmp_path / "run" / "segmenter.yaml").read_text()
