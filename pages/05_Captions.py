@@ -11,7 +11,7 @@ from PIL import Image as PILImage, ImageDraw
 from db.engine import session_scope, with_retries
 from ui.auth import allowed, refusal, require_user
 from ui.common import datasets_or_stop, store_or_stop
-from ui.jobs import watch_job
+from ui.jobs import page_job, watch_job
 from ui.models import model_picker
 from workbench.captions.dataset_prompts import dataset_prompts
 from workbench.captions.review import (BulkOperation, CaptionConflict, ReviewError, apply_bulk, decide, preview_bulk,
@@ -65,7 +65,7 @@ with st.expander("Generate captions (runs as a background job)"):
         argv += ["--model", model.strip()] if model.strip() else []
         st.session_state["captions_job"] = start_job(engine, settings, kind="captions", argv=argv, dataset=name,
                                                      details={"captioners": [kind]}, user=curator)
-    if (job_id := st.session_state.get("captions_job")) is not None:
+    if (job_id := page_job(engine, "captions_job", "captions", name)) is not None:
         watch_job(engine, job_id, label="Captioning job", unit="images", cancellable=True,
                   finished=lambda job: "Captions stored: review them below.", restart_key="captions_job")
     from workbench.jobs import list_jobs, refresh_jobs

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from db.engine import session_scope
 from ui.auth import allowed, require_user
 from ui.common import datasets_or_stop, store_or_stop
-from ui.jobs import watch_job
+from ui.jobs import page_job, watch_job
 
 st.set_page_config(page_title="Export · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
 user = require_user()
@@ -134,7 +134,7 @@ if st.button("Export", type="primary", disabled=not allowed("export")) and user.
 
 
 # -- watch the job ----------------------------------------------------------------------------
-job_id = st.session_state.get("export_job")
+job_id = page_job(engine, "export_job", "export", dataset)
 if job_id is not None:
     st.subheader("Running export")
     try:

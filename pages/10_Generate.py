@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from db.engine import session_scope
 from ui.auth import allowed, require_user
 from ui.common import store_or_stop
-from ui.jobs import watch_job
+from ui.jobs import page_job, watch_job
 from ui.models import model_picker
 
 st.set_page_config(page_title="Generate · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
@@ -23,6 +23,7 @@ st.caption("Generation runs as a background job (`python -m workbench generate r
 settings, engine = store_or_stop()
 
 from workbench import generate as gen  # noqa: E402
+from workbench.cli.generate import KIND as GENERATE_KIND  # noqa: E402
 from workbench.jobs import start_job  # noqa: E402
 from workbench.mask_edit import SHAPES  # noqa: E402
 from workbench.models import TINY_LABEL, registry  # noqa: E402
@@ -172,11 +173,11 @@ if st.button("Generate", type="primary", key="gen_start", disabled=not allowed("
     except ValidationError as exc:
         st.error("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
     else:
-        st.session_state["gen_job"] = start_job(engine, settings, kind="generate", argv=gen.generate_argv(request),
+        st.session_state["gen_job"] = start_job(engine, settings, kind=GENERATE_KIND, argv=gen.generate_argv(request),
                                                 details={"images": len(infos) * len(request.seeds)}, user=user.name)
 
 # -- the job and its images ---------------------------------------------------------------------------
-job_id = st.session_state.get("gen_job")
+job_id = page_job(engine, "gen_job", GENERATE_KIND)  # started here, or before a reload, or in another tab
 if job_id is not None:
     watch_job(engine, job_id, label="Generation job", unit="images", cancellable=True,
               finished=lambda job: f"Generated {job['done']} images")

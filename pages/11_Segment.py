@@ -9,7 +9,7 @@ import streamlit as st
 from db.engine import session_scope
 from ui.auth import allowed, require_user
 from ui.common import datasets_or_stop, store_or_stop
-from ui.jobs import watch_job
+from ui.jobs import page_job, watch_job
 from ui.models import model_picker
 
 st.set_page_config(page_title="Segment · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
@@ -27,7 +27,8 @@ from train.segmenter import SegmenterConfig  # noqa: E402
 from workbench.datasets import get_dataset  # noqa: E402
 from workbench.guard import check_server_model, check_server_path  # noqa: E402
 from workbench.schemes import list_schemes  # noqa: E402
-from workbench.segment.jobs import start_prediction_job, start_training_job  # noqa: E402
+from workbench.segment.jobs import PREDICT_KIND, TRAIN_KIND, start_prediction_job, start_training_job  # noqa: E402
+from workbench.segment.loaders import trains_from  # noqa: E402
 from workbench.segment.store import list_sources, prediction_counts, source_label  # noqa: E402
 from workbench.training import read_metrics  # noqa: E402
 
@@ -41,8 +42,10 @@ with train_tab:
     c1, c2 = st.columns(2)
     scheme = c1.selectbox("Scheme", schemes, index=schemes.index("cloth-seg") if "cloth-seg" in schemes else 0,
                           key="segment_scheme")
-    base = c2.text_input("SegFormer (hub id or folder)", value="nvidia/mit-b2", key="segment_base",
-                         help="Its classification head is replaced by one with the scheme's classes.")
+    base = model_picker("segmenter", settings, engine, label="SegFormer to start from", key="segment_base",
+                        container=c2, default="segformer-clothes", only=trains_from,
+                        other_label="Or a SegFormer hub id (e.g. nvidia/mit-b2, an ImageNet encoder) or folder",
+                        help="Its classification head is replaced by one with the scheme's classes.")
     output_dir = st.text_input("Output folder", key="segment_out",
                                value=str(Path(settings.data_dir) / "segment" / f"{dataset}-{scheme}"))
     c3, c4, c5, c6 = st.columns(4)
@@ -62,7 +65,7 @@ with train_tab:
             st.session_state["segment_train_job"] = start_training_job(engine, settings, path)
         except (ConfigError, ValueError, OSError) as exc:
             st.error(f"Cannot start training: {exc}")
-    job_id = st.session_state.get("segment_train_job")
+    job_id = page_job(engine, "segment_train_job", TRAIN_KIND, dataset)
     if job_id is not None:
         job = watch_job(engine, job_id, label="Segmenter training job", unit="steps", cancellable=True,
                         finished=lambda j: f"Segmenter saved in {j['details'].get('output_dir', '?')}")
@@ -86,7 +89,7 @@ with predict_tab:
         st.session_state["segment_predict_job"] = start_prediction_job(
             engine, settings, model, dataset=dataset, split=split or None, without_masks=without,
             scheme=None if predict_scheme == "(the model's)" else predict_scheme)
-    job_id = st.session_state.get("segment_predict_job")
+    job_id = page_job(engine, "segment_predict_job", PREDICT_KIND, dataset)
     if job_id is not None:
         watch_job(engine, job_id, label="Prediction job", unit="images", cancellable=True,
                   finished=lambda j: "Predicted masks stored beside the real ones (Inspect shows them)")

@@ -8,7 +8,7 @@ import streamlit as st
 from db.engine import session_scope
 from ui.auth import allowed, can, refusal, require_user
 from ui.common import datasets_or_stop, store_or_stop
-from ui.jobs import watch_job
+from ui.jobs import page_job, watch_job
 from ui.models import model_picker
 from ui.similarity import embedded_model_select, thumbnail_grid
 from workbench.captions.base import CaptionerError
@@ -82,7 +82,7 @@ with st.expander("Embed the images (a background job; stopped runs continue wher
         st.session_state["similarity_job"] = start_job(
             engine, settings, kind=EMBED_JOB_KIND, argv=embed_argv(dataset, embed_model, crops, int(batch)),
             dataset=dataset, details={"model": embed_model, "crops": crops})
-    if (job_id := st.session_state.get("similarity_job")) is not None:
+    if (job_id := page_job(engine, "similarity_job", EMBED_JOB_KIND, dataset)) is not None:
         watch_job(engine, job_id, label="Embedding job", unit="images", cancellable=True, restart_key="similarity_job",
                   finished=lambda job: "Embeddings stored: pick them in the sidebar.")
 

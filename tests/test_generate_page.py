@@ -119,3 +119,32 @@ def test_a_tiny_base_from_the_registry_labels_its_images_random_weights(store, t
     grid = [c for c in captions(app) if c.startswith("#")]
     assert len(grid) == 1 and grid[0].endswith(f"🎲 {TINY_LABEL}"), grid
     assert any(w.value.startswith("#") and TINY_LABEL in w.value for w in app.warning)  # the provenance's mark
+
+
+def test_a_fresh_session_watches_the_generation_job_already_running(store, trained_run):
+    """A reload or a second curator's tab finds the running job in the store and shows its progress."""
+    import time
+
+    from workbench.jobs import cancel_job, start_job
+    from workbench.settings import get_settings
+
+    engine = make_engine(store)
+    info = gen.resolve_controlnet(trained_run.run_dir)
+    request = gen.GenerateRequest(base_model=str(trained_run.base_model), controlnets=[str(trained_run.run_dir)],
+                                  mask={"kind": "dataset", "image_id": gen.export_images(info)[0]["image_id"]},
+                                  seeds=list(range(400)), steps=1)
+    job_id = start_job(engine, get_settings(), kind="generate", argv=gen.generate_argv(request))
+    try:
+        app = run_page()  # a new session: nothing in its state
+        deadline = time.monotonic() + 240
+        while not any(t.startswith(f"Generation job {job_id}: running — ") and t.endswith("/400 images")
+                      for t in (p.proto.text for p in app.get("progress"))):
+            assert time.monotonic() < deadline, [p.proto.text for p in app.get("progress")]
+            time.sleep(0.5)
+            app = run_page(app)
+        assert app.session_state["gen_job"] == job_id
+        assert app.button(key=f"job_cancel_{job_id}")  # it can be cancelled from here too
+    finally:
+        cancel_job(engine, job_id, grace_seconds=30)
+    app = run_page(app)  # once it has ended, the page still shows that job, not a newer one
+    assert any(t.startswith(f"Generation job {job_id}: cancelled") for t in (p.proto.text for p in app.get("progress")))

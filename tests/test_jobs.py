@@ -12,9 +12,11 @@ from typer.testing import CliRunner
 from db.engine import dispose_engines, make_engine, session_scope
 from workbench.cli import app
 from db.jobs import Job
+from db.models import utcnow
 from workbench.cli.common import failure_lines
 from workbench.jobs import (
-    JobError, cancel_job, failure_from_log, get_job, job_summary, refresh_jobs, restart_offer, resume_job, start_job,
+    JobError, cancel_job, failure_from_log, get_job, job_summary, latest_active_job, refresh_jobs, restart_offer,
+    resume_job, start_job,
 )
 from workbench.settings import get_settings
 
@@ -116,6 +118,29 @@ def test_resume_is_offered_only_where_the_job_would_continue(tmp_path):
     assert restart_offer(Job(kind="captions", status="cancelled", done=5, details={})) == "resume"
     assert restart_offer(Job(kind="captions", status="failed", done=0, details={})) == "run again"
     assert restart_offer(Job(kind="import", status="failed", done=0, details={})) is None
+
+
+def test_the_latest_active_job_is_the_newest_unfinished_one_of_its_kind_and_dataset(store):
+    engine, _settings = store
+    rows = [  # oldest first
+        Job(kind="embed", dataset="a", argv=[], status="queued"),
+        Job(kind="embed", dataset="a", argv=[], status="running", host="another-machine", heartbeat_at=utcnow()),
+        Job(kind="embed", dataset="b", argv=[], status="queued"),
+        Job(kind="embed", dataset="a", argv=[], status="finished"),
+        Job(kind="embed", dataset="a", argv=[], status="running"),  # no process here: dead
+        Job(kind="generate", argv=[], status="cancelling", host="another-machine", heartbeat_at=utcnow()),
+        Job(kind="generate", argv=[], status="cancelled"),
+    ]
+    with session_scope(engine) as session:
+        session.add_all(rows)
+        session.flush()
+        ids = [row.id for row in rows]
+    assert latest_active_job(engine, "embed", "a") == ids[1]  # running on another machine sharing the store
+    assert latest_active_job(engine, "embed", "b") == ids[2]
+    assert latest_active_job(engine, "embed") == ids[2]  # any dataset
+    assert latest_active_job(engine, "generate") == ids[5]
+    assert latest_active_job(engine, "embed", "c") is None and latest_active_job(engine, "train") is None
+    assert _job(engine, ids[4])["status"] == "failed"  # found dead on the way, so never offered
 
 
 def test_cancel_stops_a_job_gracefully_and_resume_starts_it_again(store):

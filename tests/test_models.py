@@ -30,12 +30,17 @@ def store(engine, tmp_path, monkeypatch):
     return get_settings()
 
 
-def _tiny_blip_in_cache(cache: Path, repo: str) -> Path:
+def _in_cache(cache: Path, repo: str, save=save_tiny_blip) -> Path:
+    """A tiny model saved by ``save`` as ``repo``'s main revision in a hub cache."""
     base = cache / ("models--" + repo.replace("/", "--"))
-    snapshot = save_tiny_blip(base / "snapshots" / "0123abcd")
+    snapshot = save(base / "snapshots" / "0123abcd")
     (base / "refs").mkdir(parents=True)
     (base / "refs" / "main").write_text("0123abcd")
     return snapshot
+
+
+def _tiny_blip_in_cache(cache: Path, repo: str) -> Path:
+    return _in_cache(cache, repo)
 
 
 def test_a_model_in_the_hub_cache_layout_is_found_sized_and_loaded_from_there(engine, store, tmp_path):
@@ -82,6 +87,38 @@ def test_an_added_folder_and_an_added_single_file_are_registered_and_found(engin
     assert result.exit_code == 2 and "model name 'bad name'" in result.output
     gone = CliRunner().invoke(app, ["models", "add", "x", str(tmp_path / "nothing")])
     assert gone.exit_code == 2 and "does not exist" in gone.output
+
+
+@pytest.mark.parametrize("source, repo", [
+    ("hf-hub:org/tiny-clip", "org/tiny-clip"),
+    ("ViT-B-32/laion2b_s34b_b79k", "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"),  # open_clip's repo for that tag
+])
+@pytest.mark.parametrize("cache_env", ["HF_HUB_CACHE", "HF_HOME"])
+def test_a_clip_added_by_hub_id_is_found_in_the_hub_cache_and_loaded_from_there(engine, store, tmp_path, monkeypatch,
+                                                                                source, repo, cache_env):
+    import torch
+
+    from workbench.captions.interrogator import load_clip
+    from workbench.tiny.captioners import save_tiny_clip
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if cache_env == "HF_HOME":
+        monkeypatch.delenv("HF_HUB_CACHE")
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    cache = tmp_path / ("hf-cache" if cache_env == "HF_HUB_CACHE" else "hf-home/hub")
+    snapshot = _in_cache(cache, repo, save_tiny_clip)
+    for name, hub_id in (("my-clip", source), ("other-clip", "hf-hub:org/not-downloaded")):
+        added = CliRunner().invoke(app, ["models", "add", name, hub_id, "--hub", "--kind", "clip"])
+        assert added.exit_code == 0, added.output
+    listed = CliRunner().invoke(app, ["models", "list", "--kind", "clip", "--json"])
+    by_name = {m["name"]: m for m in json.loads(listed.output)}
+    assert (by_name["my-clip"]["state"], by_name["my-clip"]["where"]) == ("unchecked", "Hugging Face cache")
+    assert by_name["my-clip"]["location"] == str(snapshot) and by_name["my-clip"]["spec"] == source
+    assert by_name["other-clip"]["state"] == "missing" and "org/not-downloaded" in by_name["other-clip"]["fix"]
+    assert resolve("my-clip", "clip") == str(snapshot)
+    clip = load_clip("my-clip", "cpu")  # the cached tiny model: 32-dimensional, not a ViT-B-32's 512
+    with torch.no_grad():
+        assert clip.model.encode_image(torch.zeros(1, 3, 32, 32)).shape == (1, 32)
 
 
 def test_check_records_ready_broken_and_missing_with_the_fix(engine, store, tmp_path):

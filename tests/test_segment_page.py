@@ -37,6 +37,18 @@ def wait_for(app: AppTest, condition, timeout: float = 240) -> AppTest:
     pytest.fail(f"not reached in {timeout} s: errors {[e.value for e in app.error]}")
 
 
+def train_small(app: AppTest, out: Path, steps: int) -> AppTest:
+    """Fill the Train tab for a tiny run into ``out`` (64 px, batch 2), start it, wait until it is saved."""
+    app.text_input(key="segment_out").set_value(str(out))
+    app.number_input(key="segment_resolution").set_value(64)
+    app.number_input(key="segment_batch").set_value(2)
+    app.number_input(key="segment_steps").set_value(steps)
+    next(b for b in app.button if b.label == "Start training").click()
+    run(app)
+    assert app.session_state["segment_train_job"]
+    return wait_for(app, lambda a: any(s.value.startswith("Segmenter saved in") for s in a.success))
+
+
 @pytest.mark.timeout(400)
 def test_prediction_job_stores_masks_listed_per_source(page_store, tmp_path):
     model = tmp_path / "seg"
@@ -61,14 +73,7 @@ def test_training_job_trains_and_shows_validation_iou(page_store, tmp_path):
     build_tiny_segformer(2, base)
     app = run(AppTest.from_file(str(PAGE), default_timeout=60))
     app.text_input(key="segment_base").set_value(str(base))
-    app.text_input(key="segment_out").set_value(str(tmp_path / "run"))
-    app.number_input(key="segment_resolution").set_value(64)
-    app.number_input(key="segment_batch").set_value(2)
-    app.number_input(key="segment_steps").set_value(2)
-    next(b for b in app.button if b.label == "Start training").click()
-    run(app)
-    assert app.session_state["segment_train_job"]
-    wait_for(app, lambda a: any(s.value.startswith("Segmenter saved in") for s in a.success))
+    train_small(app, tmp_path / "run", steps=2)
     table = next(d.value for d in app.dataframe if "mIoU" in d.value.columns)
     assert list(table["step"]) == [2] and set(CLOTH) <= set(table.columns)
     assert (tmp_path / "run" / "config.json").is_file()
@@ -94,3 +99,24 @@ def test_the_picker_offers_the_ready_tiny_segmenter_first_and_its_masks_are_mark
     table = next(d.value for d in app.dataframe if "source" in d.value.columns)
     assert table.loc[0, "images"] == 12
     assert table.loc[0, "source"] == f"tiny-segformer (cloth-seg v1) · {TINY_LABEL}"
+
+
+@pytest.mark.timeout(400)
+def test_training_starts_from_a_segformer_picked_in_the_registry(page_store, tmp_path):
+    from db.engine import session_scope
+    from workbench.models import add_model
+    from workbench.settings import get_settings
+    from workbench.tiny import write_tiny_models
+
+    written = write_tiny_models(get_settings().models_dir, names=["tiny-segformer", "tiny-u2net-cloth"])
+    with session_scope(page_store) as session:
+        for name in written:
+            add_model(session, name, path=written[name], kind="segmenter", tiny=True)
+    app = run(AppTest.from_file(str(PAGE), default_timeout=60))
+    picker = app.selectbox(key="segment_base_pick")
+    offered = [label.split(" · ")[0].split(" ")[-1] for label in picker.options]
+    assert picker.value == "tiny-segformer" and "segformer-clothes" in offered  # the ready one first
+    assert not {"tiny-u2net-cloth", "u2net-cloth-seg"} & set(offered)  # single-file ONNX: nothing to train from
+    assert any("tiny-u2net-cloth" in o for o in app.selectbox(key="segment_model_pick").options)  # predicting: yes
+    train_small(app, tmp_path / "run", steps=1)
+    assert "pretrained_model_name_or_path: tiny-segformer" in (tmp_path / "run" / "segmenter.yaml").read_text()

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from db.engine import session_scope
 from ui.auth import can, current_user
 from workbench.jobs import (
-    ACTIVE, JobError, cancel_job, get_job, job_summary, read_log_tail, refresh_jobs, resume_job,
+    ACTIVE, JobError, cancel_job, get_job, job_summary, latest_active_job, read_log_tail, refresh_jobs, resume_job,
 )
 from workbench.settings import get_settings
 
@@ -30,6 +30,15 @@ def job_log(engine: Engine, job_id: int, lines: int = 40) -> str:
     """The end of the job's log."""
     with session_scope(engine) as session:
         return read_log_tail(get_job(session, job_id), lines=lines)
+
+
+def page_job(engine: Engine, key: str, kind: str, dataset: str | None = None) -> int | None:
+    """The id of the job a page watches: the one it started (``st.session_state[key]``), else the
+    newest unfinished job of ``kind`` (of ``dataset``) in the store, which the page then keeps
+    watching: a reload, a second tab or another curator's start does not lose sight of it."""
+    if st.session_state.get(key) is None and (found := latest_active_job(engine, kind, dataset)) is not None:
+        st.session_state[key] = found
+    return st.session_state.get(key)
 
 
 RESTART_LABELS = {"resume": "Resume", "run again": "Run again"}

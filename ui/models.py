@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
@@ -26,16 +27,17 @@ def model_label(m: ModelStatus) -> str:
 
 def model_picker(kind: str, settings: Settings, engine: Engine, *, label: str, key: str,
                  other_label: str | None = None, default: str | None = None, container=st,
-                 help: str | None = None, none: str | None = None) -> str | None:
+                 help: str | None = None, none: str | None = None,
+                 only: Callable[[ModelStatus], bool] | None = None) -> str | None:
     """A selectbox of the registry's ``kind`` models (key ``<key>_pick``: ready ones first, missing
     ones marked, with their fix shown when picked) and under it a text input (key ``key``) for a hub id
     or path that, when filled, is used instead. Returns the registry name or the typed text, and
     shows the random-weights mark when that is a tiny test model. ``none``: the label of a first
-    option that picks nothing (returns ``None``)."""
+    option that picks nothing (returns ``None``); ``only``: offer just the models it accepts."""
     from workbench.models import is_tiny, resolve
 
     with session_scope(engine) as session:
-        models = list_models(session, settings, kind)
+        models = [m for m in list_models(session, settings, kind) if only is None or only(m)]
     by_name = {m.spec.name: m for m in models}
     names = [m.spec.name for m in models if m.ready] + [m.spec.name for m in models if not m.ready]
     options: list[str | None] = [None, *names] if none else list(names)

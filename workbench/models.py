@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -196,18 +197,25 @@ def rembg_model_dir(model: str) -> Path:
     return Path(home).expanduser() / "models" / model
 
 
-def cache_snapshot(root: Path, repo: str) -> Path | None:
-    """The snapshot folder of ``repo`` in a hub cache laid out as ``models--org--name/snapshots/REV``
-    (the revision ``refs/main`` names, else the newest)."""
-    base = Path(root) / ("models--" + repo.replace("/", "--"))
-    snapshots = base / "snapshots"
-    if not snapshots.is_dir():
-        return None
-    ref = base / "refs" / "main"
-    if ref.is_file() and (snapshots / ref.read_text().strip()).is_dir():
-        return snapshots / ref.read_text().strip()
-    found = sorted((p for p in snapshots.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
-    return found[-1] if found else None
+def cache_snapshot(root: Path, repo: str, kind: str) -> Path | None:
+    """The snapshot folder of ``repo`` in a hub cache laid out as ``models--org--name/snapshots/REV``:
+    the revision ``refs/main`` names, as huggingface_hub itself finds it offline, holding one of
+    the files a ``kind`` model has (``None``: not there)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    k = KINDS[kind]
+    for name in (*k.needs, *k.weights):
+        found = try_to_load_from_cache(repo, name, cache_dir=root)
+        if isinstance(found, str):
+            return Path(found).parents[len(Path(name).parts) - 1]  # "unet/config.json" lies a level down
+    return None
+
+
+def cache_folder(root: Path, repo: str) -> Path:
+    """``repo``'s folder in a hub cache (``models--org--name``), whether or not it is there."""
+    from huggingface_hub.file_download import repo_folder_name
+
+    return Path(root) / repo_folder_name(repo_id=repo, repo_type="model")
 
 
 def problem_with(kind: str, path: Path) -> str | None:
@@ -239,7 +247,7 @@ def _candidates(spec: ModelSpec, settings: Settings) -> Iterator[tuple[Path, str
     for repo in [r for r in (spec.hub_id, *spec.aliases) if r]:
         yield models / repo.split("/")[-1], "models folder"
         for root, where in ((models, "models folder (hub cache layout)"), (hf_cache_dir(), "Hugging Face cache")):
-            yield cache_snapshot(root, repo) or root / ("models--" + repo.replace("/", "--")), where
+            yield cache_snapshot(root, repo, spec.kind) or cache_folder(root, repo), where
     if spec.file_name and spec.kind == "torchvision":
         yield torch_cache_dir() / spec.file_name, "torch cache"
     if spec.file_name and spec.file_name.endswith(".onnx"):
@@ -312,8 +320,13 @@ def trained_controlnets(settings: Settings) -> list[ModelSpec]:
 
 
 def _added_spec(row: ModelEntry) -> ModelSpec:
-    return ModelSpec(row.name, row.kind, hub_id=row.hub_id, spec=row.hub_id if row.kind == "clip" and not row.path else None,
-                     path=row.path, tiny=row.tiny, added=True, note="added")
+    hub_id, spec = row.hub_id, None
+    if row.kind == "clip" and not row.path and row.hub_id:
+        # An open_clip ARCH/TAG or hf-hub:org/name is loaded as given, and looked for (like every
+        # kind's hub id) in the hub caches under the repo that holds its files.
+        hub_id, spec = clip_repo(row.hub_id) or row.hub_id, row.hub_id
+    return ModelSpec(row.name, row.kind, hub_id=hub_id, spec=spec, path=row.path, tiny=row.tiny, added=True,
+                     note="added")
 
 
 def registry(session: Session | None, settings: Settings | None = None) -> list[ModelSpec]:
@@ -542,6 +555,12 @@ def clip_repo(spec: str) -> str | None:
     if known is not None:
         return known.hub_id
     arch, _, tag = spec.partition("/")
+    return _open_clip_repo(arch, tag)
+
+
+@lru_cache(maxsize=64)
+def _open_clip_repo(arch: str, tag: str) -> str | None:
+    """open_clip's hub repo for ``arch``/``tag`` (kept: the registry asks on every listing)."""
     try:
         import open_clip
 
@@ -692,7 +711,7 @@ def loading(kind: str, source: str, *, name: str | None = None, asks_hub: bool =
     if offline:
         # Offline only the hub cache can serve a repo: without it there, fail before any import.
         repo = clip_repo(source) if kind == "clip" else source
-        if repo and re.fullmatch(r"[\w.-]+/[\w.-]+", repo) and cache_snapshot(hf_cache_dir(), repo) is None:
+        if repo and re.fullmatch(r"[\w.-]+/[\w.-]+", repo) and cache_snapshot(hf_cache_dir(), repo, kind) is None:
             raise ModelNotReady(kind, name or source, "missing", f"{repo} is not in the Hugging Face cache "
                                 f"({hf_cache_dir()})", fix_text(kind, source, name=name), offline)
     context = Loading(kind, source, offline, {"local_files_only": True} if (offline or local) else {})

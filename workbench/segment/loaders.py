@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from workbench.models import BUILTIN, ModelNotReady, fix_text, loading, resolve, status_of
+from workbench.models import BUILTIN, ModelNotReady, ModelStatus, fix_text, loading, resolve, status_of
 from workbench.segment.tiny import CLOTH_ONNX_NAME
 
 CLOTH_MODEL = "u2net-cloth-seg"  # the registry's name of the public cloth U2NET
@@ -110,6 +110,13 @@ def load_segformer_for_training(source: str | Path | dict | Any, names: list[str
     except ModelNotReady as exc:
         raise SegmentError(f"cannot load a SegFormer to train from {_where(resolved, ref)}: {exc}; or give "
                            f"segformer_config (random weights)") from exc
+
+
+def trains_from(model: ModelStatus) -> bool:
+    """Whether a registry segmenter is one a SegFormer training can start from (a SegFormer
+    folder or hub repo), not a single-file model such as the cloth U2NET's ``.onnx``."""
+    spec = model.spec
+    return not any(str(p or "").lower().endswith(".onnx") for p in (spec.file_name, spec.path, model.location))
 
 
 def segformer_scheme(model: Any, source: str = "") -> SegmenterScheme:
