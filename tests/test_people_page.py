@@ -200,6 +200,21 @@ def repair_box(app: AppTest, box) -> None:
     app.run()
 
 
+def fill_repair(app: AppTest, box, action: str, **values) -> None:
+    """Fill the repair panel: the box, erase or label, then each widget named by its key without
+    ``repair_`` (models and the prompt are typed, steps set, the rest chosen), in the order given."""
+    repair_box(app, box)
+    app.radio(key="repair_action").set_value(action).run()
+    for name, value in values.items():
+        key = f"repair_{name}"
+        if name.endswith("model") or name == "prompt":
+            app.text_input(key=key).input(str(value)).run()
+        elif name == "steps":
+            app.number_input(key=key).set_value(value).run()
+        else:
+            app.selectbox(key=key).set_value(value).run()
+
+
 def preview_captions(app: AppTest) -> list[str]:
     return [i.proto.imgs[0].caption for i in app.get("image")]
 
@@ -274,11 +289,7 @@ def test_label_with_sam_from_a_model_path_is_marked_as_random_weights(store, tin
 
     app = page()
     name = shown_file(app)
-    repair_box(app, (10, 20, 90, 160))
-    app.radio(key="repair_action").set_value("label").run()
-    app.selectbox(key="repair_source").set_value("sam").run()
-    app.selectbox(key="repair_category").set_value("coat").run()
-    app.text_input(key="repair_sam_model").input(str(tiny_sam_dir)).run()
+    fill_repair(app, (10, 20, 90, 160), "label", source="sam", category="coat", sam_model=tiny_sam_dir)
     assert any("random weights" in w.value for w in app.warning)  # the picker says what it is
     app.button(key="repair_preview_button").click().run()
     assert not app.error, [e.value for e in app.error]
@@ -297,11 +308,7 @@ def test_an_inpaint_preview_runs_as_a_job_and_save_stores_the_photo_it_showed(st
 
     app = page()
     name = shown_file(app)
-    repair_box(app, (10, 20, 90, 160))
-    app.radio(key="repair_action").set_value("erase").run()
-    app.selectbox(key="repair_method").set_value("inpaint").run()
-    app.text_input(key="repair_inpaint_model").input(str(tiny_inpaint_dir)).run()
-    app.number_input(key="repair_steps").set_value(2).run()
+    fill_repair(app, (10, 20, 90, 160), "erase", method="inpaint", inpaint_model=tiny_inpaint_dir, steps=2)
     app.button(key="repair_preview_button").click().run()
     assert not app.exception and not app.error, [e.value for e in app.error]
     assert app.button(key="repair_save").disabled  # nothing to save while the job runs
@@ -327,10 +334,7 @@ def test_a_missing_model_fails_the_preview_job_with_its_fix_and_nothing_is_saved
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
     app = page()
-    repair_box(app, (10, 20, 90, 160))
-    app.radio(key="repair_action").set_value("label").run()
-    app.selectbox(key="repair_source").set_value("sam").run()
-    app.selectbox(key="repair_category").set_value("coat").run()  # the model stays sam-vit-base: not here
+    fill_repair(app, (10, 20, 90, 160), "label", source="sam", category="coat")  # the model stays sam-vit-base
     app.button(key="repair_preview_button").click().run()
     job_id = preview_job(store)["id"]
     error = job_error(app, f"Preview job {job_id}")
@@ -346,11 +350,8 @@ def test_a_cancelled_preview_job_is_said_and_nothing_is_saved(store, tiny_inpain
     from workbench.repair import list_repairs
 
     app = page()
-    repair_box(app, (10, 20, 90, 160))
-    app.radio(key="repair_action").set_value("erase").run()
-    app.selectbox(key="repair_method").set_value("inpaint").run()
-    app.text_input(key="repair_inpaint_model").input(str(tiny_inpaint_dir)).run()
-    app.number_input(key="repair_steps").set_value(200).run()  # minutes at 512 px: cancelled long before
+    # 200 steps take minutes at 512 px: cancelled long before
+    fill_repair(app, (10, 20, 90, 160), "erase", method="inpaint", inpaint_model=tiny_inpaint_dir, steps=200)
     app.button(key="repair_preview_button").click().run()
     job_id = preview_job(store)["id"]
     wait_job(store, job_id, lambda job: job["message"] == "inpainting", timeout=240)  # cancelled between steps
@@ -365,10 +366,7 @@ def test_a_cancelled_preview_job_is_said_and_nothing_is_saved(store, tiny_inpain
 
 def test_a_box_the_repair_cannot_use_is_said_at_once_and_starts_no_job(store):
     app = page()
-    repair_box(app, (60, 20, 10, 120))  # x1 left of x0
-    app.radio(key="repair_action").set_value("label").run()
-    app.selectbox(key="repair_source").set_value("sam").run()
-    app.selectbox(key="repair_category").set_value("coat").run()
+    fill_repair(app, (60, 20, 10, 120), "label", source="sam", category="coat")  # x1 left of x0
     app.button(key="repair_preview_button").click().run()
     assert any("x1 must be greater than x0" in e.value for e in app.error)
     assert app.button(key="repair_save").disabled
