@@ -24,7 +24,8 @@ from workbench.jobs import start_job
 from workbench.progress import Cancelled
 from workbench.repair import InpaintSettings, RepairError, list_repairs
 from workbench.repair_preview import (
-    EDITED, META, PREVIEW_JOB_KIND, PreviewRequest, make_preview, preview_argv, read_preview, save_preview,
+    EDITED, META, PREVIEW_JOB_KIND, PreviewRequest, make_preview, new_preview_folder, preview_argv, previews_dir,
+    read_preview, save_preview,
 )
 from workbench.rle import counts_to_runs, decode_runs
 from workbench.settings import get_settings
@@ -110,7 +111,9 @@ def test_a_sam_preview_from_the_cli_is_stored_later_with_the_same_masks(store, d
 
 
 def test_stages_are_reported_and_a_stop_request_ends_the_inpainting_between_steps(
-        store, demo_files, tiny_inpaint_dir, tiny_sam_dir):
+        store, demo_files, tiny_inpaint_dir, tiny_sam_dir, tmp_path):
+    from workbench.segment.tiny import build_tiny_cloth_segformer
+
     (name, box), *_ = unlabelled(demo_files)
     seen: list[tuple[str, int, int | None]] = []
 
@@ -123,6 +126,13 @@ def test_stages_are_reported_and_a_stop_request_ends_the_inpainting_between_step
         make_preview(session, label, stage=stage)
     assert seen == [("loading the model", 0, 1), ("loading the model", 1, 1), ("segmenting", 0, 1),
                     ("segmenting", 1, 1)]
+
+    seen.clear()
+    cloth = PreviewRequest(dataset="demo", image=name, box=box, action="label", source="cloth-segmenter",
+                           model=str(build_tiny_cloth_segformer(tmp_path / "cloth")))
+    with session_scope(store) as session:
+        made = make_preview(session, cloth, stage=stage)
+    assert seen == [("segmenting", 0, 1), ("segmenting", 1, 1)] and made.segments  # it loads as it predicts
 
     seen.clear()
     erase = PreviewRequest(dataset="demo", image=name, box=box, action="erase", method="inpaint",
@@ -168,3 +178,18 @@ def test_a_preview_folder_without_its_description_is_no_preview(tmp_path):
     (tmp_path / EDITED).write_bytes(b"not a png")
     with pytest.raises(RepairError, match="no readable repair preview in .*preview the repair again"):
         read_preview(tmp_path)
+
+
+def test_a_new_preview_folder_clears_previews_older_than_a_day(store):
+    import os
+
+    settings = get_settings()
+    old, fresh = previews_dir(settings) / "old", previews_dir(settings) / "fresh"
+    for folder in (old, fresh):
+        folder.mkdir(parents=True)
+        (folder / META).write_text("{}")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    new = new_preview_folder(settings)
+    assert new.parent == previews_dir(settings) and not new.exists()
+    assert not old.exists() and fresh.is_dir()

@@ -78,8 +78,11 @@ def _show(image_id: int, preview: Any, picture: Any) -> None:
 
 def _on_preview(engine: Engine, settings: Settings, dataset: str, file_name: str, image_id: int,
                 fields: dict[str, Any], curator: str) -> None:
+    from workbench.jobs import cancel_job, start_job
+
     st.session_state.pop(PREVIEW, None)
-    st.session_state.pop(PREVIEW_JOB, None)
+    if (earlier := st.session_state.pop(PREVIEW_JOB, None)) is not None:
+        cancel_job(engine, earlier["job_id"], wait=False)  # its preview would no longer be shown
     try:
         request = PreviewRequest(dataset=dataset, image=file_name, box=_box(image_id), **fields)
         with session_scope(engine) as session:
@@ -98,8 +101,6 @@ def _on_preview(engine: Engine, settings: Settings, dataset: str, file_name: str
     if not can("run_jobs"):
         _say("error", refusal("run_jobs"))
         return
-    from workbench.jobs import start_job
-
     folder = new_preview_folder(settings)
     job_id = start_job(engine, settings, kind=PREVIEW_JOB_KIND, argv=preview_argv(request, folder), dataset=dataset,
                        details={"preview": str(folder), "image": file_name}, user=curator)
