@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from PIL import Image as PILImage
 from sqlalchemy import Engine
 
 from db.engine import session_scope
@@ -37,6 +38,7 @@ from workbench.repair import (
 )
 from workbench.repair_preview import (
     PREVIEW_JOB_KIND,
+    Preview,
     PreviewRequest,
     make_preview,
     new_preview_folder,
@@ -47,7 +49,7 @@ from workbench.repair_preview import (
 from workbench.settings import Settings
 
 PREVIEW = "repair_preview"  # the preview shown: image id, box, the Preview and its picture
-PREVIEW_JOB = "repair_preview_job"  # the preview job under way: its id, image id, box and folder
+PREVIEW_JOB = "repair_preview_job"  # the preview job under way: its id, image id and folder
 CORNERS = ("x0", "y0", "x1", "y1")
 NAMED_BY_SEGMENTER = "(the segmenter names each garment)"
 
@@ -71,7 +73,7 @@ def _on_proposal(engine: Engine, dataset: str, file_name: str, image_id: int) ->
     _say("info", f"Box from the {proposed[1]}.")
 
 
-def _show(image_id: int, preview: Any, picture: Any) -> None:
+def _show(image_id: int, preview: Preview, picture: PILImage.Image) -> None:
     st.session_state[PREVIEW] = {"image_id": image_id, "box": preview.request.box, "preview": preview,
                                  "picture": picture}
 
