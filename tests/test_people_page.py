@@ -4,8 +4,10 @@ detection job."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 from streamlit.testing.v1 import AppTest
@@ -13,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from db.engine import session_scope
 from db.models import AuditLog
 from tests.apptest_events import job_error
+from tests.job_waits import job_now, wait_job
 from tests.signin import add_users, sign_in
 from workbench.jobs import list_jobs
 from workbench.people.detect import detect_people
@@ -197,6 +200,43 @@ def repair_box(app: AppTest, box) -> None:
     app.run()
 
 
+def fill_repair(app: AppTest, box, action: str, **values) -> None:
+    """Fill the repair panel: the box, erase or label, then each widget named by its key without
+    ``repair_`` (models and the prompt are typed, steps set, the rest chosen), in the order given."""
+    repair_box(app, box)
+    app.radio(key="repair_action").set_value(action).run()
+    for name, value in values.items():
+        key = f"repair_{name}"
+        if name.endswith("model") or name == "prompt":
+            app.text_input(key=key).input(str(value)).run()
+        elif name == "steps":
+            app.number_input(key=key).set_value(value).run()
+        else:
+            app.selectbox(key=key).set_value(value).run()
+
+
+def preview_captions(app: AppTest) -> list[str]:
+    return [i.proto.imgs[0].caption for i in app.get("image")]
+
+
+def wait_for(app: AppTest, done, what: str, timeout: float = 300) -> None:
+    """Rerun the page (as its job panel's timer does) until ``done()`` holds; a failure after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert not app.exception, [e.value for e in app.exception]
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} after {timeout} s: errors {[e.value for e in app.error]}, "
+                        f"warnings {[w.value for w in app.warning]}")
+        time.sleep(1)
+        app.run()
+
+
+def preview_job(store) -> dict:
+    with session_scope(store) as session:
+        [job] = list_jobs(session, kind="repair-preview", dataset="demo")
+        return job_now(store, job.id)
+
+
 def test_label_a_person_with_a_manual_box_then_erase_then_remove(store, demo_files):
     from workbench.repair import list_repairs
 
@@ -249,17 +289,86 @@ def test_label_with_sam_from_a_model_path_is_marked_as_random_weights(store, tin
 
     app = page()
     name = shown_file(app)
-    repair_box(app, (10, 20, 90, 160))
-    app.radio(key="repair_action").set_value("label").run()
-    app.selectbox(key="repair_source").set_value("sam").run()
-    app.selectbox(key="repair_category").set_value("coat").run()
-    app.text_input(key="repair_sam_model").input(str(tiny_sam_dir)).run()
+    fill_repair(app, (10, 20, 90, 160), "label", source="sam", category="coat", sam_model=tiny_sam_dir)
     assert any("random weights" in w.value for w in app.warning)  # the picker says what it is
     app.button(key="repair_preview_button").click().run()
     assert not app.error, [e.value for e in app.error]
-    assert "Preview: coat" in [i.proto.imgs[0].caption for i in app.get("image")]
+    wait_for(app, lambda: "Preview: coat" in preview_captions(app), "the SAM preview")  # a background job
     app.button(key="repair_save").click().run()
     with session_scope(store) as session:
         [label] = list_repairs(session, "demo", name)
     assert (label.source, label.model, label.random_weights) == ("sam", str(tiny_sam_dir), True)
     assert any("random weights (tiny test model)" in c.value for c in app.caption)
+
+
+def test_an_inpaint_preview_runs_as_a_job_and_save_stores_the_photo_it_showed(store, tiny_inpaint_dir):
+    from PIL import Image as PILImage
+
+    from workbench.repair import list_repairs
+
+    app = page()
+    name = shown_file(app)
+    fill_repair(app, (10, 20, 90, 160), "erase", method="inpaint", inpaint_model=tiny_inpaint_dir, steps=2)
+    app.button(key="repair_preview_button").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert app.button(key="repair_save").disabled  # nothing to save while the job runs
+    wait_for(app, lambda: "Preview: erased" in preview_captions(app), "inpainting preview")
+    job = preview_job(store)
+    assert job["status"] == "finished" and (job["done"], job["total"]) == (2, 2)  # the inpainting steps
+    assert job["argv"][:2] == ["people", "repair"] and "--preview-only" in job["argv"]
+    edited = np.asarray(PILImage.open(Path(job["details"]["preview"]) / "edited.png").convert("RGB"))
+    shown = np.asarray(app.session_state["repair_preview"]["preview"].edited)
+    assert (shown == edited).all()
+    assert not app.button(key="repair_save").disabled
+    app.button(key="repair_save").click().run()
+    assert any(f"{name}: repair #" in s.value for s in app.success)
+    with session_scope(store) as session:
+        [erase] = list_repairs(session, "demo", name)
+    assert (erase.action, erase.source, erase.model, erase.curator) == ("erase", "inpaint", str(tiny_inpaint_dir), "ana")
+    assert (np.asarray(PILImage.open(erase.photo_path).convert("RGB")) == edited).all()  # what was shown
+
+
+def test_a_missing_model_fails_the_preview_job_with_its_fix_and_nothing_is_saved(store, monkeypatch, tmp_path):
+    from workbench.repair import list_repairs
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    app = page()
+    fill_repair(app, (10, 20, 90, 160), "label", source="sam", category="coat")  # the model stays sam-vit-base
+    app.button(key="repair_preview_button").click().run()
+    job_id = preview_job(store)["id"]
+    error = job_error(app, f"Preview job {job_id}")
+    assert error.startswith(f"Preview job {job_id} failed before its first step: SAM (segment anything) "
+                            "'sam-vit-base' is missing") and error.endswith("Nothing was saved.")
+    assert any(i.value.startswith("Fix: ") and "facebook/sam-vit-base" in i.value for i in app.info)
+    assert app.button(key="repair_save").disabled and "Preview: coat" not in preview_captions(app)
+    with session_scope(store) as session:
+        assert list_repairs(session, "demo") == []
+
+
+def test_a_cancelled_preview_job_is_said_and_nothing_is_saved(store, tiny_inpaint_dir):
+    from workbench.repair import list_repairs
+
+    app = page()
+    # 200 steps take minutes at 512 px: cancelled long before
+    fill_repair(app, (10, 20, 90, 160), "erase", method="inpaint", inpaint_model=tiny_inpaint_dir, steps=200)
+    app.button(key="repair_preview_button").click().run()
+    job_id = preview_job(store)["id"]
+    wait_job(store, job_id, lambda job: job["message"] == "inpainting", timeout=240)  # cancelled between steps
+    app.run().button(key=f"job_cancel_{job_id}").click().run()
+    wait_for(app, lambda: any(w.value == f"Preview job {job_id} cancelled. Nothing was saved." for w in app.warning),
+             "cancelled preview job", timeout=120)
+    assert preview_job(store)["status"] == "cancelled"
+    assert app.button(key="repair_save").disabled and "Preview: erased" not in preview_captions(app)
+    with session_scope(store) as session:
+        assert list_repairs(session, "demo") == []
+
+
+def test_a_box_the_repair_cannot_use_is_said_at_once_and_starts_no_job(store):
+    app = page()
+    fill_repair(app, (60, 20, 10, 120), "label", source="sam", category="coat")  # x1 left of x0
+    app.button(key="repair_preview_button").click().run()
+    assert any("x1 must be greater than x0" in e.value for e in app.error)
+    assert app.button(key="repair_save").disabled
+    with session_scope(store) as session:
+        assert list_jobs(session, kind="repair-preview") == []

@@ -1,40 +1,55 @@
 """The People page's repair panel: a box around the unlabelled person, erase or label, preview, save, remove.
 
 The box is four number inputs (no canvas), filled from the best proposal and from the "Use detector
-proposal" button; the preview (the erased photo, or the new masks over the photo) is UI state until
-"Save repair" stores exactly what was shown through :mod:`workbench.repair`.
+proposal" button. An instant preview (erase with ``fill``, label ``manual``) is made in the click; one
+that loads a model (``inpaint``, ``sam``, ``cloth-segmenter``) runs as a background job that writes the
+preview into a folder (:mod:`workbench.repair_preview`), watched here with its progress and a Cancel
+button, and read back when it has finished. The preview (the erased photo, or the new masks over the
+photo) is UI state until "Save repair" stores exactly what was shown.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from PIL import Image as PILImage
 from sqlalchemy import Engine
 
 from db.engine import session_scope
 from ui.auth import can, refusal
+from ui.jobs import job_now, watch_job
 from ui.models import model_picker
 from workbench.models import TINY_LABEL
 from workbench.repair import (
+    DEFAULT_CLOTH,
+    DEFAULT_INPAINT,
+    DEFAULT_SAM,
     ERASE_METHODS,
     LABEL_SOURCES,
     InpaintSettings,
     RepairError,
+    check_repair,
     dataset_categories,
-    image_photo,
     list_repairs,
-    preview_erase,
-    preview_label,
-    preview_picture,
     propose_box,
     remove_repair,
-    save_erase,
-    save_label,
+)
+from workbench.repair_preview import (
+    PREVIEW_JOB_KIND,
+    Preview,
+    PreviewRequest,
+    make_preview,
+    new_preview_folder,
+    preview_argv,
+    read_preview,
+    save_preview,
 )
 from workbench.settings import Settings
 
-PREVIEW = "repair_preview"
+PREVIEW = "repair_preview"  # the preview shown: image id, box, the Preview and its picture
+PREVIEW_JOB = "repair_preview_job"  # the preview job under way: its id, image id and folder
 CORNERS = ("x0", "y0", "x1", "y1")
 NAMED_BY_SEGMENTER = "(the segmenter names each garment)"
 
@@ -58,23 +73,59 @@ def _on_proposal(engine: Engine, dataset: str, file_name: str, image_id: int) ->
     _say("info", f"Box from the {proposed[1]}.")
 
 
-def _on_preview(engine: Engine, dataset: str, file_name: str, image_id: int, request: dict[str, Any]) -> None:
-    box = _box(image_id)
+def _show(image_id: int, preview: Preview, picture: PILImage.Image) -> None:
+    st.session_state[PREVIEW] = {"image_id": image_id, "box": preview.request.box, "preview": preview,
+                                 "picture": picture}
+
+
+def _on_preview(engine: Engine, settings: Settings, dataset: str, file_name: str, image_id: int,
+                fields: dict[str, Any], curator: str) -> None:
+    from workbench.jobs import cancel_job, start_job
+
+    st.session_state.pop(PREVIEW, None)
+    if (earlier := st.session_state.pop(PREVIEW_JOB, None)) is not None:
+        cancel_job(engine, earlier["job_id"], wait=False)  # its preview would no longer be shown
     try:
+        request = PreviewRequest(dataset=dataset, image=file_name, box=_box(image_id), **fields)
         with session_scope(engine) as session:
-            if request["action"] == "erase":
-                edited = preview_erase(session, dataset, file_name, box, request["method"], model=request["model"],
-                                       settings=request["inpaint"])
-                result: dict[str, Any] = {"edited": edited, "picture": preview_picture(edited, box=box)}
+            if request.needs_job:  # a bad box or category is said now, not by a job
+                check_repair(session, dataset, file_name, request.box, request.action, method=request.method,
+                             source=request.source, category=request.category)
             else:
-                segments = preview_label(session, dataset, file_name, box, request["source"],
-                                         category=request["category"], model=request["model"])
-                photo = image_photo(session, dataset, file_name)
-                result = {"segments": segments, "picture": preview_picture(photo, segments, box)}
+                preview = make_preview(session, request)
+                picture = preview.shown(session)
     except RepairError as exc:
         _say("error", str(exc))
         return
-    st.session_state[PREVIEW] = {"image_id": image_id, "box": box, **request, **result}
+    if not request.needs_job:
+        _show(image_id, preview, picture)
+        return
+    if not can("run_jobs"):
+        _say("error", refusal("run_jobs"))
+        return
+    folder = new_preview_folder(settings)
+    job_id = start_job(engine, settings, kind=PREVIEW_JOB_KIND, argv=preview_argv(request, folder), dataset=dataset,
+                       details={"preview": str(folder), "image": file_name}, user=curator)
+    st.session_state[PREVIEW_JOB] = {"job_id": job_id, "image_id": image_id, "folder": str(folder)}
+
+
+def _follow_preview_job(engine: Engine, pending: dict[str, Any]) -> None:
+    """The preview job's progress (and Cancel) while it runs, its reason when it stopped; once it
+    has finished, its preview read back and shown."""
+    job_id = pending["job_id"]
+    if job_now(engine, job_id)["status"] != "finished":
+        watch_job(engine, job_id, label="Preview job", cancellable=True,
+                  failed=lambda job, log: f"Preview job {job_id} {job['ending']}. Nothing was saved.")
+        return
+    st.session_state.pop(PREVIEW_JOB, None)
+    try:
+        preview = read_preview(Path(pending["folder"]))
+        with session_scope(engine) as session:
+            picture = preview.shown(session)
+    except RepairError as exc:
+        st.error(str(exc))
+        return
+    _show(pending["image_id"], preview, picture)
 
 
 def _on_save(engine: Engine, settings: Settings, dataset: str, file_name: str, curator: str) -> None:
@@ -86,13 +137,7 @@ def _on_save(engine: Engine, settings: Settings, dataset: str, file_name: str, c
         return
     try:
         with session_scope(engine) as session:
-            if shown["action"] == "erase":
-                options = shown["inpaint"].model_dump() if shown["method"] == "inpaint" else {}
-                info = save_erase(session, settings, dataset, file_name, shown["box"], shown["method"], curator,
-                                  shown["edited"], model=shown["model"], options=options)
-            else:
-                info = save_label(session, dataset, file_name, shown["box"], shown["source"], curator,
-                                  shown["segments"], model=shown["model"])
+            info = save_preview(session, settings, shown["preview"], curator)
     except RepairError as exc:
         _say("error", str(exc))
         return
@@ -126,14 +171,13 @@ def repair_panel(engine: Engine, settings: Settings, dataset: str, curator: str,
                                                                "detector's now.")
     action = st.radio("Repair", ["erase", "label"], horizontal=True, key="repair_action",
                       format_func={"erase": "Erase the person", "label": "Label the person"}.get)
-    request: dict[str, Any] = {"action": action, "model": None, "method": None, "source": None, "category": None,
-                               "inpaint": None}
+    request: dict[str, Any] = {"action": action}
     if action == "erase":
         request["method"] = st.selectbox("Method", ERASE_METHODS, key="repair_method",
                                          help="fill: OpenCV, no model; inpaint: a diffusers inpainting model.")
         if request["method"] == "inpaint":
             request["model"] = model_picker("inpaint", settings, engine, label="Inpainting model",
-                                            key="repair_inpaint_model", default="sd15-inpaint")
+                                            key="repair_inpaint_model", default=DEFAULT_INPAINT)
             prompt = st.text_input("Paint there", InpaintSettings().prompt, key="repair_prompt")
             steps = st.number_input("Steps", 1, 200, InpaintSettings().steps, key="repair_steps")
             request["inpaint"] = InpaintSettings(prompt=prompt, steps=int(steps))
@@ -148,19 +192,22 @@ def repair_panel(engine: Engine, settings: Settings, dataset: str, curator: str,
                               placeholder="Pick the garment of this segment")
         request["category"] = None if chosen in (None, NAMED_BY_SEGMENTER) else chosen
         if request["source"] != "manual":
-            kind, default = ("sam", "sam-vit-base") if request["source"] == "sam" else ("segmenter", "u2net-cloth-seg")
+            kind, default = ("sam", DEFAULT_SAM) if request["source"] == "sam" else ("segmenter", DEFAULT_CLOTH)
             request["model"] = model_picker(kind, settings, engine, label="Model", key=f"repair_{kind}_model",
                                             default=default)
     preview_col, save_col = st.columns(2)
     preview_col.button("Preview", key="repair_preview_button", on_click=_on_preview,
-                       args=(engine, dataset, file_name, image_id, request))
+                       args=(engine, settings, dataset, file_name, image_id, request, curator),
+                       help="inpaint, sam and the cloth segmenter run as a background job (progress below).")
+    pending = st.session_state.get(PREVIEW_JOB)
+    if pending is not None and pending["image_id"] == image_id:
+        _follow_preview_job(engine, pending)
     shown = st.session_state.get(PREVIEW)
     current = shown is not None and shown["image_id"] == image_id and shown["box"] == _box(image_id)
     save_col.button("Save repair", key="repair_save", type="primary", disabled=not current, on_click=_on_save,
                     args=(engine, settings, dataset, file_name, curator), help="Preview first.")
     if current:
-        what = "erased" if shown["action"] == "erase" else ", ".join(s.category for s in shown["segments"])
-        st.image(shown["picture"], caption=f"Preview: {what}")
+        st.image(shown["picture"], caption=f"Preview: {shown['preview'].summary()}")
     with session_scope(engine) as session:
         repairs = list_repairs(session, dataset, file_name)
     for info in repairs:

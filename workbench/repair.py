@@ -39,6 +39,7 @@ from workbench.audit import record
 from workbench.datasets import get_dataset, get_image
 from workbench.files import write_atomically
 from workbench.repair_models import (
+    DEFAULT_CLOTH,
     DEFAULT_INPAINT,
     DEFAULT_SAM,
     Box,
@@ -50,6 +51,7 @@ from workbench.repair_models import (
     segment_cloth,
     segment_sam,
 )
+from workbench.progress import ProgressFn, StopFn
 from workbench.rle import encode_mask, runs_area, runs_bbox, runs_to_counts
 from workbench.settings import Settings
 from workbench.taxonomy import short_name
@@ -62,8 +64,8 @@ CLOTH_CATEGORIES = {"upper body": "top", "lower body": "pants", "full body": "dr
 REPAIR_ID_OFFSET = 10**12  # repair masks sort after the dataset's own where everything else ties
 
 __all__ = [
-    "CLOTH_CATEGORIES", "DEFAULT_INPAINT", "DEFAULT_SAM", "ERASE_METHODS", "LABEL_SOURCES", "ImageRepairs",
-    "InpaintSettings", "RepairError", "RepairInfo", "Segment", "active_repairs", "box_text", "check_box",
+    "CLOTH_CATEGORIES", "DEFAULT_CLOTH", "DEFAULT_INPAINT", "DEFAULT_SAM", "ERASE_METHODS", "LABEL_SOURCES", "ImageRepairs",
+    "InpaintSettings", "RepairError", "RepairInfo", "Segment", "active_repairs", "box_text", "check_box", "check_repair",
     "dataset_categories", "image_photo", "list_repairs", "parse_box", "preview_erase", "preview_label", "preview_picture",
     "propose_box", "remove_repair", "repair_image", "repair_masks", "repairs_for_export", "save_erase",
     "save_label", "undo_last_repair",
@@ -279,16 +281,44 @@ class Segment:
     mask: np.ndarray
 
 
+def _label_category(session: Session, dataset: Dataset, source: str, category: str | None) -> str | None:
+    """The full name of a label repair's category (``None``: the cloth segmenter names its own)."""
+    if category is not None:
+        return _category(session, dataset, category).name
+    if source != "cloth-segmenter":
+        raise RepairError(f"a {source} label repair needs the garment category of the segment (--category); "
+                          f"e.g. {', '.join(short_name(n) for n in dataset_categories(session, dataset.name)[:5])}")
+    return None
+
+
+def check_repair(session: Session, dataset_name: str, file_name: str, box: Box, action: str, *,
+                 method: str = "fill", source: str = "sam", category: str | None = None) -> Box:
+    """The box clipped to the image, once everything a repair asks that needs no model is checked
+    (the image, the box, the method or segmenter, the category); :class:`RepairError` otherwise."""
+    if action not in ("erase", "label"):
+        raise RepairError(f"unknown repair {action!r}; choose erase or label")
+    if action == "erase":
+        _choice(method, ERASE_METHODS, "erase method")
+    else:
+        _choice(source, LABEL_SOURCES, "segmenter")
+    dataset, image, box = _boxed(session, dataset_name, file_name, box)
+    if action == "label":
+        _label_category(session, dataset, source, category)
+    return box
+
+
 def preview_erase(session: Session, dataset_name: str, file_name: str, box: Box, method: str = "fill", *,
-                  model: str | None = None, settings: InpaintSettings | None = None,
-                  device: str = "auto") -> PILImage.Image:
-    """The photo with the box erased (``fill`` or ``inpaint``), not stored yet."""
+                  model: str | None = None, settings: InpaintSettings | None = None, device: str = "auto",
+                  progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> PILImage.Image:
+    """The photo with the box erased (``fill`` or ``inpaint``), not stored yet (``progress``: the
+    inpainting steps; ``should_stop`` checked after each)."""
     _choice(method, ERASE_METHODS, "erase method")
     dataset, image, box = _boxed(session, dataset_name, file_name, box)
     photo = current_photo(session, dataset, image)
     if method == "fill":
         return erase_fill(photo, box)
-    return erase_inpaint(photo, box, model or DEFAULT_INPAINT, settings, device)
+    return erase_inpaint(photo, box, model or DEFAULT_INPAINT, settings, device, progress=progress,
+                         should_stop=should_stop)
 
 
 def preview_label(session: Session, dataset_name: str, file_name: str, box: Box, source: str = "sam", *,
@@ -301,11 +331,7 @@ def preview_label(session: Session, dataset_name: str, file_name: str, box: Box,
     """
     _choice(source, LABEL_SOURCES, "segmenter")
     dataset, image, box = _boxed(session, dataset_name, file_name, box)
-    if category is not None:
-        category = _category(session, dataset, category).name
-    elif source != "cloth-segmenter":
-        raise RepairError(f"a {source} label repair needs the garment category of the segment (--category); "
-                          f"e.g. {', '.join(short_name(n) for n in dataset_categories(session, dataset.name)[:5])}")
+    category = _label_category(session, dataset, source, category)
     if source == "manual":
         return [Segment(category, box_mask(image.height, image.width, box))]
     photo = original_photo(session, dataset, image)
@@ -433,7 +459,7 @@ def repair_image(session: Session, settings: Settings, dataset_name: str, file_n
     if action == "label":
         segments = preview_label(session, dataset_name, file_name, box, source, category=category, model=model,
                                  device=device)
-        used = model or (DEFAULT_SAM if source == "sam" else "u2net-cloth-seg" if source == "cloth-segmenter" else None)
+        used = model or (DEFAULT_SAM if source == "sam" else DEFAULT_CLOTH if source == "cloth-segmenter" else None)
         return save_label(session, dataset_name, file_name, box, source, curator, segments, model=used)
     raise RepairError(f"unknown repair {action!r}; choose erase or label")
 

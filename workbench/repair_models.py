@@ -22,10 +22,13 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, Field
 
+from workbench.progress import ProgressFn, StopFn, check_stop, report
+
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1/y1 exclusive
 
 DEFAULT_SAM = "sam-vit-base"
 DEFAULT_INPAINT = "sd15-inpaint"
+DEFAULT_CLOTH = "u2net-cloth-seg"  # the name a cloth-segmenter repair records when no model was given
 FILL_RADIUS = 5
 _loaded: dict[tuple[str, str, str], Any] = {}
 
@@ -126,11 +129,20 @@ def erase_fill(photo: Image.Image, box: Box, radius: int = FILL_RADIUS) -> Image
 
 
 def erase_inpaint(photo: Image.Image, box: Box, model: str = DEFAULT_INPAINT,
-                  settings: InpaintSettings | None = None, device: str = "auto") -> Image.Image:
-    """The photo with the box repainted by an inpainting pipeline; pixels outside the box unchanged."""
+                  settings: InpaintSettings | None = None, device: str = "auto", *,
+                  progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> Image.Image:
+    """The photo with the box repainted by an inpainting pipeline; pixels outside the box unchanged.
+
+    ``progress(step, steps)`` after each denoising step; ``should_stop`` is checked there too
+    (:class:`~workbench.progress.Cancelled`)."""
     settings = settings or InpaintSettings()
     pipe = load_inpaint(model, device)
     import torch
+
+    def step_done(pipeline: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        report(progress, step + 1, settings.steps)
+        check_stop(should_stop)
+        return tensors
 
     photo = photo.convert("RGB")
     width, height = photo.size
@@ -142,7 +154,7 @@ def erase_inpaint(photo: Image.Image, box: Box, model: str = DEFAULT_INPAINT,
                    image=photo.resize(size, Image.Resampling.LANCZOS),
                    mask_image=grown.resize(size, Image.Resampling.NEAREST), height=size[1], width=size[0],
                    num_inference_steps=settings.steps, guidance_scale=settings.guidance,
-                   generator=generator).images[0]
+                   generator=generator, callback_on_step_end=step_done).images[0]
     painted = painted.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
     inside = Image.fromarray(box_mask(height, width, box).astype(np.uint8) * 255)
     out = photo.copy()

@@ -53,6 +53,14 @@ def fail(message: str, code: int = 2, *, fix: str | None = None) -> NoReturn:
     raise typer.Exit(code)
 
 
+def fail_with_fix(exc: BaseException) -> NoReturn:
+    """:func:`fail` with a library error whose cause knows its fix (a model that is not ready,
+    ``ModelNotReady.fix``): the reason on the error line, the fix on its own line."""
+    fix = getattr(exc.__cause__, "fix", None)
+    message = str(exc.args[0]) if exc.args else str(exc)
+    fail(message.split(" Fix: ")[0] if fix else message, fix=fix)
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 

@@ -6,7 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import CuratorOpt, actor_of, engine_of, fail, print_json, progress_hooks, settings_of
+from workbench.cli.common import (
+    CuratorOpt, actor_of, engine_of, fail, fail_with_fix, print_json, progress_hooks, settings_of,
+)
 
 app = typer.Typer()
 EMBED_JOB_KIND = "embed"
@@ -78,8 +80,7 @@ def embed_cmd(
     except DatasetNotFound as exc:
         fail(_message(exc))
     except CaptionerError as exc:
-        cause = exc.__cause__
-        fail(str(exc).split(" Fix: ")[0], fix=getattr(cause, "fix", None))
+        fail_with_fix(exc)
     print_json(result.to_dict())
 
 

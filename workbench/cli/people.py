@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import MAX_ID, CuratorOpt, actor_of, engine_of, fail, print_json, progress_hooks, settings_of
+from workbench.cli.common import (
+    MAX_ID, CuratorOpt, actor_of, engine_of, fail, fail_with_fix, guarded, print_json, progress_hooks, settings_of,
+    stage_hooks,
+)
 
 app = typer.Typer()
 people_app = typer.Typer(help="Find images where not every person is labelled, and decide them.",
@@ -229,7 +233,8 @@ def _repair_box(session, dataset: str, image_id: str, box: Optional[str], propos
 def repair_cmd(
     ctx: typer.Context,
     dataset: DatasetOpt,
-    image_id: ImageOpt,
+    image_id: Annotated[Optional[str], typer.Option("--image-id", help="Image file name relative to the images "
+                                                    "folder (not with --from-preview).")] = None,
     curator: CuratorOpt = None,
     box: Annotated[Optional[str], typer.Option("--box", help="x0,y0,x1,y1 around the unlabelled person "
                                                "(pixels).")] = None,
@@ -244,34 +249,86 @@ def repair_cmd(
     model: Annotated[Optional[str], typer.Option(help="Model registry name, hub id or path (default: sd15-inpaint for "
                                                  "inpaint, sam-vit-base for sam, u2net-cloth-seg for cloth).")] = None,
     prompt: Annotated[Optional[str], typer.Option(help="--method inpaint: what to paint in the box.")] = None,
+    negative_prompt: Annotated[Optional[str], typer.Option(help="--method inpaint: what not to paint.")] = None,
     steps: Annotated[Optional[int], typer.Option(help="--method inpaint: denoising steps.")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="--method inpaint: guidance scale.")] = None,
     seed: Annotated[int, typer.Option(help="--method inpaint: seed.")] = 0,
+    resolution: Annotated[Optional[int], typer.Option(help="--method inpaint: long side the photo is inpainted "
+                                                      "at.")] = None,
+    grow: Annotated[Optional[int], typer.Option(help="--method inpaint: pixels the box is grown by for the "
+                                                "pipeline's mask.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    preview_only: Annotated[bool, typer.Option("--preview-only", help="Make the repair and write it as a preview "
+                                               "folder (--out); store nothing.")] = False,
+    out: Annotated[Optional[str], typer.Option("--out", help="--preview-only: the preview folder (default: a new "
+                                               "one under data/repairs/previews).")] = None,
+    from_preview: Annotated[Optional[str], typer.Option("--from-preview", help="Store the repair of a preview "
+                                                        "folder exactly as it was made.")] = None,
 ) -> None:
     """Repair a partially-labelled image: erase the unlabelled person, or label them (stored apart from
-    the dataset's own masks; the export uses repairs with --repaired include)."""
+    the dataset's own masks; the export uses repairs with --repaired include).
+
+    In one step, or in two: --preview-only --out FOLDER makes it (what the People page's preview job
+    runs), --from-preview FOLDER stores it."""
+    from pydantic import ValidationError
+
     from db.engine import session_scope
     from workbench.datasets import DatasetNotFound
-    from workbench.repair import ERASE_METHODS, InpaintSettings, RepairError, repair_image
+    from workbench.guard import check_output_dir, validation_problems
+    from workbench.repair import ERASE_METHODS, InpaintSettings, RepairError
+    from workbench.repair_preview import (
+        PreviewRequest, make_preview, new_preview_folder, read_preview, save_preview, write_preview,
+    )
 
     curator = actor_of(ctx, "decide", curator).name
+    engine, settings = engine_of(ctx), settings_of(ctx)
+    if from_preview is not None:
+        if image_id or box or proposal or erase or label or preview_only:
+            fail("--from-preview stores the preview as it was made: give no --image-id, --box, --proposal, --erase, "
+                 "--label or --preview-only with it")
+        try:
+            preview = read_preview(Path(from_preview))
+            if preview.request.dataset != dataset:
+                fail(f"the preview in {from_preview} repairs dataset {preview.request.dataset!r}, not {dataset!r}")
+            with session_scope(engine) as session:
+                data = save_preview(session, settings, preview, curator).to_dict()
+        except (DatasetNotFound, RepairError) as exc:
+            fail_with_fix(exc)
+        print_json(data)
+        return
+    if image_id is None:
+        fail("give the image to repair: --image-id FILE (or --from-preview FOLDER)")
     if erase == label:
         fail("choose one repair: --erase (paint the person out) or --label (add their garment masks)")
     if erase and method not in ERASE_METHODS:
         fail(f"--method must be one of {', '.join(ERASE_METHODS)}, not {method!r}")
     if label and segmenter not in SEGMENTERS:
         fail(f"--segmenter must be sam, cloth or manual, not {segmenter!r}")
-    inpaint = InpaintSettings(seed=seed, **{k: v for k, v in (("prompt", prompt), ("steps", steps)) if v is not None})
+    if out is not None and not preview_only:
+        fail("--out is where --preview-only writes the preview: add --preview-only (or drop --out)")
+    folder = guarded(check_output_dir, out, "--out") if out is not None else None
+    given = {"prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance": guidance,
+             "resolution": resolution, "grow": grow}
     try:
-        with session_scope(engine_of(ctx)) as session:
-            chosen = _repair_box(session, dataset, image_id, box, proposal)
-            info = repair_image(session, settings_of(ctx), dataset, image_id, chosen,
-                                action="erase" if erase else "label", curator=curator, method=method,
-                                source=SEGMENTERS.get(segmenter, segmenter), category=category, model=model,
-                                inpaint=inpaint, device=device)
-            data = info.to_dict()
+        inpaint = InpaintSettings(seed=seed, **{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        fail(f"inpainting option {validation_problems(exc, InpaintSettings)}")
+    try:
+        with session_scope(engine) as session:
+            request = PreviewRequest(dataset=dataset, image=image_id, action="erase" if erase else "label",
+                                     box=_repair_box(session, dataset, image_id, box, proposal), method=method,
+                                     source=SEGMENTERS.get(segmenter, segmenter), category=category, model=model,
+                                     inpaint=inpaint, device=device)
+            with stage_hooks(f"people repair ({request.tool})") as (stage, should_stop):
+                preview = make_preview(session, request, stage=stage, should_stop=should_stop)
+            if preview_only:
+                written = write_preview(folder or new_preview_folder(settings), preview)
+                data = {"preview": str(written), "action": request.action, "tool": request.tool,
+                        "box": list(preview.box), "model": request.used_model, "made": preview.summary()}
+            else:
+                data = save_preview(session, settings, preview, curator).to_dict()
     except (DatasetNotFound, RepairError) as exc:
-        fail(_message(exc))
+        fail_with_fix(exc)
     print_json(data)
 
 
