@@ -70,7 +70,7 @@ def test_generate_two_seeds_and_see_them_in_the_grid_and_side_by_side(store, tra
     assert len(grid) == 4 and {c.split(" · ", 1)[1] for c in grid} == {
         "step 1 · seed 1", "step 1 · seed 2", "step final · seed 1", "step final · seed 2"}
     assert "mask" in shown and sum(c.startswith("step ") for c in shown) == 2  # one seed across both checkpoints
-    assert any(f"Generated 4 images" in s.value for s in app.success)
+    assert any("Generated 4 images" in s.value for s in app.success)
 
 
 def test_a_folder_that_is_not_a_checkpoint_and_bad_seeds_are_explained(store, tmp_path):
