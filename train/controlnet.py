@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from train import sdxl
 from train.config import ConfigError, TrainConfig, load_config
 from train.distributed import agreed_stop, stop_file_requested
-from train.runs import MetricsLog, Steps, build_parser, resume_state, run_details, run_script, save_checkpoint, start_run
+from train.runs import MetricsLog, Steps, resume_state, run_details, run_script, save_checkpoint, start_run
 from train.data import (
     DataError,
     ExportDataset,
@@ -878,8 +878,7 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.processes import watch_parent_from_env
 
     watch_parent_from_env()  # a rank launched by a job ends when the job's process is killed
-    parser = build_parser("Train a ControlNet on a workbench export.", "train/config.py")
-    return run_script(parser, argv, load_config,
+    return run_script(argv, "Train a ControlNet on a workbench export.", "train/config.py", load_config,
                       lambda config: train(config, should_stop=stop_file_requested(config.output_dir)))
 
 

@@ -96,17 +96,6 @@ class MetricsLog:
         self.window = time.perf_counter()
 
 
-def end_step(step: int, config: Any, stop: bool, flush: Callable[[], None], checkpoint: Callable[[], Any]) -> bool:
-    """After optimisation step ``step``: flush the metrics and checkpoint when the schedule (or a stop)
-    says; returns whether the run ends here (the last step, or a stop request)."""
-    last = step >= config.max_train_steps
-    if step % config.logging_steps == 0 or last or stop or step % config.checkpointing_steps == 0:
-        flush()
-    if step % config.checkpointing_steps == 0 or last or stop:
-        checkpoint()
-    return last or stop
-
-
 def resume_state(accelerator, config: Any, metrics_path: Path, log: Callable[[str], None]) -> int:
     """Load the checkpoint ``config.resume_from_checkpoint`` names (if any); returns its global step.
 
@@ -188,11 +177,15 @@ class Steps:
         return self.global_step >= self.config.max_train_steps
 
     def end(self, stop: bool, flush: Callable[[], None], checkpoint: Callable[[], Any]) -> bool:
-        """:func:`end_step` for the current step; True when the run ends here (``stopped`` if early)."""
-        if not end_step(self.global_step, self.config, stop, flush, checkpoint):
-            return False
-        self.stopped = stop and not self.last
-        return True
+        """After the step: flush the metrics and checkpoint when the schedule (or a stop) says; returns
+        whether the run ends here: its last step, or a stop request (``stopped`` when before the last)."""
+        step, config, last = self.global_step, self.config, self.last
+        if step % config.logging_steps == 0 or last or stop or step % config.checkpointing_steps == 0:
+            flush()
+        if step % config.checkpointing_steps == 0 or last or stop:
+            checkpoint()
+        self.stopped = stop and not last
+        return last or stop
 
 
 def run_details(output_dir: Path, metrics_path: Path, last_checkpoint: Path | None, global_step: int,
@@ -214,15 +207,15 @@ def build_parser(description: str, keys: str) -> argparse.ArgumentParser:
     return parser
 
 
-def run_script(parser: argparse.ArgumentParser, argv: list[str] | None, load: Callable[[Path | None, list[str]], Any],
+def run_script(argv: list[str] | None, description: str, keys: str, load: Callable[[Path | None, list[str]], Any],
                train: Callable[[Any], Any]) -> int:
-    """Parse ``argv``, ``load(config_file, overrides)`` and ``train(config)``; returns the exit code:
-    2 (``error: ...`` on stderr) for a bad config or data, 0 when trained or stopped on request."""
+    """A trainer's command line (:func:`build_parser`): ``load(config_file, overrides)``, then ``train(config)``;
+    returns the exit code: 2 (``error: ...`` on stderr) for a bad config or data, 0 when trained or stopped."""
     from train.config import ConfigError
     from train.controlnet import StopRequested
     from train.data import DataError
 
-    args = parser.parse_args(argv)
+    args = build_parser(description, keys).parse_args(argv)
     overrides = list(args.overrides)
     if args.resume_from_checkpoint:
         overrides.append(f"resume_from_checkpoint={args.resume_from_checkpoint}")

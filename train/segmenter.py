@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from train.config import ConfigError, load_settings, write_settings
 from train.controlnet import StopRequested, list_checkpoints
-from train.runs import MetricsLog, Steps, build_parser, resume_state, run_details, run_script, save_checkpoint, start_run
+from train.runs import MetricsLog, Steps, resume_state, run_details, run_script, save_checkpoint, start_run
 from train.data import DataError, ResumableSampler, flip_of, load_mask, read_records, read_scheme
 from workbench.segment.loaders import SegmenterScheme as Classes  # model output k is scheme value values[k]
 
@@ -487,8 +487,8 @@ def train(config: SegmenterConfig, progress: Callable[[int, int | None], None] |
 # -- entry point ---------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """Run the trainer from the command line; returns the exit code."""
-    parser = build_parser("Train a SegFormer segmenter on workbench data.", "train/segmenter.py")
-    return run_script(parser, argv, load_segmenter_config, train)
+    return run_script(argv, "Train a SegFormer segmenter on workbench data.", "train/segmenter.py",
+                      load_segmenter_config, train)
 
 
 if __name__ == "__main__":
