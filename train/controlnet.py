@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from train import sdxl
 from train.config import ConfigError, TrainConfig, load_config
 from train.distributed import agreed_stop, stop_file_requested
-from train.runs import MetricsLog, Steps, resume_state, run_details, run_script, save_checkpoint, start_run
+from train.runs import MetricsLog, Steps, StopRequested, resume_state, run_details, run_script, save_checkpoint, start_run
 from train.data import (
     DataError,
     ExportDataset,
@@ -73,10 +73,6 @@ VALIDATION_DIR = "validation"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 DetailsFn = Callable[[dict[str, Any]], None]
-
-
-class StopRequested(Exception):
-    """Training stopped on request after saving a checkpoint (the job runner's ``Cancelled``)."""
 
 
 @dataclass

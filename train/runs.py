@@ -20,6 +20,10 @@ from typing import Any
 import torch
 
 
+class StopRequested(Exception):
+    """Training stopped on request after saving a checkpoint (the job runner's ``Cancelled``)."""
+
+
 def save_checkpoint(accelerator, output_dir: Path, step: int, limit: int | None, state: dict[str, Any],
                     save_extra: Callable[[Path], None] | None = None) -> Path:
     """Save ``checkpoint-<step>`` (all processes take part), keeping at most ``limit`` checkpoints.
@@ -212,7 +216,6 @@ def run_script(argv: list[str] | None, description: str, keys: str, load: Callab
     """A trainer's command line (:func:`build_parser`): ``load(config_file, overrides)``, then ``train(config)``;
     returns the exit code: 2 (``error: ...`` on stderr) for a bad config or data, 0 when trained or stopped."""
     from train.config import ConfigError
-    from train.controlnet import StopRequested
     from train.data import DataError
 
     args = build_parser(description, keys).parse_args(argv)

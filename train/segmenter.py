@@ -42,8 +42,8 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from train.config import ConfigError, load_settings, write_settings
-from train.controlnet import StopRequested, list_checkpoints
-from train.runs import MetricsLog, Steps, resume_state, run_details, run_script, save_checkpoint, start_run
+from train.controlnet import list_checkpoints
+from train.runs import MetricsLog, Steps, StopRequested, resume_state, run_details, run_script, save_checkpoint, start_run
 from train.data import DataError, ResumableSampler, flip_of, load_mask, read_records, read_scheme
 from workbench.segment.loaders import SegmenterScheme as Classes  # model output k is scheme value values[k]
 

@@ -146,7 +146,7 @@ def run_trainer(train_fn, config):
     job's progress, cancel and details when it runs as a job; a bad config or data is a usage error,
     a stop on request ends the job as cancelled."""
     from train.config import ConfigError
-    from train.controlnet import StopRequested
+    from train.runs import StopRequested
     from train.data import DataError
     from workbench.jobs import current_job
     from workbench.progress import Cancelled
