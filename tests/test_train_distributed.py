@@ -50,7 +50,8 @@ def test_two_processes_train_on_different_samples_into_one_output(tiny_sd, tiny_
 
 
 # -- launched from the Train page and `train start`: every rank watched, cancelled, failed -----------
-from tests.test_train_jobs import _config_file, _wait, store  # noqa: E402,F401
+from tests.job_waits import wait_job  # noqa: E402
+from tests.test_train_jobs import WAIT, _config_file, store  # noqa: E402,F401
 from tests.test_train_page import run_page, start_from_page, wait_ended  # noqa: E402
 from workbench.train_launch import TRAINER_SCRIPT, default_processes, launch_argv  # noqa: E402
 
@@ -98,15 +99,15 @@ def test_cancel_stops_every_rank_and_a_dead_rank_fails_the_job(store, tiny_sd, t
         started = runner.invoke(app, ["train", "start", "--config", str(path), "--num-processes", "2"])
         assert started.exit_code == 0, started.output
         job_id = int(started.output.strip())
-        job = _wait(store, job_id, lambda j: (j["done"] or 0) >= 2 and len(j["details"].get("rank_pids", [])) == 2
-                    or j["status"] not in ("queued", "running"), timeout=400)
+        job = wait_job(store, job_id, lambda j: (j["done"] or 0) >= 2 and len(j["details"].get("rank_pids", [])) == 2
+                       or j["status"] not in ("queued", "running"), timeout=400)
         assert job["status"] == "running", job
         return job_id, [psutil.Process(pid) for pid in job["details"]["rank_pids"]]
 
     job_id, ranks = start(tmp_path / "a")
     cancelled = runner.invoke(app, ["train", "cancel", str(job_id), "--grace", "120"])
     assert cancelled.exit_code == 0, cancelled.output
-    job = _wait(store, job_id, lambda j: j["status"] != "cancelling")
+    job = wait_job(store, job_id, lambda j: j["status"] != "cancelling", WAIT)
     assert job["status"] == "cancelled", job
     _gone, alive = psutil.wait_procs(ranks, timeout=30)
     assert not alive
@@ -118,7 +119,7 @@ def test_cancel_stops_every_rank_and_a_dead_rank_fails_the_job(store, tiny_sd, t
 
     job_id, ranks = start(tmp_path / "b")
     ranks[1].kill()
-    job = _wait(store, job_id, lambda j: j["status"] not in ("queued", "running"), timeout=200)
+    job = wait_job(store, job_id, lambda j: j["status"] not in ("queued", "running"), timeout=200)
     assert job["status"] == "failed" and "a training process failed" in job["error"], job
     assert f"(pid {ranks[1].pid})" in job["error"] and "ended first" in job["error"]  # the dead rank is named
     _gone, alive = psutil.wait_procs(ranks, timeout=30)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-import psutil
 import pytest
 from typer.testing import CliRunner
 
-from db.engine import dispose_engines, make_engine, session_scope
-from tests.job_waits import job_now, wait_job
+from db.engine import dispose_engines, make_engine
+from tests.job_waits import wait_job
+from tests.trainer_jobs import cancel_with_a_checkpoint, kill_after_a_step, refused_before_a_job, resume_to_the_end
 from train.config import load_config
 from workbench.cli import app
 from workbench.settings import get_settings
@@ -26,11 +26,7 @@ def store(tmp_path, monkeypatch):
     dispose_engines()
 
 
-_job = job_now
-
-
-def _wait(engine, job_id, until, timeout=120) -> dict:
-    return wait_job(engine, job_id, until, timeout)
+WAIT = 120  # seconds
 
 
 def _config_file(tiny_sd, tiny_export, tmp_path, steps: int):
@@ -41,10 +37,6 @@ def _config_file(tiny_sd, tiny_export, tmp_path, steps: int):
         logging_steps=1, report_to="none")).to_file(tmp_path / "train.yaml")
 
 
-def _steps(tmp_path) -> list[int]:
-    return [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.timeout(240)
 def test_a_training_job_is_watched_cancelled_with_a_checkpoint_and_resumed(store, tiny_sd, tiny_export, tmp_path):
     runner = CliRunner()
@@ -52,31 +44,17 @@ def test_a_training_job_is_watched_cancelled_with_a_checkpoint_and_resumed(store
     started = runner.invoke(app, ["train", "start", "--config", str(path)])
     assert started.exit_code == 0, started.output
     job_id = int(started.output.strip())
-    job = _wait(store, job_id, lambda j: (j["done"] or 0) >= 2)
+    job = wait_job(store, job_id, lambda j: (j["done"] or 0) >= 2, WAIT)
     assert job["status"] == "running" and job["total"] == 60
     assert job["details"]["metrics_path"].endswith("metrics.jsonl")
 
-    cancelled = runner.invoke(app, ["train", "cancel", str(job_id), "--grace", "60"])
-    assert cancelled.exit_code == 0, cancelled.output
-    job = _job(store, job_id)
-    assert job["status"] == "cancelled", job
-    stopped_at = job["details"]["global_step"]
-    assert 2 <= stopped_at < 60
-    assert job["details"]["last_checkpoint"].endswith(f"checkpoint-{stopped_at}")
-    assert _steps(tmp_path) == list(range(1, stopped_at + 1))
-
+    run_dir = tmp_path / "run"
+    stopped_at = cancel_with_a_checkpoint(store, job_id, ["train", "cancel"], run_dir, total=60)
     status = json.loads(runner.invoke(app, ["train", "status", str(job_id), "--json"]).output)
     assert status["status"] == "cancelled" and status["run"]["step"] == stopped_at
 
-    resumed = runner.invoke(app, ["train", "resume", str(job_id)])
-    assert resumed.exit_code == 0, resumed.output
-    again = int(resumed.output.strip())
-    job = _wait(store, again, lambda j: j["status"] in ("finished", "failed", "cancelled"))
-    assert job["status"] == "finished", job
-    assert job["resumed_from"] == job_id
-    log = (tmp_path / "data" / "jobs" / f"{again}.log").read_text()
-    assert f"resumed from {tmp_path / 'run' / f'checkpoint-{stopped_at}'} at step {stopped_at}" in log
-    assert _steps(tmp_path) == list(range(1, 61))  # appended from the step after the checkpoint
+    again = resume_to_the_end(store, job_id, ["train", "resume"], run_dir, stopped_at, total=60,
+                              jobs_dir=tmp_path / "data" / "jobs", timeout=WAIT)
     listed = json.loads(runner.invoke(app, ["train", "list", "--json"]).output)
     assert [j["id"] for j in listed] == [again, job_id]
 
@@ -86,10 +64,7 @@ def test_a_killed_training_job_is_detected_as_dead(store, tiny_sd, tiny_export, 
     runner = CliRunner()
     path = _config_file(tiny_sd, tiny_export, tmp_path, steps=500)
     job_id = int(runner.invoke(app, ["train", "start", "--config", str(path)]).output.strip())
-    job = _wait(store, job_id, lambda j: (j["done"] or 0) >= 1)
-    psutil.Process(job["pid"]).kill()
-    job = _wait(store, job_id, lambda j: j["status"] != "running")
-    assert job["status"] == "failed" and "ended without reporting" in job["error"]
+    kill_after_a_step(store, job_id, WAIT)
     shown = runner.invoke(app, ["train", "status", str(job_id)])
     assert "failed" in shown.output
 
@@ -97,12 +72,7 @@ def test_a_killed_training_job_is_detected_as_dead(store, tiny_sd, tiny_export, 
 def test_bad_configs_fail_before_a_job_starts(store, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("pretrained_model_name_or_path: x\ntrain_data_dir: d\noutput_dir: o\nlerning_rate: 1\n")
-    result = CliRunner().invoke(app, ["train", "start", "--config", str(bad)])
-    assert result.exit_code == 2 and "lerning_rate" in result.output
-    with session_scope(store) as session:
-        from workbench.jobs import list_jobs
-
-        assert list_jobs(session, kind="train") == []
+    refused_before_a_job(store, ["train", "start", "--config", str(bad)], "train", "lerning_rate")
 
 
 @pytest.mark.timeout(400)
@@ -113,7 +83,7 @@ def test_a_job_that_fails_before_its_first_step_says_why_and_resume_says_it_star
         pretrained_model_name_or_path=str(missing), train_data_dir=str(tiny_export), output_dir=str(tmp_path / "run"),
         resolution=64, max_train_steps=2, report_to="none")).to_file(tmp_path / "train.yaml")
     job_id = int(runner.invoke(app, ["train", "start", "--config", str(path)]).output.strip())
-    job = _wait(store, job_id, lambda j: j["status"] not in ("queued", "running"), timeout=300)
+    job = wait_job(store, job_id, lambda j: j["status"] not in ("queued", "running"), timeout=300)
     assert job["status"] == "failed"
     assert job["error"].startswith(f"pretrained_model_name_or_path={missing}: Stable Diffusion base")
     assert job["details"]["stage"] == f"loading the base model {missing}"  # where it was when it failed

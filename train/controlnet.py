@@ -29,7 +29,6 @@ trainer does differently from that example, and why:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -51,7 +50,7 @@ import torch.nn.functional as F
 from train import sdxl
 from train.config import ConfigError, TrainConfig, load_config
 from train.distributed import agreed_stop, stop_file_requested
-from train.runs import MetricsLog, end_step, resume_state, save_checkpoint, start_run
+from train.runs import MetricsLog, Steps, StopRequested, resume_state, run_details, run_script, save_checkpoint, start_run
 from train.data import (
     DataError,
     ExportDataset,
@@ -74,10 +73,6 @@ VALIDATION_DIR = "validation"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 DetailsFn = Callable[[dict[str, Any]], None]
-
-
-class StopRequested(Exception):
-    """Training stopped on request after saving a checkpoint (the job runner's ``Cancelled``)."""
 
 
 @dataclass
@@ -605,10 +600,10 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
     # resume
     metrics_path = output_dir / METRICS_FILE
     ids_path = output_dir / "sample_ids" / f"rank-{rank}.jsonl"
-    global_step = resume_state(accelerator, config, metrics_path, log)
+    steps = Steps(accelerator, config, resume_state(accelerator, config, metrics_path, log), progress, should_stop)
     if config.record_sample_ids:
         ids_path.parent.mkdir(parents=True, exist_ok=True)
-        _truncate_jsonl(ids_path, global_step)
+        _truncate_jsonl(ids_path, steps.global_step)
     accelerator.wait_for_everyone()
     if config.report_to != "none":
         accelerator.init_trackers("controlnet", config={k: v for k, v in config.model_dump(mode="json").items()
@@ -619,118 +614,107 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
 
     def details() -> None:
         if on_details is not None and main:
-            on_details({"output_dir": str(output_dir), "metrics_path": str(metrics_path),
-                        "last_checkpoint": str(last_checkpoint) if last_checkpoint else None,
-                        "global_step": global_step, "max_train_steps": config.max_train_steps,
+            on_details({**run_details(output_dir, metrics_path, last_checkpoint, steps.global_step, config),
                         "validation_dir": str(output_dir / VALIDATION_DIR)})
 
     def checkpoint() -> Path:
         nonlocal last_checkpoint
-        folder = save_checkpoint(accelerator, output_dir, global_step, config.checkpoints_total_limit, {
-            "micro_batches": global_step * config.gradient_accumulation_steps,
+        step = steps.global_step
+        folder = save_checkpoint(accelerator, output_dir, step, config.checkpoints_total_limit, {
+            "micro_batches": step * config.gradient_accumulation_steps,
             "batches_per_epoch": sampler.batches_per_epoch, "config": config.model_dump(mode="json")})
         last_checkpoint = folder
-        log(f"step {global_step}: saved {folder}")
+        log(f"step {step}: saved {folder}")
         details()
         if config.evaluate_segmenter and main:  # opt-in: the run's mIoU curve grows as checkpoints are judged
             from workbench.evaluate import evaluate_checkpoint_job
 
-            log(f"step {global_step}: {evaluate_checkpoint_job(folder, config)}")
+            log(f"step {step}: {evaluate_checkpoint_job(folder, config)}")
         return folder
 
     metrics = MetricsLog(accelerator, metrics_path, config.effective_batch * world, to_trackers=True)
     flush = metrics.flush
 
     # the loop
-    micro = global_step * config.gradient_accumulation_steps
     step_loss = torch.zeros((), device=device)
     first_step_at: float | None = time.perf_counter()
     empty_count = 0
-    stopped = False
     details()
     stage("running the first step")
-    log(f"training {config.max_train_steps} steps from step {global_step}: batch {config.train_batch_size} x "
+    log(f"training {config.max_train_steps} steps from step {steps.global_step}: batch {config.train_batch_size} x "
         f"{config.gradient_accumulation_steps} accumulation x {world} processes")
-    while global_step < config.max_train_steps and not stopped:
-        epoch, start = divmod(micro, sampler.batches_per_epoch)
-        sampler.set_position(epoch, start)
-        dataset.set_epoch(epoch)
-        for batch in loader:
-            indices = batch["index"].tolist()
-            with accelerator.accumulate(model):
-                bsz = len(indices)
-                if latent_cache is not None:
-                    stats = gather_latents(latent_cache, bucket_of, indices, batch["flip"].long().tolist())
-                    stats = stats.to(device, non_blocking=True).float()
-                    # noise drawn by shape, as the VAE's sample() draws it: randn_like follows a tensor's
-                    # strides, and a strided draw uses the generator differently (cached and uncached
-                    # runs would then differ)
-                    latents = stats[:, 0] + stats[:, 1] * torch.randn(stats[:, 0].shape, device=device)
-                else:
-                    pixels = batch["pixel_values"].to(device, vae_dtype, non_blocking=True)
-                    with torch.no_grad():
-                        latents = vae.encode(pixels.contiguous(memory_format=memory_format)).latent_dist.sample()
-                latents = latents.float() * scaling
-                drop = prompt_dropout(config.seed, micro, rank, bsz, config.proportion_empty_prompts)
-                empty_count += int(drop.sum())
-                if text_cache is not None:  # the cache's last row is the empty prompt
-                    rows = [len(train_records) if d else i for i, d in zip(indices, drop.tolist())]
-                    text = torch.from_numpy(text_cache[rows]).to(device, non_blocking=True).to(weight_dtype)
-                else:
-                    prompts = [train_records[i].prompt for i in indices]
-                    with torch.no_grad():
-                        text = encode_prompts(tokenizer, text_encoder, prompts, device)
-                    text = torch.where(drop.to(device)[:, None, None], empty_text.expand_as(text), text.to(weight_dtype))
-                control = control_input(batch["mask"].to(device, non_blocking=True).long(), config.conditioning,
-                                        channels, colours).contiguous(memory_format=memory_format)
-                noise = torch.randn(latents.shape, device=device)  # by shape: see above
-                timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), device=device)
-                noisy = noise_scheduler.add_noise(latents, noise, timesteps).contiguous(memory_format=memory_format)
-                prediction = model(noisy, timesteps, text, control.to(controlnet.dtype),
-                                   sdxl.batch_time_ids(time_ids, indices, device))
-                target = noise if noise_scheduler.config.prediction_type == "epsilon" else \
-                    noise_scheduler.get_velocity(latents, noise, timesteps)
-                loss = F.mse_loss(prediction.float(), target.float())
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(params, config.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            step_loss += loss.detach() / config.gradient_accumulation_steps
-            if config.record_sample_ids:
-                with ids_path.open("a") as out:
-                    out.write(json.dumps({"step": global_step + 1, "micro": micro,
-                                          "ids": [train_records[i].index for i in indices]}) + "\n")
-            micro += 1
-            if not accelerator.sync_gradients:
-                continue
+    for epoch, batch in steps.batches(sampler, dataset, loader):
+        micro = steps.micro
+        indices = batch["index"].tolist()
+        with accelerator.accumulate(model):
+            bsz = len(indices)
+            if latent_cache is not None:
+                stats = gather_latents(latent_cache, bucket_of, indices, batch["flip"].long().tolist())
+                stats = stats.to(device, non_blocking=True).float()
+                # noise drawn by shape, as the VAE's sample() draws it: randn_like follows a tensor's
+                # strides, and a strided draw uses the generator differently (cached and uncached
+                # runs would then differ)
+                latents = stats[:, 0] + stats[:, 1] * torch.randn(stats[:, 0].shape, device=device)
+            else:
+                pixels = batch["pixel_values"].to(device, vae_dtype, non_blocking=True)
+                with torch.no_grad():
+                    latents = vae.encode(pixels.contiguous(memory_format=memory_format)).latent_dist.sample()
+            latents = latents.float() * scaling
+            drop = prompt_dropout(config.seed, micro, rank, bsz, config.proportion_empty_prompts)
+            empty_count += int(drop.sum())
+            if text_cache is not None:  # the cache's last row is the empty prompt
+                rows = [len(train_records) if d else i for i, d in zip(indices, drop.tolist())]
+                text = torch.from_numpy(text_cache[rows]).to(device, non_blocking=True).to(weight_dtype)
+            else:
+                prompts = [train_records[i].prompt for i in indices]
+                with torch.no_grad():
+                    text = encode_prompts(tokenizer, text_encoder, prompts, device)
+                text = torch.where(drop.to(device)[:, None, None], empty_text.expand_as(text), text.to(weight_dtype))
+            control = control_input(batch["mask"].to(device, non_blocking=True).long(), config.conditioning,
+                                    channels, colours).contiguous(memory_format=memory_format)
+            noise = torch.randn(latents.shape, device=device)  # by shape: see above
+            timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bsz,), device=device)
+            noisy = noise_scheduler.add_noise(latents, noise, timesteps).contiguous(memory_format=memory_format)
+            prediction = model(noisy, timesteps, text, control.to(controlnet.dtype),
+                               sdxl.batch_time_ids(time_ids, indices, device))
+            target = noise if noise_scheduler.config.prediction_type == "epsilon" else \
+                noise_scheduler.get_velocity(latents, noise, timesteps)
+            loss = F.mse_loss(prediction.float(), target.float())
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        step_loss += loss.detach() / config.gradient_accumulation_steps
+        if config.record_sample_ids:
+            with ids_path.open("a") as out:
+                out.write(json.dumps({"step": steps.global_step + 1, "micro": micro,
+                                      "ids": [train_records[i].index for i in indices]}) + "\n")
+        if not steps.stepped():
+            continue
 
-            global_step += 1
-            if first_step_at is not None:  # the first step holds torch.compile's compilation: reported apart
-                log(f"first step: {time.perf_counter() - first_step_at:.1f} s"
-                    + (" (torch.compile compiles here)" if config.torch_compile else ""))
-                first_step_at = None
-            record = metrics.add({"step": global_step, "lr": lr_scheduler.get_last_lr()[0], "epoch": epoch,
-                                  "empty_prompts": empty_count, "time": round(time.time(), 3)}, step_loss)
-            step_loss = torch.zeros((), device=device)
-            empty_count = 0
-            if progress is not None and main:
-                progress(global_step, config.max_train_steps)
-            stop = bool(should_stop and should_stop())
-            last = global_step >= config.max_train_steps
-            if global_step % config.validation_steps == 0 or last:
-                val = _validate(config, accelerator, model, validation, vae, tokenizer, text_encoder, noise_scheduler,
-                                empty_text, colours, weight_dtype, global_step, scaling)
-                if val is not None:
-                    record["val_loss"], grid = val
-                    if grid is not None:
-                        grids.append(grid)
-            if end_step(global_step, config, stop, flush, checkpoint):
-                stopped = stop and not last
-                break
+        if first_step_at is not None:  # the first step holds torch.compile's compilation: reported apart
+            log(f"first step: {time.perf_counter() - first_step_at:.1f} s"
+                + (" (torch.compile compiles here)" if config.torch_compile else ""))
+            first_step_at = None
+        record = metrics.add({"step": steps.global_step, "lr": lr_scheduler.get_last_lr()[0], "epoch": epoch,
+                              "empty_prompts": empty_count, "time": round(time.time(), 3)}, step_loss)
+        step_loss = torch.zeros((), device=device)
+        empty_count = 0
+        stop = steps.report()
+        if steps.global_step % config.validation_steps == 0 or steps.last:
+            val = _validate(config, accelerator, model, validation, vae, tokenizer, text_encoder, noise_scheduler,
+                            empty_text, colours, weight_dtype, steps.global_step, scaling)
+            if val is not None:
+                record["val_loss"], grid = val
+                if grid is not None:
+                    grids.append(grid)
+        if steps.end(stop, flush, checkpoint):
+            break
 
     flush()
+    global_step, stopped = steps.global_step, steps.stopped
     if main:
         final = accelerator.unwrap_model(model)
         final.controlnet.save_pretrained(output_dir)
@@ -885,36 +869,13 @@ def _validation_images(config, accelerator, inner, val, vae, tokenizer, text_enc
 
 
 # -- entry point ---------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    """Command-line options: a config file and ``--set key=value`` overrides."""
-    parser = argparse.ArgumentParser(description="Train a ControlNet on a workbench export.")
-    parser.add_argument("--config", type=Path, help="YAML or JSON config (keys: train/config.py).")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="Override a config key (repeatable), e.g. --set max_train_steps=100.")
-    parser.add_argument("--resume_from_checkpoint", "--resume-from-checkpoint", default=None,
-                        help="'latest' or a checkpoint folder (same as --set resume_from_checkpoint=...).")
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the trainer from the command line; returns the exit code."""
     from workbench.processes import watch_parent_from_env
 
     watch_parent_from_env()  # a rank launched by a job ends when the job's process is killed
-    args = build_parser().parse_args(argv)
-    overrides = list(args.overrides)
-    if args.resume_from_checkpoint:
-        overrides.append(f"resume_from_checkpoint={args.resume_from_checkpoint}")
-    try:
-        config = load_config(args.config, overrides)
-        train(config, should_stop=stop_file_requested(config.output_dir))
-    except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except StopRequested as exc:
-        print(str(exc), file=sys.stderr)
-        return 0
-    return 0
+    return run_script(argv, "Train a ControlNet on a workbench export.", "train/config.py", load_config,
+                      lambda config: train(config, should_stop=stop_file_requested(config.output_dir)))
 
 
 if __name__ == "__main__":

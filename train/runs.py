@@ -1,4 +1,5 @@
-"""Bookkeeping shared by the trainers: checkpoints (save, prune) and the per-step metrics log.
+"""Bookkeeping shared by the trainers: checkpoints (save, prune), the per-step metrics log, the
+steps of the training loop, the job details and the script entry point.
 
 A run's ``output_dir`` holds ``checkpoint-<step>/`` folders (accelerate's state plus
 ``train_state.json``, which marks the folder complete) and ``metrics.jsonl`` (one line per
@@ -7,14 +8,20 @@ optimisation step). Losses stay on the device until :meth:`MetricsLog.flush`, th
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+
+class StopRequested(Exception):
+    """Training stopped on request after saving a checkpoint (the job runner's ``Cancelled``)."""
 
 
 def save_checkpoint(accelerator, output_dir: Path, step: int, limit: int | None, state: dict[str, Any],
@@ -93,17 +100,6 @@ class MetricsLog:
         self.window = time.perf_counter()
 
 
-def end_step(step: int, config: Any, stop: bool, flush: Callable[[], None], checkpoint: Callable[[], Any]) -> bool:
-    """After optimisation step ``step``: flush the metrics and checkpoint when the schedule (or a stop)
-    says; returns whether the run ends here (the last step, or a stop request)."""
-    last = step >= config.max_train_steps
-    if step % config.logging_steps == 0 or last or stop or step % config.checkpointing_steps == 0:
-        flush()
-    if step % config.checkpointing_steps == 0 or last or stop:
-        checkpoint()
-    return last or stop
-
-
 def resume_state(accelerator, config: Any, metrics_path: Path, log: Callable[[str], None]) -> int:
     """Load the checkpoint ``config.resume_from_checkpoint`` names (if any); returns its global step.
 
@@ -138,3 +134,99 @@ def start_run(accelerator, config: Any, config_file: str) -> Callable[[str], Non
         config.to_file(Path(config.output_dir) / config_file)
     log("config: " + json.dumps(config.model_dump(mode="json"), sort_keys=True))
     return log
+
+
+class Steps:
+    """Where a run is (optimisation step, micro-batch) and the loop over the data from there.
+
+    The batch order is a seeded function of the epoch, so positioning the sampler at the
+    micro-batch a checkpoint recorded makes a resumed run see what an uninterrupted one would.
+    """
+
+    def __init__(self, accelerator, config: Any, global_step: int,
+                 progress: Callable[[int, int | None], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None):
+        self.accelerator, self.config = accelerator, config
+        self.progress, self.should_stop = progress, should_stop
+        self.global_step = global_step
+        self.micro = global_step * config.gradient_accumulation_steps  # micro-batches done
+        self.stopped = False  # a stop request ended the run before its last step
+
+    def batches(self, sampler, dataset, loader) -> Iterator[tuple[int, Any]]:
+        """``(epoch, batch)`` from the run's position on, epoch after epoch, until the caller ends the loop."""
+        while self.global_step < self.config.max_train_steps and not self.stopped:
+            epoch, start = divmod(self.micro, sampler.batches_per_epoch)
+            sampler.set_position(epoch, start)
+            dataset.set_epoch(epoch)
+            for batch in loader:
+                yield epoch, batch
+
+    def stepped(self) -> bool:
+        """Count the micro-batch just run; True when it completed an optimisation step (``global_step``)."""
+        self.micro += 1
+        if not self.accelerator.sync_gradients:
+            return False
+        self.global_step += 1
+        return True
+
+    def report(self) -> bool:
+        """Report the step to ``progress`` (main process); returns whether a stop is requested."""
+        if self.progress is not None and self.accelerator.is_main_process:
+            self.progress(self.global_step, self.config.max_train_steps)
+        return bool(self.should_stop and self.should_stop())
+
+    @property
+    def last(self) -> bool:
+        """Whether the run's last step is done."""
+        return self.global_step >= self.config.max_train_steps
+
+    def end(self, stop: bool, flush: Callable[[], None], checkpoint: Callable[[], Any]) -> bool:
+        """After the step: flush the metrics and checkpoint when the schedule (or a stop) says; returns
+        whether the run ends here: its last step, or a stop request (``stopped`` when before the last)."""
+        step, config, last = self.global_step, self.config, self.last
+        if step % config.logging_steps == 0 or last or stop or step % config.checkpointing_steps == 0:
+            flush()
+        if step % config.checkpointing_steps == 0 or last or stop:
+            checkpoint()
+        self.stopped = stop and not last
+        return last or stop
+
+
+def run_details(output_dir: Path, metrics_path: Path, last_checkpoint: Path | None, global_step: int,
+                config: Any) -> dict[str, Any]:
+    """What a job shows of its run: where it writes, its last checkpoint and how far it is."""
+    return {"output_dir": str(output_dir), "metrics_path": str(metrics_path),
+            "last_checkpoint": str(last_checkpoint) if last_checkpoint else None,
+            "global_step": global_step, "max_train_steps": config.max_train_steps}
+
+
+def build_parser(description: str, keys: str) -> argparse.ArgumentParser:
+    """A trainer's command-line options: a config file (keys in ``keys``) and ``--set key=value`` overrides."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", type=Path, help=f"YAML or JSON config (keys: {keys}).")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="Override a config key (repeatable), e.g. --set max_train_steps=100.")
+    parser.add_argument("--resume_from_checkpoint", "--resume-from-checkpoint", default=None,
+                        help="'latest' or a checkpoint folder (same as --set resume_from_checkpoint=...).")
+    return parser
+
+
+def run_script(argv: list[str] | None, description: str, keys: str, load: Callable[[Path | None, list[str]], Any],
+               train: Callable[[Any], Any]) -> int:
+    """A trainer's command line (:func:`build_parser`): ``load(config_file, overrides)``, then ``train(config)``;
+    returns the exit code: 2 (``error: ...`` on stderr) for a bad config or data, 0 when trained or stopped."""
+    from train.config import ConfigError
+    from train.data import DataError
+
+    args = build_parser(description, keys).parse_args(argv)
+    overrides = list(args.overrides)
+    if args.resume_from_checkpoint:
+        overrides.append(f"resume_from_checkpoint={args.resume_from_checkpoint}")
+    try:
+        train(load(args.config, overrides))
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except StopRequested as exc:
+        print(str(exc), file=sys.stderr)
+    return 0

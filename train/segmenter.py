@@ -22,7 +22,6 @@ horizontal flip, so a resumed run sees exactly the data an uninterrupted one wou
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -43,8 +42,8 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from train.config import ConfigError, load_settings, write_settings
-from train.controlnet import StopRequested, list_checkpoints
-from train.runs import MetricsLog, end_step, resume_state, save_checkpoint, start_run
+from train.controlnet import list_checkpoints
+from train.runs import MetricsLog, Steps, StopRequested, resume_state, run_details, run_script, save_checkpoint, start_run
 from train.data import DataError, ResumableSampler, flip_of, load_mask, read_records, read_scheme
 from workbench.segment.loaders import SegmenterScheme as Classes  # model output k is scheme value values[k]
 
@@ -414,7 +413,7 @@ def train(config: SegmenterConfig, progress: Callable[[int, int | None], None] |
                                              batch_size=config.train_batch_size) if val_samples else None
 
     metrics_path = output_dir / METRICS_FILE
-    global_step = resume_state(accelerator, config, metrics_path, log)
+    steps = Steps(accelerator, config, resume_state(accelerator, config, metrics_path, log), progress, should_stop)
     accelerator.wait_for_everyone()
     found = list_checkpoints(output_dir)
     last_checkpoint = found[-1][1] if found else None
@@ -422,72 +421,59 @@ def train(config: SegmenterConfig, progress: Callable[[int, int | None], None] |
 
     def details() -> None:
         if on_details is not None and main:
-            on_details({"output_dir": str(output_dir), "metrics_path": str(metrics_path),
-                        "last_checkpoint": str(last_checkpoint) if last_checkpoint else None,
-                        "global_step": global_step, "max_train_steps": config.max_train_steps,
+            on_details({**run_details(output_dir, metrics_path, last_checkpoint, steps.global_step, config),
                         "scheme": classes.name})
 
     def checkpoint() -> None:
         nonlocal last_checkpoint
         last_checkpoint = folder = save_checkpoint(
-            accelerator, output_dir, global_step, config.checkpoints_total_limit,
+            accelerator, output_dir, steps.global_step, config.checkpoints_total_limit,
             {"config": config.model_dump(mode="json")},
             lambda f: accelerator.unwrap_model(model).save_pretrained(f / "model"))
-        log(f"step {global_step}: saved {folder}")
+        log(f"step {steps.global_step}: saved {folder}")
         details()
 
     metrics = MetricsLog(accelerator, metrics_path, config.train_batch_size * config.gradient_accumulation_steps * world)
     flush = metrics.flush
 
-    micro = global_step * config.gradient_accumulation_steps
     step_loss = torch.zeros((), device=device)
-    stopped = False
     model.train()
     details()
-    log(f"training {config.max_train_steps} steps from step {global_step}: batch {config.train_batch_size} x "
+    log(f"training {config.max_train_steps} steps from step {steps.global_step}: batch {config.train_batch_size} x "
         f"{config.gradient_accumulation_steps} accumulation x {world} processes at {config.resolution} px")
-    while global_step < config.max_train_steps and not stopped:
-        epoch, start = divmod(micro, sampler.batches_per_epoch)
-        sampler.set_position(epoch, start)
-        dataset.set_epoch(epoch)
-        for batch in loader:
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    logits = model(pixel_values=batch["pixel_values"].to(device)).logits
-                labels = batch["labels"].to(device)
-                up = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
-                loss = F.cross_entropy(up, labels, weight=weights, ignore_index=IGNORE)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            step_loss += loss.detach() / config.gradient_accumulation_steps
-            micro += 1
-            if not accelerator.sync_gradients:
-                continue
-            global_step += 1
-            record = metrics.add({"step": global_step, "lr": scheduler.get_last_lr()[0], "epoch": epoch,
-                                  "time": round(time.time(), 3)}, step_loss)
-            step_loss = torch.zeros((), device=device)
-            if progress is not None and main:
-                progress(global_step, config.max_train_steps)
-            stop = bool(should_stop and should_stop())
-            last = global_step >= config.max_train_steps
-            if (global_step % config.validation_steps == 0 or last) and val_loader is not None:
-                if main:
-                    last_eval = evaluate(accelerator.unwrap_model(model), val_loader, classes, device,
-                                         accelerator.autocast)
-                    record.update(val_miou=last_eval["miou"], val_miou_foreground=last_eval["miou_foreground"],
-                                  val_pixel_accuracy=last_eval["pixel_accuracy"], val_iou=last_eval["iou"])
-                    log(f"step {global_step}: validation mIoU {last_eval['miou']}")
-                accelerator.wait_for_everyone()
-            if end_step(global_step, config, stop, flush, checkpoint):
-                stopped = stop and not last
-                break
+    for epoch, batch in steps.batches(sampler, dataset, loader):
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                logits = model(pixel_values=batch["pixel_values"].to(device)).logits
+            labels = batch["labels"].to(device)
+            up = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+            loss = F.cross_entropy(up, labels, weight=weights, ignore_index=IGNORE)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        step_loss += loss.detach() / config.gradient_accumulation_steps
+        if not steps.stepped():
+            continue
+        record = metrics.add({"step": steps.global_step, "lr": scheduler.get_last_lr()[0], "epoch": epoch,
+                              "time": round(time.time(), 3)}, step_loss)
+        step_loss = torch.zeros((), device=device)
+        stop = steps.report()
+        if (steps.global_step % config.validation_steps == 0 or steps.last) and val_loader is not None:
+            if main:
+                last_eval = evaluate(accelerator.unwrap_model(model), val_loader, classes, device,
+                                     accelerator.autocast)
+                record.update(val_miou=last_eval["miou"], val_miou_foreground=last_eval["miou_foreground"],
+                              val_pixel_accuracy=last_eval["pixel_accuracy"], val_iou=last_eval["iou"])
+                log(f"step {steps.global_step}: validation mIoU {last_eval['miou']}")
+            accelerator.wait_for_everyone()
+        if steps.end(stop, flush, checkpoint):
+            break
 
     flush()
+    global_step, stopped = steps.global_step, steps.stopped
     if main:
         accelerator.unwrap_model(model).save_pretrained(output_dir)
         log(f"{'stopped' if stopped else 'finished'} at step {global_step}; segmenter saved in {output_dir}")
@@ -501,22 +487,8 @@ def train(config: SegmenterConfig, progress: Callable[[int, int | None], None] |
 # -- entry point ---------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """Run the trainer from the command line; returns the exit code."""
-    parser = argparse.ArgumentParser(description="Train a SegFormer segmenter on workbench data.")
-    parser.add_argument("--config", type=Path, help="YAML or JSON config (keys: train/segmenter.py).")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--resume_from_checkpoint", "--resume-from-checkpoint", default=None)
-    args = parser.parse_args(argv)
-    overrides = list(args.overrides)
-    if args.resume_from_checkpoint:
-        overrides.append(f"resume_from_checkpoint={args.resume_from_checkpoint}")
-    try:
-        train(load_segmenter_config(args.config, overrides))
-    except (ConfigError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except StopRequested as exc:
-        print(str(exc), file=sys.stderr)
-    return 0
+    return run_script(argv, "Train a SegFormer segmenter on workbench data.", "train/segmenter.py",
+                      load_segmenter_config, train)
 
 
 if __name__ == "__main__":

@@ -127,6 +127,19 @@ def progress_hooks(desc: str, unit: str = "it") -> Iterator[tuple[ProgressFn, St
         yield progress, None
 
 
+def run_with_progress(desc: str, unit: str, work: Callable[..., T], *args: Any,
+                      errors: type[Exception] | tuple[type[Exception], ...], **kwargs: Any) -> T:
+    """``work(*args, **kwargs)`` with :func:`progress_hooks`' ``progress`` and ``should_stop`` and the
+    background job's id (``job_id``, None in the foreground) that it records; ``errors`` exit 2."""
+    from workbench.jobs import current_job_id
+
+    with progress_hooks(desc, unit=unit) as (progress, should_stop):
+        try:
+            return work(*args, progress=progress, should_stop=should_stop, job_id=current_job_id(), **kwargs)
+        except errors as exc:
+            fail(str(exc))
+
+
 @contextmanager
 def stage_hooks(desc: str) -> Iterator[tuple[StageFn, StopFn | None]]:
     """``(stage, should_stop)`` for a command whose work comes in stages: the job's progress
@@ -140,6 +153,9 @@ def stage_hooks(desc: str) -> Iterator[tuple[StageFn, StopFn | None]]:
     with tqdm_stages(desc) as stage:
         yield stage, None
 
+
+BackgroundOpt = Annotated[bool, typer.Option("--background", help="Run as a background job; print its id.")]
+RequestJsonOpt = Annotated[Optional[str], typer.Option(help="The whole request as JSON (what a job runs).")]
 
 CuratorOpt = Annotated[Optional[str], typer.Option(
     "--curator", help="Who acts (recorded on the decision and in the audit log); default: WORKBENCH_USER or "

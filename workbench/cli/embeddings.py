@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from workbench.cli.common import (
-    CuratorOpt, actor_of, engine_of, fail, fail_with_fix, print_json, progress_hooks, settings_of,
+    BackgroundOpt, CuratorOpt, actor_of, engine_of, fail, fail_with_fix, print_json, progress_hooks, settings_of,
 )
 
 app = typer.Typer()
@@ -48,7 +48,7 @@ def embed_cmd(
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda.")] = None,
     map_method: Annotated[str, typer.Option("--map", help="The 2-D map made at the end: auto (UMAP when "
                                             "umap-learn is installed, else PCA), umap, pca or none.")] = "auto",
-    background: Annotated[bool, typer.Option("--background", help="Run as a background job; print its id.")] = False,
+    background: BackgroundOpt = False,
 ) -> None:
     """Embed a dataset's images with CLIP (resumable: stored images are skipped, also after a re-import)."""
     from workbench.embeddings.projection import METHODS

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import MAX_ID, MAX_SIDE, engine_of, fail, print_json, progress_hooks, settings_of
+from workbench.cli.common import (MAX_ID, MAX_SIDE, BackgroundOpt, RequestJsonOpt, engine_of, fail, print_json,
+                                  run_with_progress, settings_of)
 
 app = typer.Typer()
 
@@ -32,8 +33,8 @@ def evaluate_command(
     limit: Annotated[Optional[int], typer.Option(min=1, max=MAX_ID, help="At most this many masks.")] = None,
     worst: Annotated[int, typer.Option(min=0, max=1000, help="Worst cases kept as images.")] = 4,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    request_json: Annotated[Optional[str], typer.Option(help="The whole request as JSON (what a job runs).")] = None,
-    background: Annotated[bool, typer.Option("--background", help="Run as a background job; print its id.")] = False,
+    request_json: RequestJsonOpt = None,
+    background: BackgroundOpt = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Generate from the export's masks, segment the images, score mIoU against the masks; store it."""
@@ -64,17 +65,12 @@ def evaluate_command(
     if background:
         typer.echo(start_evaluation(engine, settings, request, target))
         return
-    from workbench.jobs import current_job_id
-
-    with progress_hooks("evaluating", unit="image") as (progress, should_stop):
-        try:
-            row = evaluate(engine, Path(settings.data_dir), request, progress=progress, should_stop=should_stop,
-                           job_id=current_job_id())
-        except EvaluateError as exc:
-            fail(str(exc))
-        except Cancelled:
-            typer.echo("stopped: nothing stored")
-            raise typer.Exit(1)
+    try:
+        row = run_with_progress("evaluating", "image", evaluate, engine, Path(settings.data_dir), request,
+                                errors=EvaluateError)
+    except Cancelled:
+        typer.echo("stopped: nothing stored")
+        raise typer.Exit(1)
     if json_:
         print_json(summary(row))
         return

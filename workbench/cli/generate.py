@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import MAX_ID, MAX_SIDE, engine_of, fail, print_json, progress_hooks, settings_of
+from workbench.cli.common import (MAX_ID, MAX_SIDE, BackgroundOpt, RequestJsonOpt, engine_of, fail, print_json,
+                                  run_with_progress, settings_of)
 
 app = typer.Typer()
 generate_app = typer.Typer(help="Generate images with trained ControlNets; list them; compare checkpoints.",
@@ -95,8 +96,8 @@ def run(
         help="The OpenPose ControlNet: registry name (controlnet-openpose), hub id or folder.")] = None,
     pose_scale: Annotated[float, typer.Option(min=0, max=10, help="The pose ControlNet's conditioning scale.")] = 1.0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
-    request_json: Annotated[Optional[str], typer.Option(help="The whole request as JSON (what a job runs).")] = None,
-    background: Annotated[bool, typer.Option("--background", help="Run as a background job; print its id.")] = False,
+    request_json: RequestJsonOpt = None,
+    background: BackgroundOpt = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the images' provenance as JSON.")] = False,
 ) -> None:
     """Generate every seed with every ControlNet; each image saved with its provenance in the store."""
@@ -117,14 +118,8 @@ def run(
         typer.echo(start_job(engine, settings, kind=KIND, argv=generate_argv(request),
                              details={"images": len(request.controlnets) * len(request.seeds)}))
         return
-    from workbench.jobs import current_job_id
-
-    with progress_hooks("generating", unit="image") as (progress, should_stop):
-        try:
-            results = generate(engine, Path(settings.data_dir), request, progress=progress, should_stop=should_stop,
-                               job_id=current_job_id())
-        except GenerateError as exc:
-            fail(str(exc))
+    results = run_with_progress("generating", "image", generate, engine, Path(settings.data_dir), request,
+                                errors=GenerateError)
     if json_:
         _print_rows(engine, [r.id for r in results])
         return

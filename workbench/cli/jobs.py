@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
 import typer
 
 from workbench.cli.common import MAX_ID, engine_of, fail, print_json, settings_of
+
+if TYPE_CHECKING:
+    from db.jobs import Job
 
 app = typer.Typer()
 jobs_app = typer.Typer(help="Background jobs: list, status, log, cancel, resume.", no_args_is_help=True)
@@ -22,13 +25,7 @@ def list_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List jobs, newest first (dead processes are detected first)."""
-    from db.engine import session_scope
-    from workbench.jobs import job_summary, list_jobs, refresh_jobs
-
-    engine = engine_of(ctx)
-    refresh_jobs(engine)
-    with session_scope(engine) as session:
-        rows = [job_summary(job) for job in list_jobs(session, kind=kind)]
+    rows = job_rows(ctx, kind)
     if as_json:
         print_json(rows)
         return
@@ -45,16 +42,7 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show one job."""
-    from db.engine import session_scope
-    from workbench.jobs import JobError, get_job, job_summary, refresh_jobs
-
-    engine = engine_of(ctx)
-    refresh_jobs(engine)
-    try:
-        with session_scope(engine) as session:
-            row = job_summary(get_job(session, job_id))
-    except JobError as exc:
-        fail(str(exc))
+    row = job_row(ctx, job_id)
     if as_json:
         print_json(row)
     else:
@@ -96,6 +84,41 @@ def resume_cmd(ctx: typer.Context, job_id: JobArg) -> None:
     typer.echo(resume_or_fail(ctx, job_id))
 
 
+Summarise = Callable[["Job"], dict]  # a job of the store -> what a command shows of it
+
+
+def job_rows(ctx: typer.Context, kind: Optional[str], summarise: Optional[Summarise] = None) -> list[dict]:
+    """The jobs (of ``kind``, else all), newest first, each as ``summarise`` (default
+    :func:`workbench.jobs.job_summary`) sees it; dead processes are detected first."""
+    from db.engine import session_scope
+    from workbench.jobs import job_summary, list_jobs, refresh_jobs
+
+    engine = engine_of(ctx)
+    refresh_jobs(engine)
+    with session_scope(engine) as session:
+        return [(summarise or job_summary)(job) for job in list_jobs(session, kind=kind)]
+
+
+def job_row(ctx: typer.Context, job_id: int, summarise: Optional[Summarise] = None, kind: Optional[str] = None,
+            kind_name: Optional[str] = None) -> dict:
+    """One job as ``summarise`` (default :func:`workbench.jobs.job_summary`) sees it, dead processes
+    detected first; an unknown job, or one not of ``kind`` (called ``kind_name``), is a clear error."""
+    from db.engine import session_scope
+    from workbench.jobs import JobError, get_job, job_summary, refresh_jobs
+
+    engine = engine_of(ctx)
+    refresh_jobs(engine)
+    try:
+        with session_scope(engine) as session:
+            job = get_job(session, job_id)
+            if kind is not None and job.kind != kind:
+                fail(f"job {job_id} is a {job.kind} job, not a {kind_name or kind} job; "
+                     f"see `python -m workbench jobs status {job_id}`")
+            return (summarise or job_summary)(job)
+    except JobError as exc:
+        fail(str(exc))
+
+
 def cancel_or_fail(ctx: typer.Context, job_id: int, grace: float) -> None:
     """Cancel a job (graceful, then forced after ``grace`` s); an unknown job is a clear error."""
     from workbench.jobs import JobError, cancel_job
@@ -123,7 +146,7 @@ def run_trainer(train_fn, config):
     job's progress, cancel and details when it runs as a job; a bad config or data is a usage error,
     a stop on request ends the job as cancelled."""
     from train.config import ConfigError
-    from train.controlnet import StopRequested
+    from train.runs import StopRequested
     from train.data import DataError
     from workbench.jobs import current_job
     from workbench.progress import Cancelled

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from workbench.cli.common import engine_of, fail, print_json, progress_hooks, settings_of
+from workbench.cli.common import BackgroundOpt, engine_of, fail, print_json, progress_hooks, settings_of
 
 app = typer.Typer()
 models_app = typer.Typer(help="The model registry: every model the workbench uses, where it is, whether it is ready.",
@@ -16,7 +16,6 @@ app.add_typer(models_app, name="models")
 CHECK_JOB_KIND = "models-check"
 TINY_JOB_KIND = "models-tiny"
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-BackgroundOpt = Annotated[bool, typer.Option("--background", help="Run as a background job; print its id.")]
 
 
 @models_app.command("list")

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from workbench.cli.common import (
-    MAX_ID, CuratorOpt, actor_of, engine_of, fail, fail_with_fix, guarded, print_json, progress_hooks, settings_of,
-    stage_hooks,
+    MAX_ID, BackgroundOpt, CuratorOpt, actor_of, engine_of, fail, fail_with_fix, guarded, print_json,
+    progress_hooks, settings_of, stage_hooks,
 )
 
 app = typer.Typer()
@@ -47,7 +47,7 @@ def detect_cmd(
                                                  "(`models list`), hub id, architecture or local path.")] = None,
     weights: Annotated[Optional[str], typer.Option(help="torchvision: local state-dict file.")] = None,
     device: Annotated[Optional[str], typer.Option(help="grounding-dino / torchvision: auto, cpu, cuda.")] = None,
-    background: Annotated[bool, typer.Option("--background", help="Run as a background job; print its id.")] = False,
+    background: BackgroundOpt = False,
 ) -> None:
     """Run a person detector over a dataset; images probably holding an unlabelled person are flagged.
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from workbench.cli.common import MAX_SIDE, actor_of, audit_launch, engine_of, fail, print_json, settings_of
-from workbench.cli.jobs import JobArg, cancel_or_fail, resume_or_fail, run_trainer
+from workbench.cli.jobs import JobArg, cancel_or_fail, job_row, job_rows, resume_or_fail, run_trainer
 
 app = typer.Typer()
 train_app = typer.Typer(help="Train a ControlNet on an export: in the foreground or as a background job.",
@@ -118,13 +118,7 @@ def _summary(job) -> dict:
 @train_app.command("list")
 def list_(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Training jobs, newest first."""
-    from db.engine import session_scope
-    from workbench.jobs import list_jobs, refresh_jobs
-
-    engine = engine_of(ctx)
-    refresh_jobs(engine)
-    with session_scope(engine) as session:
-        rows = [_summary(job) for job in list_jobs(session, kind=KIND)]
+    rows = job_rows(ctx, KIND, _summary)
     if json_:
         print_json(rows)
         return
@@ -140,20 +134,9 @@ def list_(ctx: typer.Context, json_: Annotated[bool, typer.Option("--json", help
 def status(ctx: typer.Context, job_id: JobArg,
            json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """One training job: status, step, loss, ETA, checkpoints."""
-    from db.engine import session_scope
-    from workbench.jobs import JobError, get_job, refresh_jobs
     from workbench.training import format_duration
 
-    engine = engine_of(ctx)
-    refresh_jobs(engine)
-    try:
-        with session_scope(engine) as session:
-            job = get_job(session, job_id)
-            if job.kind != KIND:
-                fail(f"job {job_id} is a {job.kind} job, not a training job; see `python -m workbench jobs status {job_id}`")
-            data = _summary(job)
-    except JobError as exc:
-        fail(str(exc))
+    data = job_row(ctx, job_id, _summary, kind=KIND, kind_name="training")
     if json_:
         print_json(data)
         return
