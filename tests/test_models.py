@@ -57,6 +57,18 @@ def test_a_model_in_the_hub_cache_layout_is_found_sized_and_loaded_from_there(en
     assert resolve("blip-base", "caption") == str(snapshot)
 
 
+def test_a_download_pinned_to_a_commit_has_no_refs_main_and_is_still_found(tmp_path):
+    from workbench.models import cache_snapshot
+
+    base = tmp_path / "models--org--net" / "snapshots"
+    for rev, files in (("aaa1", ["README.md"]), ("bbb2", ["config.json", "diffusion_pytorch_model.safetensors"])):
+        for name in files:
+            (base / rev / name).parent.mkdir(parents=True, exist_ok=True)
+            (base / rev / name).write_text("x")
+    assert cache_snapshot(tmp_path, "org/net", "controlnet") == base / "bbb2"  # the one holding a ControlNet
+    assert cache_snapshot(tmp_path, "org/other", "controlnet") is None
+
+
 def test_the_models_folder_holds_models_by_name_or_in_the_cache_layout(engine, store):
     save_tiny_blip(Path(store.models_dir) / "blip-large")
     _tiny_blip_in_cache(Path(store.models_dir), "microsoft/git-large-coco")

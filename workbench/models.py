@@ -199,8 +199,8 @@ def rembg_model_dir(model: str) -> Path:
 
 def cache_snapshot(root: Path, repo: str, kind: str) -> Path | None:
     """The snapshot folder of ``repo`` in a hub cache laid out as ``models--org--name/snapshots/REV``:
-    the revision ``refs/main`` names, as huggingface_hub itself finds it offline, holding one of
-    the files a ``kind`` model has (``None``: not there)."""
+    the revision ``refs/main`` names, as huggingface_hub itself finds it offline, else the newest,
+    holding one of the files a ``kind`` model has (``None``: not there)."""
     from huggingface_hub import try_to_load_from_cache
 
     k = KINDS[kind]
@@ -208,7 +208,11 @@ def cache_snapshot(root: Path, repo: str, kind: str) -> Path | None:
         found = try_to_load_from_cache(repo, name, cache_dir=root)
         if isinstance(found, str):
             return Path(found).parents[len(Path(name).parts) - 1]  # "unet/config.json" lies a level down
-    return None
+    # A download pinned to a commit (`hf download --revision SHA`) writes no refs/main: its newest snapshot.
+    snapshots = cache_folder(root, repo) / "snapshots"
+    holding = [s for s in snapshots.iterdir() if any((s / n).is_file() for n in (*k.needs, *k.weights))] \
+        if snapshots.is_dir() else []
+    return max(holding, key=lambda s: s.stat().st_mtime) if holding else None
 
 
 def cache_folder(root: Path, repo: str) -> Path:
