@@ -7,6 +7,11 @@ import os
 # Tests never reach the network: the hub is offline for them and for every process they start
 # (a test that needs it reachable or unreachable says so itself).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# pytest.ini runs the suite on two xdist workers: each worker (and every job it starts) gets its share
+# of the cores for math threads, so that two torch processes do not each spread over all of them.
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(max(1, (os.cpu_count() or 1) // workers)))
 
 import pytest  # noqa: E402
 
