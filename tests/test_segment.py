@@ -183,6 +183,20 @@ def test_bad_segmenter_configs_name_the_key(tmp_path):
                                      "segformer_config": {}})
 
 
+def test_the_segmenter_script_names_its_own_file_for_a_bad_config(tmp_path):
+    """Run as ``python train/segmenter.py``, the module is ``__main__``: the message still points at the file."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"dataset: demo\noutput_dir: {tmp_path}\nlearning_rat: 1\nsegformer_config: {{}}\n")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "train/segmenter.py", "--config", str(config)], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "learning_rat: not a known key; see train/segmenter.py (did you mean learning_rate?)" in done.stderr
+
+
 # -- predictions in the store -----------------------------------------------------------------------
 @pytest.fixture
 def photo_dataset(engine, photos):

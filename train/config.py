@@ -202,6 +202,16 @@ def load_config(path: Path | None = None, overrides: list[str] | dict[str, Any] 
     return load_settings(TrainConfig, path, overrides)
 
 
+def config_source(model: type[BaseModel]) -> str:
+    """Where ``model`` is defined, as a path from the project root (``train/segmenter.py``), also
+    when that module runs as a script (``__main__``)."""
+    import inspect
+
+    source = Path(inspect.getfile(model)).resolve()
+    root = Path(__file__).resolve().parent.parent
+    return source.relative_to(root).as_posix() if source.is_relative_to(root) else source.name
+
+
 def load_settings(model: type[BaseModel], path: Path | None = None,
                   overrides: list[str] | dict[str, Any] | None = None) -> Any:
     """A validated ``model`` (a trainer's config class) from a file (optional) with overrides on top."""
@@ -214,5 +224,5 @@ def load_settings(model: type[BaseModel], path: Path | None = None,
         from workbench.guard import validation_problems
 
         where = f"config {path}" if path else "config"
-        problems = validation_problems(exc, model, f"; see {model.__module__.replace('.', '/')}.py")
+        problems = validation_problems(exc, model, f"; see {config_source(model)}")
         raise ConfigError(f"{where}: {problems}") from None
