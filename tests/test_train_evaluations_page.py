@@ -66,11 +66,15 @@ def test_the_train_page_plots_miou_over_the_runs_evaluated_steps(app_store, trai
     app.number_input(key="train_eval_1_resolution").set_value(64)
     app.button(key="train_eval_1_start").click().run()
     assert not app.exception, [e.value for e in app.exception]
-    started = [s.value for s in app.success if s.value.startswith("Evaluation job")]
-    assert started, [e.value for e in app.error]
-    job_id = int(started[0].split()[2])
+    assert "train_eval_1_job" in app.session_state, [e.value for e in app.error]
+    job_id = app.session_state["train_eval_1_job"]
+    assert any(p.proto.text.startswith(f"Evaluation job {job_id}: ") for p in app.get("progress"))
     job = wait_job_ended(engine, job_id, timeout=240)
     assert job["status"] == "finished", Path(job["log_path"]).read_text()[-3000:]
+    app.run()  # the page's job watch: its bar full, what was evaluated named
+    texts = [p.proto.text for p in app.get("progress")]
+    assert f"Evaluation job {job_id}: finished — 1/1 images" in texts, texts
+    assert "Evaluated checkpoint-1" in [s.value for s in app.success]
     with session_scope(engine) as session:
         newest = ev.list_evaluations(session, run_dir=trained_run.run_dir, limit=1)[0]
         assert (newest.job_id, newest.checkpoint_step, newest.settings["resolution"]) == (job_id, 1, 64)

@@ -8,6 +8,7 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from db.engine import session_scope
+from ui.jobs import watch_job
 from workbench.evaluate import EvaluateError, EvaluateRequest, list_evaluations, miou_curve, start_evaluation, summary
 from workbench.settings import Settings
 
@@ -36,10 +37,13 @@ def evaluate_form(engine: Engine, settings: Settings, output_dir: Path, key: str
                 request = EvaluateRequest(checkpoint=str(paths[picked]), segmenter=segmenter.strip(),
                                           per_mask=int(per_mask), limit=int(limit) or None, steps=int(steps),
                                           resolution=int(resolution))
-                st.success(f"Evaluation job {start_evaluation(engine, settings, request)} started (UniPC, guidance "
-                           "7.5; the protocol: 20 steps, 512 px); its mIoU joins the plot when it ends")
+                st.session_state[f"{key}_job"] = start_evaluation(engine, settings, request)
             except (EvaluateError, ValueError) as exc:
                 st.error(str(exc))
+        if (job_id := st.session_state.get(f"{key}_job")) is not None:
+            st.caption("UniPC, guidance 7.5 (the protocol: 20 steps, 512 px); the mIoU joins the plot when it ends.")
+            watch_job(engine, job_id, label="Evaluation job", unit="images", cancellable=True,
+                      finished=lambda job: f"Evaluated {Path(job['details']['checkpoint']).name}")
 
 
 def show_controllability(engine: Engine, settings: Settings, output_dir: Path, key: str) -> None:
