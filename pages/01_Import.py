@@ -24,7 +24,7 @@ st.caption("Paths are on the machine running the workbench. The import runs as a
 with st.spinner("Loading the import form…"):
     from ui.auth import allowed, require_user  # noqa: E402
     from ui.common import store_or_stop  # noqa: E402
-    from ui.jobs import watch_job  # noqa: E402
+    from ui.jobs import page_job, watch_job  # noqa: E402
     from workbench.guard import check_name, refusal  # noqa: E402
     from workbench.jobs import start_job  # noqa: E402
     from workbench.taxonomy import BUNDLED_IMAT2019_LABELS  # noqa: E402
@@ -79,8 +79,9 @@ if st.button("Import", type="primary", disabled=not allowed("import")) and user.
             st.session_state.pop("import_report", None)
 
 
-# -- watch the job; once it has finished, its report file is the result -----------------------
-job_id = st.session_state.get("import_job")
+# -- watch the job (this session's, else the import running in the store after a reload or in
+# another tab); once it has finished, its report file is the result ---------------------------
+job_id = page_job(engine, "import_job", "import")
 if job_id is not None:
     try:
         job = watch_job(engine, job_id, label="Import job", unit=None, cancellable=True,

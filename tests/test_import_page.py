@@ -7,12 +7,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from db.engine import make_engine, session_scope
+from db.jobs import Job
 from workbench.datasets import dataset_stats, list_datasets
+from workbench.jobs import start_job
 from workbench.rle import mask_to_text
 from workbench.settings import get_settings
 from workbench.taxonomy import BUNDLED_IMAT2019_LABELS
@@ -210,3 +213,34 @@ def test_the_title_is_drawn_before_the_slow_libraries_load(store: Path) -> None:
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_fresh_session_watches_the_import_already_running_and_shows_its_report(
+        store: Path, shop: dict[str, Path]) -> None:
+    """A reload (or a second curator's tab) finds the import running in the store, follows it and
+    shows its report when it ends."""
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    report = Path(settings.data_dir) / "jobs" / "import-elsewhere.json"
+    job_id = start_job(engine, settings, kind="import", dataset="shop", details={"report": str(report)},
+                       argv=["import", "imat2019", "--name", "shop", "--csv", str(shop["csv"]),
+                             "--labels", str(BUNDLED_IMAT2019_LABELS), "--images", str(shop["images"]),
+                             "--report", str(report)])
+    with session_scope(engine) as session:
+        runner = psutil.Process(session.get(Job, job_id).pid)
+    runner.suspend()  # held before it starts, so that the page meets it unfinished
+    try:
+        app = page()  # a new session: nothing in its state
+        assert app.session_state["import_job"] == job_id
+        assert any(p.proto.text.startswith(f"Import job {job_id}: queued") for p in app.get("progress")), \
+            [p.proto.text for p in app.get("progress")]
+    finally:
+        runner.resume()
+    deadline = time.monotonic() + 120
+    while not app.success and not app.error:
+        assert time.monotonic() < deadline, [p.proto.text for p in app.get("progress")]
+        time.sleep(0.3)
+        run(app)
+    assert [s.value for s in app.success][:1] == ["Imported shop"], [e.value for e in app.error]
+    shown = {m.label: int(str(m.value).replace(",", "")) for m in app.metric}
+    assert (shown["Images"], shown["Annotations"], shown["Rejected"]) == (2, 3, 2)
