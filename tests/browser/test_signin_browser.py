@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from db.engine import dispose_engines, make_engine, session_scope
+from tests.browser.waits import alert_saying
 from tests.signin import add_users, password_of
 from workbench.people.detect import detect_people
 from workbench.people.detectors import make_detector
@@ -59,8 +60,9 @@ def test_a_curator_decision_is_audited_under_their_name_and_a_viewer_cannot_writ
         heading = page.locator("h3").filter(has_text="score")
         heading.wait_for(timeout=WAIT_MS)
         file_name = heading.inner_text().split(" · ")[0].strip()
+        page.locator('[data-testid="stImage"]').first.wait_for(timeout=WAIT_MS)  # the item drawn in full
         page.get_by_role("button", name="All people labelled").click()
-        page.get_by_text(f"{file_name}: ok (applied)").wait_for(timeout=WAIT_MS)
+        alert_saying(page, f"{file_name}: ok (applied)", WAIT_MS)
         with session_scope(engine) as session:
             item = item_for_image(session, "demo", file_name)
         assert (item.status, item.decision, item.curator) == ("decided", "ok", "kim")

@@ -87,3 +87,15 @@ def picked(page, label: str, text: str, timeout_ms: float) -> str:
             return shown
         page.wait_for_timeout(300)
     pytest.fail(f"the selectbox {label!r} shows {shown!r}, not {text!r}")
+
+
+def alert_saying(page, text: str, timeout_ms: float) -> None:
+    """Wait for a message box holding ``text``; when none comes, fail with every box the page shows
+    (an error or a warning in its place says why the expected one never came)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.locator('[data-testid="stAlert"]').filter(has_text=text).first.wait_for(timeout=timeout_ms)
+    except PlaywrightTimeout:
+        shown = page.locator('[data-testid="stAlert"]').all_inner_texts()
+        raise AssertionError(f"no message saying {text!r} within {timeout_ms / 1000:.0f} s; shown: {shown}") from None
