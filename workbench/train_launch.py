@@ -35,6 +35,9 @@ from workbench.training import METRICS_FILE, MetricsTail, TrainingError, base_is
 
 TRAINER_SCRIPT = PROJECT_ROOT / "train" / "controlnet.py"
 RANK_GRACE_SECONDS = 60.0
+# How often a rank's end is looked for between polls: well under the 0.1 s in which the launcher
+# notices a dead rank and stops the others, so that the one that died first is the one named.
+RANK_WATCH_SECONDS = 0.05
 KIND = "train"
 
 
@@ -139,6 +142,13 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
+def _sleep_until_a_rank_ends(launcher: subprocess.Popen, ranks: list[psutil.Process], seconds: float) -> None:
+    """Sleep up to ``seconds``, waking as soon as one of ``ranks`` or the launcher ends."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and launcher.poll() is None and all(_alive(p) for p in ranks):
+        time.sleep(RANK_WATCH_SECONDS)
+
+
 def run_launched(config: TrainConfig, config_path: Path, overrides: list[str] | tuple[str, ...],
                  num_processes: int | None, accelerate_config: Path | None,
                  progress: Callable[[int, int | None], None] | None = None,
@@ -181,14 +191,18 @@ def run_launched(config: TrainConfig, config_path: Path, overrides: list[str] | 
         return step, last
 
     try:
-        while launcher.poll() is None:
+        while True:
             for process in rank_processes(watched):
                 if process.pid not in ranks:
                     ranks[process.pid], names[process.pid] = process, _rank_name(process)
             gone = [names[pid] for pid, process in ranks.items() if not _alive(process)]
-            if gone and vanished_at is None:
+            launcher_ended = launcher.poll() is not None
+            # a rank gone while the launcher runs, or before the others: the one that ended first
+            if gone and vanished_at is None and not (launcher_ended and len(gone) == len(ranks)):
                 vanished_at, first_gone = time.monotonic(), gone
                 print(f"{', '.join(gone)} ended; waiting for the others", flush=True)
+            if launcher_ended:
+                break
             if vanished_at is not None and time.monotonic() - vanished_at > RANK_GRACE_SECONDS:
                 error = (f"{', '.join(first_gone)} ended and the other ranks did not follow within "
                          f"{RANK_GRACE_SECONDS:.0f} s; all were stopped")
@@ -200,7 +214,7 @@ def run_launched(config: TrainConfig, config_path: Path, overrides: list[str] | 
                 stop_sent = True
                 print("stop requested: the ranks save a checkpoint and end", flush=True)
             report()
-            time.sleep(poll_seconds)
+            _sleep_until_a_rank_ends(launcher, [p for p in ranks.values() if _alive(p)], poll_seconds)
     except BaseException:
         kill_tree(watched)  # the watcher itself was interrupted: leave no rank behind
         raise
