@@ -17,7 +17,7 @@ from db.models import AuditLog, Dataset
 from tests.signin import add_users, sign_in
 from workbench.audit import record
 from workbench.captions.run import store_dataset_prompts
-from workbench.users import remove_user
+from workbench.users import remove_user, set_role
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,3 +147,55 @@ def test_a_removed_user_is_signed_out_at_once_and_sign_out_works(store):
         remove_user(session, "ana", by="boss")
     app.run()
     assert [t.key for t in app.text_input] == ["sign_in_name", "sign_in_password"]
+
+
+# -- sign-in through an identity provider (st.login; the full flow runs in tests/browser/test_oidc_browser.py)
+AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "not-a-secret",
+        "google": {"client_id": "g", "client_secret": "g", "server_metadata_url": "https://g.example/.well-known"},
+        "okta": {"client_id": "o", "client_secret": "o", "server_metadata_url": "https://o.example/.well-known"}}
+
+
+def oidc_page(path: str, user: dict, auth: dict | None = AUTH) -> AppTest:
+    """A page with sign-in through OIDC, ``user`` as ``st.user``, ``auth`` as the secrets' [auth]."""
+    app = AppTest.from_file(str(ROOT / path), default_timeout=90)
+    if auth is not None:
+        app.secrets["auth"] = auth
+    app.user = user
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    return app
+
+
+def test_with_oidc_each_provider_of_the_secrets_gets_a_sign_in_button(store, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_SIGN_IN", "oidc")
+    app = oidc_page("pages/06_Mixing.py", {"is_logged_in": False})
+    assert [b.label for b in app.button] == ["Sign in with google", "Sign in with okta"]
+    assert not app.text_input  # no password form
+    single = {"redirect_uri": AUTH["redirect_uri"], "cookie_secret": "not-a-secret", "client_id": "c",
+              "client_secret": "s", "server_metadata_url": "https://c.example/.well-known"}
+    assert [b.label for b in oidc_page("Home.py", {"is_logged_in": False}, single).button] == ["Sign in"]
+
+
+def test_with_oidc_but_no_auth_section_the_page_says_what_to_add(store, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_SIGN_IN", "oidc")
+    app = oidc_page("pages/06_Mixing.py", {"is_logged_in": False}, auth=None)
+    assert any("have no [auth] section" in e.value and "WORKBENCH_SIGN_IN=local" in e.value for e in app.error), \
+        [e.value for e in app.error]
+    assert not app.button
+
+
+def test_an_oidc_identity_is_a_viewer_until_promoted_and_a_removed_one_is_told_so(store, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_SIGN_IN", "oidc")
+    app = oidc_page("pages/06_Mixing.py", {"is_logged_in": True, "email": "ada@example.org", "sub": "a1"})
+    assert any("Signed in as **ada@example.org** · viewer" in i.value for i in app.sidebar.info)
+    assert app.button(key="mix_save").disabled
+    with session_scope(store) as session:
+        set_role(session, "ada@example.org", "curator", by="boss")
+    app.run()
+    assert any("· curator" in i.value for i in app.sidebar.info)
+    assert not app.button(key="mix_save").disabled
+    with session_scope(store) as session:
+        remove_user(session, "ada@example.org", by="boss")
+    app.run()
+    assert any("ada@example.org was removed" in e.value for e in app.error), [e.value for e in app.error]
+    assert [b.key for b in app.button] == ["auth_sign_out"]

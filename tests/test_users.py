@@ -10,7 +10,7 @@ from db.engine import session_scope
 from db.models import AuditLog
 from db.users import User
 from workbench.settings import get_settings
-from workbench.signin import issue_token, oidc_configured, token_name
+from workbench.signin import issue_token, token_name
 from workbench.users import (
     UserError,
     acting_user,
@@ -140,13 +140,3 @@ def test_tokens_are_signed_and_expire(tmp_path):
     expired = issue_token(settings.model_copy(update={"session_hours": -1.0}), "ana")  # ended an hour ago
     assert token_name(settings, expired) is None
     assert (tmp_path / "auth_secret").stat().st_mode & 0o077 == 0  # readable by its owner only
-
-
-def test_oidc_is_configured_by_an_auth_section(tmp_path):
-    assert not oidc_configured(tmp_path)
-    (tmp_path / ".streamlit").mkdir()
-    (tmp_path / ".streamlit" / "secrets.toml").write_text('[other]\nx = 1\n')
-    assert not oidc_configured(tmp_path)
-    (tmp_path / ".streamlit" / "secrets.toml").write_text(
-        '[auth]\nredirect_uri = "http://localhost:8501/oauth2callback"\ncookie_secret = "s"\n')
-    assert oidc_configured(tmp_path)

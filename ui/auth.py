@@ -9,12 +9,15 @@ identities are viewers until an admin gives them a role).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import streamlit as st
 
 from db.engine import session_scope
 from ui.common import open_store
 from workbench.settings import Settings, get_settings
-from workbench.signin import issue_token, oidc_configured, token_name
+from workbench.signin import issue_token, token_name
 from workbench.users import Actor, authenticate, find_actor, identity_user, local_name, needed_role
 
 TOKEN_KEY = "auth_token"
@@ -86,9 +89,20 @@ def _sign_in_form(settings: Settings) -> None:
         st.rerun()
 
 
-def _oidc_sign_in() -> None:
+def auth_secrets() -> Mapping[str, Any] | None:
+    """The ``[auth]`` section ``st.login`` reads, from wherever Streamlit finds its secrets
+    (``.streamlit/secrets.toml`` of the project or the home folder, ``--secrets.files``); ``None``
+    when there is none."""
+    try:
+        section = st.secrets.get("auth")
+    except FileNotFoundError:  # no secrets file at all
+        return None
+    return section if isinstance(section, Mapping) else None
+
+
+def _oidc_sign_in(auth: Mapping[str, Any]) -> None:
     st.title("Sign in")
-    providers = [key for key, value in (st.secrets.get("auth") or {}).items() if isinstance(value, dict)]
+    providers = [key for key, value in auth.items() if isinstance(value, Mapping)]
     if not providers:
         st.button("Sign in", type="primary", on_click=st.login)
     for provider in providers:
@@ -109,13 +123,20 @@ def require_user() -> Actor:
     except Exception as exc:  # shown, not raised
         st.error(f"The workbench settings are invalid: {exc}")
         st.stop()
-    if settings.sign_in == "oidc" and not oidc_configured():
-        st.error("Sign-in is set to oidc (WORKBENCH_SIGN_IN) but `.streamlit/secrets.toml` has no [auth] "
-                 "section: add one (see Streamlit's st.login documentation) or set WORKBENCH_SIGN_IN=local.")
+    auth = auth_secrets() if settings.sign_in == "oidc" else None
+    if settings.sign_in == "oidc" and auth is None:
+        st.error("Sign-in is set to oidc (WORKBENCH_SIGN_IN) but Streamlit's secrets (`.streamlit/secrets.toml`) "
+                 "have no [auth] section: add one (see Streamlit's st.login documentation) or set "
+                 "WORKBENCH_SIGN_IN=local.")
         st.stop()
     user = current_user(settings)
+    if user is None and settings.sign_in == "oidc" and st.user.is_logged_in:
+        st.error(f"{_oidc_name()} was removed from the workbench's users: an admin can add them again "
+                 "(`python -m workbench users add NAME --no-password --role viewer`).")
+        st.button("Sign out", key="auth_sign_out", on_click=_sign_out, args=(settings,))
+        st.stop()
     if user is None:
-        _oidc_sign_in() if settings.sign_in == "oidc" else _sign_in_form(settings)
+        _oidc_sign_in(auth) if auth is not None else _sign_in_form(settings)
         st.stop()
     box = st.sidebar.container(key="auth_box")
     if settings.sign_in == "off":

@@ -1,4 +1,4 @@
-"""Signed sign-in tokens of the app and where OIDC is configured.
+"""Signed sign-in tokens of the app (WORKBENCH_SIGN_IN=local).
 
 A successful sign-in gives a JWT (HS256) naming the user and when it expires, signed with a
 secret kept beside the store (``data_dir/auth_secret``, created on first use, readable by its
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import tomllib
 from datetime import timedelta
 from pathlib import Path
 
 import jwt
 
 from db.models import utcnow
-from workbench.settings import PROJECT_ROOT, Settings
+from workbench.settings import Settings
 
 ALGORITHM = "HS256"
 
@@ -56,12 +55,3 @@ def token_name(settings: Settings, token: str | None) -> str | None:
         return jwt.decode(token, _secret(settings), algorithms=[ALGORITHM])["sub"]
     except jwt.PyJWTError:
         return None
-
-
-def oidc_configured(root: Path = PROJECT_ROOT) -> bool:
-    """Whether ``.streamlit/secrets.toml`` has the ``[auth]`` section ``st.login`` needs."""
-    path = root / ".streamlit" / "secrets.toml"
-    try:
-        return isinstance(tomllib.loads(path.read_text(encoding="utf-8")).get("auth"), dict)
-    except (OSError, tomllib.TOMLDecodeError):
-        return False

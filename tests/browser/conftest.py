@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,9 +116,11 @@ def app_env() -> dict[str, str]:
 
 
 @contextmanager
-def running_app(tmp_path: Path, demo_images: int, app_env: dict[str, str] | None = None) -> Iterator[RunningApp]:
+def running_app(tmp_path: Path, demo_images: int, app_env: dict[str, str] | None = None, *,
+                port: int | None = None, streamlit_args: Sequence[str] = ()) -> Iterator[RunningApp]:
     """``streamlit run Home.py`` on an isolated, empty store (so it builds a demo of ``demo_images``),
-    with ``app_env`` on top of the test settings."""
+    with ``app_env`` on top of the test settings; on ``port`` (default: a free one), with more
+    ``streamlit run`` options (``--secrets.files PATH``)."""
     data_dir = tmp_path / "data"
     db_url = f"sqlite:///{(data_dir / 'workbench.db').as_posix()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKBENCH_")}
@@ -131,7 +133,7 @@ def running_app(tmp_path: Path, demo_images: int, app_env: dict[str, str] | None
         PYTHONUNBUFFERED="1",
     )
     env.update(app_env or {})
-    port = free_port()
+    port = port or free_port()
     log = tmp_path / "streamlit.log"
     command = [
         sys.executable, "-m", "streamlit", "run", "Home.py",
@@ -139,6 +141,7 @@ def running_app(tmp_path: Path, demo_images: int, app_env: dict[str, str] | None
         "--server.headless", "true",
         "--server.fileWatcherType", "none",
         "--browser.gatherUsageStats", "false",
+        *streamlit_args,
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
