@@ -10,7 +10,7 @@ from ui.auth import allowed, require_user
 from ui.common import store_or_stop
 from ui.jobs import watch_job
 from workbench.cli.models import CHECK_JOB_KIND, TINY_JOB_KIND
-from workbench.jobs import start_job
+from workbench.jobs import latest_active_job, start_job
 from workbench.models import KINDS, ModelLookupError, add_model, list_models, status_rows
 
 st.set_page_config(page_title="Models · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
@@ -34,6 +34,11 @@ if c2.button("Make tiny test models", key="models_tiny",
     st.session_state["models_job"] = ("Tiny models", start_job(engine, settings, kind=TINY_JOB_KIND,
                                                                argv=["models", "tiny"], details={"models": "all"},
                                                                user=user.name))
+if st.session_state.get("models_job") is None:  # after a reload, or started in another tab: follow it
+    for job_kind, label in ((CHECK_JOB_KIND, "Check"), (TINY_JOB_KIND, "Tiny models")):
+        if (found := latest_active_job(engine, job_kind)) is not None:
+            st.session_state["models_job"] = (label, found)
+            break
 if (running := st.session_state.get("models_job")) is not None:
     label, job_id = running
     watch_job(engine, job_id, label=f"{label} job", unit="models", cancellable=True,

@@ -5,10 +5,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from db.engine import make_engine, session_scope
+from db.jobs import Job
+
 from workbench.models import KINDS, TINY_LABEL
+from workbench.settings import get_settings
 from workbench.tiny.captioners import save_tiny_blip
 
 PAGE = Path(__file__).resolve().parent.parent / "pages" / "09_Models.py"
@@ -64,6 +69,15 @@ def test_the_tiny_models_button_makes_every_kind_ready(page_store):
     next(b for b in app.button if b.label == "Make tiny test models").click()
     run(app)
     job_id = app.session_state["models_job"][1]
+    with session_scope(make_engine(get_settings().database_url)) as session:
+        maker = psutil.Process(session.get(Job, job_id).pid)
+    maker.suspend()  # held, so that a second tab meets it unfinished
+    try:
+        other_tab = run(AppTest.from_file(str(PAGE), default_timeout=60))
+        assert other_tab.session_state["models_job"] == ("Tiny models", job_id)
+        assert any(p.proto.text.startswith(f"Tiny models job {job_id}: ") for p in other_tab.get("progress"))
+    finally:
+        maker.resume()
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline:
         run(app)
