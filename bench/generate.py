@@ -40,10 +40,10 @@ PROMPT = "a full-body photo of a person wearing a red a-line dress and white sne
 def sd15_pipeline(tokenizer_dir: Path, device, dtype):
     """Stable Diffusion 1.5's architecture with random weights (its published configs), on ``device``."""
     import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from workbench.tiny.sd import write_tiny_tokenizer
+    from workbench.tiny.sd import sd15_scheduler, write_tiny_tokenizer
 
     torch.manual_seed(0)
     # The character tokenizer stands in for CLIP's BPE; the text encoder keeps CLIP's full vocabulary
@@ -64,10 +64,8 @@ def sd15_pipeline(tokenizer_dir: Path, device, dtype):
             max_position_embeddings=77, vocab_size=49408, projection_dim=768, hidden_act="quick_gelu",
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id))
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                              beta_end=0.012, steps_offset=1, clip_sample=False)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   scheduler=sd15_scheduler(), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     return pipe.to(device, dtype)
 

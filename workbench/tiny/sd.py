@@ -29,10 +29,20 @@ def build_tiny_sd(folder: Path) -> Path:
     return folder
 
 
+def sd15_scheduler():
+    """SD 1.5's noise schedule as its ``scheduler_config.json`` has it (scaled-linear betas
+    0.00085-0.012, ``steps_offset`` 1, no sample clipping), as a DDPM scheduler: what the random
+    stand-ins ship, so that they load and sample like the real base."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                         beta_end=0.012, steps_offset=1, clip_sample=False)
+
+
 def tiny_sd_pipeline(tokenizer_dir: Path):
     """A randomly initialised tiny ``StableDiffusionPipeline`` in memory (tokenizer files go to ``tokenizer_dir``)."""
     import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(0)
@@ -55,10 +65,8 @@ def tiny_sd_pipeline(tokenizer_dir: Path):
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     ))
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear",
-                              beta_start=0.00085, beta_end=0.012)
     return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   scheduler=sd15_scheduler(), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
 
 
@@ -172,7 +180,7 @@ def build_sd15_random(folder: Path) -> Path:
     do not depend on which tokens a prompt becomes.
     """
     import torch
-    from diffusers import DDPMScheduler, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
     torch.manual_seed(0)
@@ -181,9 +189,7 @@ def build_sd15_random(folder: Path) -> Path:
     unet, vae, text_encoder = sd15_models()
     text_encoder.config.update(dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                     pad_token_id=tokenizer.pad_token_id))
-    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                              beta_end=0.012, steps_offset=1, clip_sample=False)
-    StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+    StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sd15_scheduler(),
                             safety_checker=None, feature_extractor=None,
                             requires_safety_checker=False).save_pretrained(str(folder))
     return folder
