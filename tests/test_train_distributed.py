@@ -77,6 +77,7 @@ def test_two_processes_from_the_train_page(app_store, tiny_sd, tiny_export):
     log = (app_store / "data" / "jobs" / "1.log").read_text()
     assert job["status"] == "finished", log[-3000:]
     assert "accelerate.commands.launch" in log and job["argv"][-2:] == ["--num-processes", "2"]
+    assert " ended; waiting" not in log  # ranks that finish together are not reported as left behind
     assert len(job["details"]["rank_pids"]) == 2 and job["details"]["global_step"] == 2
     out = app_store / "out"
     assert sorted(p.name for p in (out / "checkpoint-2").glob("random_states_*.pkl")) == [

@@ -38,6 +38,9 @@ RANK_GRACE_SECONDS = 60.0
 # How often a rank's end is looked for between polls: well under the 0.1 s in which the launcher
 # notices a dead rank and stops the others, so that the one that died first is the one named.
 RANK_WATCH_SECONDS = 0.05
+# Ranks of a run that ends well finish within a second of each other: only a rank left alone this
+# long is reported in the log while the watcher waits.
+RANK_NOTICE_SECONDS = 5.0
 KIND = "train"
 
 
@@ -172,7 +175,7 @@ def run_launched(config: TrainConfig, config_path: Path, overrides: list[str] | 
     ranks: dict[int, psutil.Process] = {}
     names: dict[int, str] = {}
     shown: dict[str, Any] = {}
-    stop_sent, vanished_at, first_gone, error = False, None, [], None
+    stop_sent, vanished_at, first_gone, error, noticed = False, None, [], None, False
 
     def report() -> tuple[int, Path | None]:
         tail.poll()
@@ -200,9 +203,12 @@ def run_launched(config: TrainConfig, config_path: Path, overrides: list[str] | 
             # a rank gone while the launcher runs, or before the others: the one that ended first
             if gone and vanished_at is None and not (launcher_ended and len(gone) == len(ranks)):
                 vanished_at, first_gone = time.monotonic(), gone
-                print(f"{', '.join(gone)} ended; waiting for the others", flush=True)
             if launcher_ended:
                 break
+            if vanished_at is not None and not noticed and time.monotonic() - vanished_at > RANK_NOTICE_SECONDS:
+                print(f"{', '.join(first_gone)} ended; waiting up to {RANK_GRACE_SECONDS:.0f} s for the others",
+                      flush=True)
+                noticed = True
             if vanished_at is not None and time.monotonic() - vanished_at > RANK_GRACE_SECONDS:
                 error = (f"{', '.join(first_gone)} ended and the other ranks did not follow within "
                          f"{RANK_GRACE_SECONDS:.0f} s; all were stopped")
