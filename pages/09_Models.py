@@ -8,9 +8,9 @@ import streamlit as st
 from db.engine import session_scope
 from ui.auth import allowed, require_user
 from ui.common import store_or_stop
-from ui.jobs import watch_job
+from ui.jobs import page_job, watch_job
 from workbench.cli.models import CHECK_JOB_KIND, TINY_JOB_KIND
-from workbench.jobs import latest_active_job, start_job
+from workbench.jobs import start_job
 from workbench.models import KINDS, ModelLookupError, add_model, list_models, status_rows
 
 st.set_page_config(page_title="Models · Fashion ControlNet Workbench", page_icon="👗", layout="wide")
@@ -21,27 +21,21 @@ st.caption(f"Looked for in the models folder `{settings.models_dir}` (`WORKBENCH
            "cache, and folders or files you add. `python -m workbench models list` shows the same.")
 
 # -- act: check, tiny models, add -----------------------------------------------------------------
+JOB_LABELS = {CHECK_JOB_KIND: "Check job", TINY_JOB_KIND: "Tiny models job"}
 c1, c2 = st.columns(2)
 may_run = allowed("run_jobs")
 if c1.button("Check all models", key="models_check", help="Loads each model found here once (never downloads).",
              disabled=not may_run) and may_run:
-    st.session_state["models_job"] = ("Check", start_job(engine, settings, kind=CHECK_JOB_KIND,
-                                                         argv=["models", "check"], details={"models": "all"},
-                                                         user=user.name))
+    st.session_state["models_job"] = start_job(engine, settings, kind=CHECK_JOB_KIND, argv=["models", "check"],
+                                               details={"models": "all"}, user=user.name)
 if c2.button("Make tiny test models", key="models_tiny",
              help="Small random-weight models of every kind: the whole pipeline runs on a laptop in minutes; "
                   "their output is noise.", disabled=not may_run) and may_run:
-    st.session_state["models_job"] = ("Tiny models", start_job(engine, settings, kind=TINY_JOB_KIND,
-                                                               argv=["models", "tiny"], details={"models": "all"},
-                                                               user=user.name))
-if st.session_state.get("models_job") is None:  # after a reload, or started in another tab: follow it
-    for job_kind, label in ((CHECK_JOB_KIND, "Check"), (TINY_JOB_KIND, "Tiny models")):
-        if (found := latest_active_job(engine, job_kind)) is not None:
-            st.session_state["models_job"] = (label, found)
-            break
-if (running := st.session_state.get("models_job")) is not None:
-    label, job_id = running
-    watch_job(engine, job_id, label=f"{label} job", unit="models", cancellable=True,
+    st.session_state["models_job"] = start_job(engine, settings, kind=TINY_JOB_KIND, argv=["models", "tiny"],
+                                               details={"models": "all"}, user=user.name)
+# this session's job, else one running after a reload or started in another tab
+if (job_id := page_job(engine, "models_job", tuple(JOB_LABELS))) is not None:
+    watch_job(engine, job_id, label=lambda job: JOB_LABELS[job["kind"]], unit="models", cancellable=True,
               finished=lambda job: "Done: the list below is up to date.")
 
 with st.expander("Add a folder or file you have"):

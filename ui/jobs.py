@@ -32,9 +32,9 @@ def job_log(engine: Engine, job_id: int, lines: int = 40) -> str:
         return read_log_tail(get_job(session, job_id), lines=lines)
 
 
-def page_job(engine: Engine, key: str, kind: str, dataset: str | None = None) -> int | None:
+def page_job(engine: Engine, key: str, kind: str | tuple[str, ...], dataset: str | None = None) -> int | None:
     """The id of the job a page watches: the one it started (``st.session_state[key]``), else the
-    newest unfinished job of ``kind`` (of ``dataset``) in the store, which the page then keeps
+    newest unfinished job of ``kind`` (or kinds; of ``dataset``) in the store, which the page then keeps
     watching: a reload, a second tab or another curator's start does not lose sight of it."""
     if st.session_state.get(key) is None and (found := latest_active_job(engine, kind, dataset)) is not None:
         st.session_state[key] = found
@@ -88,7 +88,7 @@ def watch_job(
     engine: Engine,
     job_id: int,
     *,
-    label: str = "Job",
+    label: str | Callable[[JobInfo], str] = "Job",
     unit: str | None = "",
     finished: Callable[[JobInfo], str | None] | None = None,
     failed: Callable[[JobInfo, str], str] | None = None,
@@ -101,7 +101,8 @@ def watch_job(
     message, or its error and log tail when it failed or was cancelled; optionally a Cancel button.
     The whole page reruns once when the job ends. Returns the job as of this run of the page.
 
-    ``label`` starts the bar's text ("Export job 3: running — 5/12 images"); ``unit`` names what
+    ``label`` starts the bar's text ("Export job 3: running — 5/12 images"; a function of the job
+    where it depends on the job's kind); ``unit`` names what
     done/total count (``None``: show a percentage, e.g. for bytes read). ``finished(job)`` gives the
     success message (none by default); ``failed(job, log_tail)`` the error message (by default
     "<label> <id> failed[ before its first step]: <reason>"). With ``restart_key`` (the session
@@ -110,6 +111,7 @@ def watch_job(
     """
     job = job_now(engine, job_id)
     was_active = job["status"] in ACTIVE
+    label = label(job) if callable(label) else label
 
     def show() -> None:
         now = job_now(engine, job_id)

@@ -268,12 +268,13 @@ def list_jobs(session: Session, kind: str | None = None, dataset: str | None = N
     return list(session.scalars(query))
 
 
-def latest_active_job(engine: Engine, kind: str, dataset: str | None = None) -> int | None:
-    """The id of the newest job of ``kind`` (of ``dataset``, when given) still queued, running or
-    cancelling, dead processes found first; ``None`` when there is none. It is how a page finds the
-    job it watches after a reload, or one another curator started."""
+def latest_active_job(engine: Engine, kind: str | tuple[str, ...], dataset: str | None = None) -> int | None:
+    """The id of the newest job of ``kind`` (or of any of several kinds; of ``dataset``, when given)
+    still queued, running or cancelling, dead processes found first; ``None`` when there is none.
+    It is how a page finds the job it watches after a reload, or one another curator started."""
     refresh_jobs(engine)
-    query = select(Job.id).where(Job.kind == kind, Job.status.in_(ACTIVE)).order_by(Job.id.desc()).limit(1)
+    kinds = (kind,) if isinstance(kind, str) else kind
+    query = select(Job.id).where(Job.kind.in_(kinds), Job.status.in_(ACTIVE)).order_by(Job.id.desc()).limit(1)
     if dataset is not None:
         query = query.where(Job.dataset == dataset)
     with session_scope(engine) as session:
