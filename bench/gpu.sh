@@ -9,7 +9,8 @@
 set -u
 cd "$(dirname "$0")/.."
 WORK="${1:-$(mktemp -d -t bench-gpu-XXXX)}"
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
+PY="${PYTHON:-$(command -v python || command -v python3)}"  # a CUDA image may have only python3
 status=0
 started=$SECONDS
 
@@ -25,8 +26,8 @@ part() {  # part NAME SECONDS COMMAND...: run one part under its time limit, rep
 
 # -- training (bench/train.py --gpu): SD 1.5 architecture at 512 px, fp16 and bf16, against diffusers' example
 if [ -n "${DIFFUSERS_EXAMPLE:-}" ] && [ -f "$DIFFUSERS_EXAMPLE" ]; then
-  part training 330 python bench/train.py --gpu --diffusers-example "$DIFFUSERS_EXAMPLE" \
-    --workdir "$WORK/train" --budget-s 240
+  part training 365 "$PY" bench/train.py --gpu --diffusers-example "$DIFFUSERS_EXAMPLE" \
+    --workdir "$WORK/train" --budget-s 260
 else
   echo "=== training: skipped; set DIFFUSERS_EXAMPLE to diffusers' examples/controlnet/train_controlnet.py"
   status=1
@@ -34,14 +35,14 @@ fi
 
 # -- generation (bench/generate.py --gpu): slot for the generation engineer's benchmark
 if [ -f bench/generate.py ]; then
-  part generation 75 python bench/generate.py --gpu
+  part generation 70 "$PY" bench/generate.py --gpu
 else
   echo "=== generation: bench/generate.py does not exist yet; skipped"
 fi
 
 # -- segmentation (bench/segment.py --gpu): slot for the cloth segmenter's benchmark
 if [ -f bench/segment.py ]; then
-  part segmentation 60 python bench/segment.py --gpu
+  part segmentation 45 "$PY" bench/segment.py --gpu --images 96
 else
   echo "=== segmentation: bench/segment.py does not exist yet; skipped"
 fi

@@ -18,9 +18,14 @@ between a short and a long run (start-up, caches, the final save and, for the wo
 end-of-run validation cancel out); what is left over is reported apart as the fixed cost. A first,
 untimed run of each tool builds its caches (datasets' Arrow files; the workbench's latents), and
 its time is printed as the first start. The runs are interleaved (short and long, both tools, the order alternating), repeated, and medians
-are printed with the ratio. Peak memory: the process's peak resident set on a CPU, PyTorch's
-peak allocation on a GPU. ``--gpu`` also finds the largest batch that fits (from the memory of
-two batch sizes, then checked) and reports its samples/s.
+are printed with the ratio. Each long run is also timed from inside, by the clock of its own
+TensorBoard events (``in_run_step_s``: start-up, warm-up and the end left out); on a GPU, where a
+step takes about 0.1 s and a process's start-up varies by seconds, that is the steadier figure.
+Peak memory: the process's peak resident set on a CPU, PyTorch's peak allocation on a GPU (kept
+across the workbench's own resets of the counter). ``--gpu`` also finds the largest batch that fits
+(from the memory of two batch sizes, then checked) and reports its samples/s; ``--parts levers``
+switches the workbench's CUDA levers from their defaults one at a time, ``--parts batches`` times
+growing batches.
 """
 
 from __future__ import annotations
@@ -46,14 +51,21 @@ def child(argv: list[str]) -> None:
     import atexit
     import runpy
 
-    def record() -> None:
-        peak = None
-        if "torch" in sys.modules:
-            import torch
+    import torch  # both tools import it; first here, so that the peak outlives their own counter resets
 
-            if torch.cuda.is_available() and torch.cuda.is_initialized():
-                peak = torch.cuda.max_memory_allocated() / 2**20
-        Path(os.environ[PEAK_ENV]).write_text(json.dumps({"gpu_peak_mib": peak}))
+    reset, peak = torch.cuda.reset_peak_memory_stats, [0]
+
+    def keep_peak_then_reset(device=None) -> None:  # the workbench resets it to report each log window's peak
+        peak[0] = max(peak[0], torch.cuda.max_memory_allocated(device))
+        reset(device)
+
+    torch.cuda.reset_peak_memory_stats = keep_peak_then_reset
+
+    def record() -> None:
+        gpu = None
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            gpu = max(peak[0], torch.cuda.max_memory_allocated()) / 2**20
+        Path(os.environ[PEAK_ENV]).write_text(json.dumps({"gpu_peak_mib": gpu}))
 
     atexit.register(record)
     here = Path(__file__).resolve().parent  # bench/ holds a train.py that would shadow the train package
@@ -126,20 +138,48 @@ def run_once(argv: list[str], env: dict[str, str], log: Path) -> dict:
             "peak_mib": gpu if gpu else usage.ru_maxrss / 1024, "log": str(log)}
 
 
+def in_run_step_s(out: Path, max_steps: int, skip: int = 10) -> float | None:
+    """Seconds per step inside one run, from its TensorBoard events, so that start-up, warm-up and the
+    end (final validation, saving) are left out. diffusers' example logs every step, reading its loss
+    each time; the workbench logs a group of steps at each flush of its metrics (every ``logging_steps``).
+    Each distinct write time marks the highest step written then; the group written with the last step
+    is the end of the run and is dropped. The clock runs from the first mark at or after ``skip`` to
+    the last one kept."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    written: dict[int, float] = {}  # step -> when it was first written
+    for path in out.rglob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(path)).Load():
+            if event.HasField("summary") and event.step > 0:
+                written[event.step] = min(event.wall_time, written.get(event.step, float("inf")))
+    marks: dict[float, int] = {}  # write time -> the highest step written then
+    for step, when in written.items():
+        marks[when] = max(step, marks.get(when, 0))
+    end = written.get(max_steps)
+    points = sorted((step, when) for when, step in marks.items() if step >= skip and when != end)
+    if len(points) < 2:
+        return None
+    (first, start), (last, stop) = points[0], points[-1]
+    return (stop - start) / (last - first)
+
+
 def measure(tools: tuple[str, ...], make_argv, steps: tuple[int, int], repeats: int, env: dict[str, str],
-            logs: Path, tag: str) -> dict[str, dict]:
-    """Interleaved short/long runs of every tool; per tool the marginal s/step, fixed s and peak."""
+            logs: Path, tag: str, cold_runs: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """Interleaved short/long runs of every tool; per tool the marginal s/step, fixed s and peak.
+    ``cold_runs``: the tools that first get an untimed run (default: all), to build their caches."""
     short, long = steps
     times: dict[str, dict[int, list[float]]] = {t: {short: [], long: []} for t in tools}
     cpu: dict[str, dict[int, list[float]]] = {t: {short: [], long: []} for t in tools}
     peaks: dict[str, list[float]] = {t: [] for t in tools}
-    cold: dict[str, float] = {}
-    for tool in tools:  # untimed first runs: each tool's own caches (datasets' Arrow files, latents) get built
+    in_run: dict[str, list[float]] = {t: [] for t in tools}
+    cold: dict[str, float | None] = dict.fromkeys(tools)
+    for tool in tools if cold_runs is None else cold_runs:  # untimed first runs: caches (Arrow files, latents) get built
         name = f"{tag}-{tool}-cold"
         result = run_once(make_argv(tool, logs / name, short), env, logs / f"{name}.log")
         if not result["ok"]:
             raise RuntimeError(f"{tool} failed; log {result['log']}:\n{Path(result['log']).read_text()[-3000:]}")
         cold[tool] = result["seconds"]
+        peaks[tool].append(result["peak_mib"])
         print(f"  {name}: {result['seconds']:.1f} s wall (first run, caches built; not in the figures)", flush=True)
     for repeat in range(repeats):
         order = tools if repeat % 2 == 0 else tuple(reversed(tools))
@@ -151,10 +191,14 @@ def measure(tools: tuple[str, ...], make_argv, steps: tuple[int, int], repeats: 
                     tail = Path(result["log"]).read_text()[-3000:]
                     raise RuntimeError(f"{tool} ({n} steps) failed; log {result['log']}:\n{tail}")
                 times[tool][n].append(result["seconds"])
+                inside = in_run_step_s(logs / name, n) if n == long else None
+                if inside is not None:
+                    in_run[tool].append(inside)
                 cpu[tool][n].append(result["cpu_seconds"])
                 peaks[tool].append(result["peak_mib"])
                 print(f"  {name}: {result['seconds']:.1f} s wall, {result['cpu_seconds']:.1f} s CPU, "
-                      f"peak {result['peak_mib']:.0f} MiB", flush=True)
+                      f"peak {result['peak_mib']:.0f} MiB"
+                      + (f", {inside * 1000:.0f} ms/step inside the run" if inside is not None else ""), flush=True)
     summary = {}
     for tool in tools:
         marginal = [(b - a) / (long - short) for a, b in zip(times[tool][short], times[tool][long])]
@@ -163,7 +207,7 @@ def measure(tools: tuple[str, ...], make_argv, steps: tuple[int, int], repeats: 
         summary[tool] = {"marginal_s": marginal, "step_s": statistics.median(marginal),
                          "fixed_s": statistics.median(fixed), "peak_mib": max(peaks[tool]),
                          "cpu_step_s": statistics.median(cpu_marginal), "cpu_marginal_s": cpu_marginal,
-                         "cold_s": cold[tool]}
+                         "cold_s": cold[tool], "in_run_s": statistics.median(in_run[tool]) if in_run[tool] else None}
     return summary
 
 
@@ -173,15 +217,21 @@ def report(title: str, summary: dict[str, dict], batch: int) -> float | None:
     print(f"{'tool':<12}{'ms/step':>9}{'each repeat':>22}{'samples/s':>11}{'CPU ms/step':>13}{'each repeat':>22}"
           f"{'fixed s':>9}{'first s':>9}{'peak MiB':>10}")
     for tool, s in summary.items():
+        first = "-" if s["cold_s"] is None else f"{s['cold_s']:.1f}"
         each = " ".join(f"{m * 1000:.0f}" for m in s["marginal_s"])
         each_cpu = " ".join(f"{m * 1000:.0f}" for m in s["cpu_marginal_s"])
         print(f"{tool:<12}{s['step_s'] * 1000:>9.1f}{each:>22}{batch / s['step_s']:>11.2f}{s['cpu_step_s'] * 1000:>13.1f}"
-              f"{each_cpu:>22}{s['fixed_s']:>9.1f}{s['cold_s']:>9.1f}{s['peak_mib']:>10.0f}")
+              f"{each_cpu:>22}{s['fixed_s']:>9.1f}{first:>9}{s['peak_mib']:>10.0f}")
     if len(summary) == 2:
         ratio = summary["diffusers"]["step_s"] / summary["workbench"]["step_s"]
         cpu_ratio = summary["diffusers"]["cpu_step_s"] / summary["workbench"]["cpu_step_s"]
         print(f"speed-up of the workbench over diffusers' example (medians per step): {ratio:.2f}x wall-clock, "
               f"{cpu_ratio:.2f}x CPU time (wall-clock is the figure; CPU time is the check on a shared machine)")
+        inside = [summary[t]["in_run_s"] for t in TOOLS]
+        if None not in inside:
+            print(f"inside the long runs (TensorBoard clock, start-up and the end left out): diffusers "
+                  f"{inside[0] * 1000:.1f} ms/step, workbench {inside[1] * 1000:.1f} ms/step: "
+                  f"{inside[0] / inside[1]:.2f}x")
         return ratio
     return None
 
@@ -204,60 +254,86 @@ def largest_batch(peak_at: dict[int, float], total_mib: float, fraction: float =
     return max(4, int((total_mib * fraction - m1) / per_sample + b1) // 4 * 4)
 
 
-def gpu_bench(args, work: Path, env: dict[str, str], logs: Path) -> None:
-    """512 px, SD 1.5 architecture: both tools at batch 4 per precision, the workbench's largest batch,
-    then torch.compile and 8-bit AdamW; each part only while ``--budget-s`` lasts (skips are printed)."""
+GPU_PARTS = ("batch4", "largest", "precisions", "compile", "adam8", "levers", "batches")
+
+
+def gpu_bench(args, work: Path, env: dict[str, str], logs: Path) -> int:
+    """512 px, SD 1.5 architecture: both tools at batch 4 in the first precision, the workbench's largest
+    batch, both tools at batch 4 in the other precisions, then torch.compile and 8-bit AdamW; each part
+    only while ``--budget-s`` lasts (skips are printed). A part that fails is reported and the next one
+    runs. Returns the number of failed parts."""
+    import diffusers
     import torch
 
     if not torch.cuda.is_available():
         sys.exit("--gpu needs a CUDA device (torch.cuda.is_available() is False here)")
     deadline = time.monotonic() + args.budget_s
-    res, steps = 512, tuple(args.gpu_steps)
+    res, steps, first = 512, tuple(args.gpu_steps), args.precisions[0]
     export = prepare_export(work, args.gpu_images, res, env)
     train_images = sum(1 for line in (export / "metadata.jsonl").read_text().splitlines() if line.strip())
     sd = prepare_model(work, gpu=True)
     total_mib = torch.cuda.get_device_properties(0).total_memory / 2**20
-    print(f"GPU: {torch.cuda.get_device_name(0)}, {total_mib / 1024:.0f} GiB; SD 1.5 architecture (random weights), "
-          f"{res} px; marginal time per step between {steps[0]} and {steps[1]} steps", flush=True)
+    print(f"GPU: {torch.cuda.get_device_name(0)}, {total_mib / 1024:.0f} GiB; torch {torch.__version__} "
+          f"(CUDA {torch.version.cuda}), diffusers {diffusers.__version__}; SD 1.5 architecture (random weights), "
+          f"{res} px, {train_images} images; marginal time per step between {steps[0]} and {steps[1]} steps",
+          flush=True)
+    batch4_peak: dict[str, float] = {}  # the workbench's peak at batch 4, per precision
 
-    def runs(tools, precision: str, batch: int, tag: str, repeats: int = 1, **extra) -> dict[str, dict]:
+    def runs(tools, precision: str, batch: int, tag: str, repeats: int = 1, cold_runs=None,
+             **extra) -> dict[str, dict]:
         return measure(tools, lambda tool, out, n: command(tool, args.diffusers_example, sd, export, out, n, batch,
-                                                           res, precision, extra), steps, repeats, env, logs, tag)
+                                                           res, precision, extra), steps, repeats, env, logs, tag,
+                       cold_runs)
 
-    def batch4(precision: str) -> None:
-        report(f"{precision}, batch 4, {args.gpu_repeats} repeat(s)",
-               runs(TOOLS, precision, 4, f"gpu-{precision}-b4", args.gpu_repeats), 4)
+    def batch4(precision: str, cold_runs=None) -> None:
+        summary = runs(TOOLS, precision, 4, f"gpu-{precision}-b4", args.gpu_repeats, cold_runs=cold_runs)
+        report(f"{precision}, batch 4, {args.gpu_repeats} repeat(s)", summary, 4)
+        batch4_peak[precision] = summary["workbench"]["peak_mib"]
+
+    def one_run(tool: str, tag: str, batch: int, n: int, **extra) -> dict:
+        """One run of ``n`` steps: ``run_once``'s figures and ``inside``, its time per step inside the
+        run (None when it logged too few steps)."""
+        argv = command(tool, args.diffusers_example, sd, export, logs / tag, n, batch, res, first, extra)
+        result = run_once(argv, env, logs / f"{tag}.log")
+        if not result["ok"]:
+            raise RuntimeError(f"{tag} failed; log {result['log']}:\n{Path(result['log']).read_text()[-3000:]}")
+        inside = in_run_step_s(logs / tag, n)
+        shown = "too few logged steps" if inside is None else \
+            f"{inside * 1000:.1f} ms/step, {batch / inside:.1f} samples/s inside the run"
+        print(f"  {tag}: {result['seconds']:.1f} s wall, peak {result['peak_mib']:.0f} MiB; {shown}", flush=True)
+        return {**result, "inside": inside}
 
     def largest() -> None:
-        precision, peaks = args.precisions[0], {}
-        for batch in (8, 16):  # memory at two sizes, extrapolated, then measured (backing off once on OOM)
-            argv = command("workbench", args.diffusers_example, sd, export, logs / f"probe-b{batch}", 2, batch, res,
-                           precision)
-            result = run_once(argv, env, logs / f"probe-b{batch}.log")
-            if not result["ok"]:
-                print(f"largest batch: the probe at batch {batch} failed; see {result['log']}")
-                return
-            peaks[batch] = result["peak_mib"]
+        peaks = {4: batch4_peak[first]} if first in batch4_peak else {}
+        for batch in (16,) if peaks else (8, 16):  # memory at two sizes, extrapolated, then measured
+            peaks[batch] = one_run("workbench", f"probe-b{batch}", batch, 2)["peak_mib"]
         batch = largest_batch(peaks, total_mib)
         cap = max(4, train_images * 9 // 10 // 4 * 4)  # the training split (90 %) must fill a batch
         if batch > cap:
             print(f"largest batch: {batch} would fit, but the export's training split fills {cap}; "
                   "measuring that (raise --gpu-images for more)")
             batch = cap
-        for _attempt in range(2):
+        sizes = ", ".join(f"{b}" for b in sorted(peaks))
+        for _attempt in range(2):  # one run, timed from inside (22 steps: two logged windows after the warm-up)
             try:
-                summary = runs(("workbench",), precision, batch, f"gpu-{precision}-b{batch}")
+                inside = one_run("workbench", f"largest-{first}-b{batch}", batch, 22)["inside"]
             except RuntimeError as exc:
                 print(f"batch {batch} failed ({str(exc).splitlines()[0]}); trying a smaller one")
                 batch = max(4, int(batch * 0.85) // 4 * 4)
                 continue
-            report(f"{precision}, largest batch {batch} (memory extrapolated from batch 8 and 16)", summary, batch)
+            if inside is not None:
+                print(f"{first}, largest batch {batch} (memory extrapolated from batch {sizes}): "
+                      f"{batch / inside:.1f} samples/s", flush=True)
             return
+        raise RuntimeError("no batch above 4 ran")
+
+    def other_precisions() -> None:
+        for precision in args.precisions[1:]:  # datasets' Arrow files are shared; the latents are per precision
+            batch4(precision, cold_runs=("workbench",))
 
     def compiled() -> None:
-        precision = args.precisions[0]
-        report(f"{precision}, batch 4, torch_compile=true (compile time is in the fixed cost)",
-               runs(("workbench",), precision, 4, f"gpu-{precision}-b4-compile", torch_compile=True), 4)
+        report(f"{first}, batch 4, torch_compile=true (compile time is in the fixed cost)",
+               runs(("workbench",), first, 4, f"gpu-{first}-b4-compile", torch_compile=True), 4)
 
     def adam8() -> None:
         try:
@@ -265,22 +341,44 @@ def gpu_bench(args, work: Path, env: dict[str, str], logs: Path) -> None:
         except ImportError:
             print("8-bit AdamW: bitsandbytes is not installed; not measured")
             return
-        peaks = {}
-        for eight in (False, True):
-            tag = f"adam-{'8bit' if eight else 'fp32'}"
-            argv = command("workbench", args.diffusers_example, sd, export, logs / tag, steps[0], 4, res,
-                           args.precisions[0], {"use_8bit_adam": eight})
-            peaks[eight] = run_once(argv, env, logs / f"{tag}.log")["peak_mib"]
+        peaks = {eight: one_run("workbench", f"adam-{'8bit' if eight else 'fp32'}", 4, steps[0],
+                                use_8bit_adam=eight)["peak_mib"] for eight in (False, True)}
         print(f"AdamW peak memory at batch 4: {peaks[False]:.0f} MiB; 8-bit AdamW: {peaks[True]:.0f} MiB")
 
-    parts = [(f"{args.precisions[0]} batch 4", lambda: batch4(args.precisions[0])), ("largest batch", largest)]
-    parts += [(f"{p} batch 4", lambda p=p: batch4(p)) for p in args.precisions[1:]]
-    parts += [("torch.compile", compiled), ("8-bit AdamW memory", adam8)]
-    for name, part in parts:
+    def levers() -> None:
+        """The workbench's CUDA levers, each switched from its default in turn, at batch 4 (one run each,
+        in-run clock), against diffusers' example."""
+        base = one_run("diffusers", f"lever-{first}-diffusers", 4, steps[1])["inside"]
+        for label, extra in (("defaults", {}), ("channels_last-on", {"channels_last": True}),
+                             ("fused_adam-off", {"fused_adam": False})):
+            ours = one_run("workbench", f"lever-{first}-{label}", 4, steps[1], **extra)["inside"]
+            if base and ours:
+                print(f"    {label}: {base / ours:.2f}x diffusers' example", flush=True)
+
+    def batches() -> None:
+        """The workbench's samples/s at growing batch sizes (one run each, in-run clock)."""
+        cap = max(4, train_images * 9 // 10 // 4 * 4)
+        for batch in (b for b in args.batches if b <= cap):
+            one_run("workbench", f"batch-{first}-b{batch}", batch, 22)
+
+    parts = {"batch4": (f"{first} batch 4", lambda: batch4(first)), "largest": ("largest batch", largest),
+             "levers": ("levers at batch 4", levers), "batches": ("batch sizes", batches),
+             "precisions": (f"{','.join(args.precisions[1:])} batch 4", other_precisions),
+             "compile": ("torch.compile", compiled), "adam8": ("8-bit AdamW memory", adam8)}
+    failed = 0
+    for key in args.parts:
+        name, part = parts[key]
         if time.monotonic() >= deadline:
-            print(f"{name}: skipped, past --budget-s {args.budget_s:.0f}")
+            print(f"{name}: skipped, past --budget-s {args.budget_s:.0f}", flush=True)
             continue
-        part()
+        started = time.monotonic()
+        try:
+            part()
+        except Exception as exc:  # one broken part must not cost the others their figures
+            failed += 1
+            print(f"{name}: FAILED: {exc}", flush=True)
+        print(f"({name}: {time.monotonic() - started:.0f} s)", flush=True)
+    return failed
 
 
 def cpu_bench(args, work: Path, env: dict[str, str], logs: Path) -> None:
@@ -303,6 +401,14 @@ def _steps(text: str) -> list[int]:
     return values
 
 
+def _parts(text: str) -> list[str]:
+    parts = [p for p in text.split(",") if p]
+    unknown = [p for p in parts if p not in GPU_PARTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{','.join(unknown)}: not a part; the parts are {','.join(GPU_PARTS)}")
+    return parts
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The benchmark's options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -317,9 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", type=Path, help="keep the export, model and logs here (reused when present)")
     parser.add_argument("--gpu", action="store_true", help="SD 1.5 architecture at 512 px on the CUDA device")
     parser.add_argument("--precisions", type=lambda t: t.split(","), default=["fp16", "bf16"])
-    parser.add_argument("--gpu-steps", type=_steps, default=[4, 24])
+    parser.add_argument("--gpu-steps", type=_steps, default=[4, 54])
     parser.add_argument("--gpu-images", type=int, default=192, help="--gpu: demo images to export (>= the largest batch)")
     parser.add_argument("--gpu-repeats", type=int, default=1)
+    parser.add_argument("--batches", type=lambda t: [int(v) for v in t.split(",")], default=[16, 32, 64],
+                        help="--gpu, part batches: the batch sizes to time")
+    parser.add_argument("--parts", type=_parts, default=list(GPU_PARTS[:5]),
+                        help=f"--gpu: the parts to run, in this order, of {','.join(GPU_PARTS)} (default: the first five)")
     parser.add_argument("--budget-s", type=float, default=300,
                         help="--gpu: start no further part after this many seconds (every figure fits in 8 minutes)")
     return parser
@@ -342,7 +452,12 @@ def main(argv: list[str] | None = None) -> None:
         logs = Path(tempfile.mkdtemp(prefix="runs-", dir=work))
         env = _env(work, args.threads)
         print("command: python bench/train.py " + " ".join(argv), flush=True)
-        (gpu_bench if args.gpu else cpu_bench)(args, work, env, logs)
+        if args.gpu:
+            failed = gpu_bench(args, work, env, logs)
+            if failed:
+                sys.exit(f"{failed} part(s) failed; see above")
+        else:
+            cpu_bench(args, work, env, logs)
 
 
 if __name__ == "__main__":

@@ -78,3 +78,26 @@ def test_the_gpu_model_has_stable_diffusion_1_5s_architecture():
     count = lambda m: sum(p.numel() for p in m.parameters())
     assert (count(unet), count(vae), count(text)) == (859_520_964, 83_653_863, 123_060_480)  # SD 1.5's own
     assert 360e6 < count(controlnet) < 362e6
+
+
+def _events(folder: Path, written: list[tuple[int, float]]) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(folder))
+    for step, when in written:
+        writer.add_scalar("loss", 0.1, global_step=step, walltime=when)
+    writer.close()
+
+
+def test_time_per_step_inside_a_run_leaves_out_warm_up_and_the_end(bench, tmp_path):
+    # diffusers' example: every step written as it ends, 0.2 s apart; the last step 9 s later (saving)
+    every_step = [(s, 100 + 0.2 * s) for s in range(1, 54)] + [(54, 100 + 0.2 * 53 + 9)]
+    _events(tmp_path / "example", every_step)
+    assert bench.in_run_step_s(tmp_path / "example", 54) == pytest.approx(0.2)
+    # the workbench: ten steps written together at each flush, 1.5 s apart; the last group (51-54)
+    # only after the final validation and save, 20 s later
+    flushes = [(s, 100 + 1.5 * ((s - 1) // 10 + 1)) for s in range(1, 51)] + [(s, 200.0) for s in range(51, 55)]
+    _events(tmp_path / "workbench", flushes)
+    assert bench.in_run_step_s(tmp_path / "workbench", 54) == pytest.approx(0.15)
+    _events(tmp_path / "short", flushes[:14])  # one flush after the warm-up window: nothing to time
+    assert bench.in_run_step_s(tmp_path / "short", 14) is None
