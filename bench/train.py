@@ -141,10 +141,11 @@ def run_once(argv: list[str], env: dict[str, str], log: Path) -> dict:
 def in_run_step_s(out: Path, max_steps: int, skip: int = 10) -> float | None:
     """Seconds per step inside one run, from its TensorBoard events, so that start-up, warm-up and the
     end (final validation, saving) are left out. diffusers' example logs every step, reading its loss
-    each time; the workbench logs a group of steps at each flush of its metrics (every ``logging_steps``).
-    Each distinct write time marks the highest step written then; the group written with the last step
-    is the end of the run and is dropped. The clock runs from the first mark at or after ``skip`` to
-    the last one kept."""
+    each time; the workbench logs a group of steps at each flush of its metrics (every ``logging_steps``),
+    its records a fraction of a millisecond apart. Writes closer together than a tenth of the mean time
+    per step form one group, which marks the highest step in it at its first write; the group holding
+    the last step is the end of the run and is dropped. The clock runs from the first mark at or after
+    ``skip`` to the last one kept."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
     written: dict[int, float] = {}  # step -> when it was first written
@@ -152,11 +153,18 @@ def in_run_step_s(out: Path, max_steps: int, skip: int = 10) -> float | None:
         for event in EventFileLoader(str(path)).Load():
             if event.HasField("summary") and event.step > 0:
                 written[event.step] = min(event.wall_time, written.get(event.step, float("inf")))
-    marks: dict[float, int] = {}  # write time -> the highest step written then
-    for step, when in written.items():
-        marks[when] = max(step, marks.get(when, 0))
-    end = written.get(max_steps)
-    points = sorted((step, when) for when, step in marks.items() if step >= skip and when != end)
+    if len(written) < 2:
+        return None
+    order = sorted(written.items(), key=lambda item: item[1])
+    close = 0.1 * (order[-1][1] - order[0][1]) / (len(order) - 1)
+    groups: list[list[tuple[int, float]]] = []
+    for step, when in order:
+        if groups and when - groups[-1][-1][1] < close:
+            groups[-1].append((step, when))
+        else:
+            groups.append([(step, when)])
+    marks = [(max(step for step, _ in group), group[0][1]) for group in groups]
+    points = [(step, when) for step, when in marks if skip <= step < max_steps]
     if len(points) < 2:
         return None
     (first, start), (last, stop) = points[0], points[-1]

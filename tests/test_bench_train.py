@@ -94,9 +94,10 @@ def test_time_per_step_inside_a_run_leaves_out_warm_up_and_the_end(bench, tmp_pa
     every_step = [(s, 100 + 0.2 * s) for s in range(1, 54)] + [(54, 100 + 0.2 * 53 + 9)]
     _events(tmp_path / "example", every_step)
     assert bench.in_run_step_s(tmp_path / "example", 54) == pytest.approx(0.2)
-    # the workbench: ten steps written together at each flush, 1.5 s apart; the last group (51-54)
-    # only after the final validation and save, 20 s later
-    flushes = [(s, 100 + 1.5 * ((s - 1) // 10 + 1)) for s in range(1, 51)] + [(s, 200.0) for s in range(51, 55)]
+    # the workbench: ten steps written at each flush, 0.1 ms apart, flushes 1.5 s apart; the last
+    # group (51-54) only after the final validation and save, 20 s later
+    flushes = [(s, 100 + 1.5 * ((s - 1) // 10 + 1) + 1e-4 * ((s - 1) % 10)) for s in range(1, 51)]
+    flushes += [(s, 200 + 1e-4 * (s - 51)) for s in range(51, 55)]
     _events(tmp_path / "workbench", flushes)
     assert bench.in_run_step_s(tmp_path / "workbench", 54) == pytest.approx(0.15)
     _events(tmp_path / "short", flushes[:14])  # one flush after the warm-up window: nothing to time
