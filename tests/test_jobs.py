@@ -142,6 +142,16 @@ def test_the_latest_active_job_is_the_newest_unfinished_one_of_its_kind_and_data
     assert latest_active_job(engine, "embed", "c") is None and latest_active_job(engine, "train") is None
     assert _job(engine, ids[4])["status"] == "failed"  # found dead on the way, so never offered
 
+    with session_scope(engine) as session:  # several runs' evaluations: a page follows its own run's
+        ours, theirs = (Job(kind="evaluate", argv=[], status="running", host="another-machine",
+                            heartbeat_at=utcnow(), details={"output_dir": run}) for run in ("/runs/a", "/runs/b"))
+        session.add_all([ours, theirs])
+        session.flush()
+        ours_id, theirs_id = ours.id, theirs.id
+    assert latest_active_job(engine, "evaluate") == theirs_id
+    assert latest_active_job(engine, "evaluate", matching=lambda d: d.get("output_dir") == "/runs/a") == ours_id
+    assert latest_active_job(engine, "evaluate", matching=lambda d: d.get("output_dir") == "/runs/c") is None
+
 
 def test_cancel_stops_a_job_gracefully_and_resume_starts_it_again(store):
     engine, settings = store

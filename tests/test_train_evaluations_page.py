@@ -8,10 +8,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from db.engine import make_engine, session_scope
+from db.jobs import Job
 from tests.job_waits import wait_job_ended
 from tests.test_evaluate import judge  # noqa: F401  (the tiny SegFormer judge fixture)
 from workbench import evaluate as ev
@@ -69,6 +71,15 @@ def test_the_train_page_plots_miou_over_the_runs_evaluated_steps(app_store, trai
     assert "train_eval_1_job" in app.session_state, [e.value for e in app.error]
     job_id = app.session_state["train_eval_1_job"]
     assert any(p.proto.text.startswith(f"Evaluation job {job_id}: ") for p in app.get("progress"))
+    with session_scope(engine) as session:
+        evaluator = psutil.Process(session.get(Job, job_id).pid)
+    evaluator.suspend()  # held, so that a second tab meets it unfinished and follows it
+    try:
+        other_tab = _run_page()
+        assert other_tab.session_state["train_eval_1_job"] == job_id
+        assert any(p.proto.text.startswith(f"Evaluation job {job_id}: ") for p in other_tab.get("progress"))
+    finally:
+        evaluator.resume()
     job = wait_job_ended(engine, job_id, timeout=240)
     assert job["status"] == "finished", Path(job["log_path"]).read_text()[-3000:]
     app.run()  # the page's job watch: its bar full, what was evaluated named

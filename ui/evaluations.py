@@ -8,13 +8,20 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from db.engine import session_scope
-from ui.jobs import watch_job
+from ui.jobs import page_job, watch_job
 from workbench.evaluate import EvaluateError, EvaluateRequest, list_evaluations, miou_curve, start_evaluation, summary
 from workbench.settings import Settings
 
 
+def _of_run(output_dir: Path):
+    """Whether an evaluation job's details name a checkpoint of the run in ``output_dir``."""
+    run = output_dir.resolve()
+    return lambda details: bool(details.get("output_dir")) and Path(details["output_dir"]).resolve() == run
+
+
 def evaluate_form(engine: Engine, settings: Settings, output_dir: Path, key: str) -> None:
-    """Start an evaluation job of one of the run's checkpoints (the page twin of ``python -m workbench evaluate``)."""
+    """Start an evaluation job of one of the run's checkpoints (the page twin of ``python -m workbench
+    evaluate``), and follow the run's evaluation still going, also one started in another tab."""
     from workbench.training import checkpoints
 
     found = checkpoints(output_dir)
@@ -40,7 +47,7 @@ def evaluate_form(engine: Engine, settings: Settings, output_dir: Path, key: str
                 st.session_state[f"{key}_job"] = start_evaluation(engine, settings, request)
             except (EvaluateError, ValueError) as exc:
                 st.error(str(exc))
-        if (job_id := st.session_state.get(f"{key}_job")) is not None:
+        if (job_id := page_job(engine, f"{key}_job", "evaluate", matching=_of_run(output_dir))) is not None:
             st.caption("UniPC, guidance 7.5 (the protocol: 20 steps, 512 px); the mIoU joins the plot when it ends.")
             watch_job(engine, job_id, label="Evaluation job", unit="images", cancellable=True,
                       finished=lambda job: f"Evaluated {Path(job['details']['checkpoint']).name}")

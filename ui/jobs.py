@@ -32,11 +32,14 @@ def job_log(engine: Engine, job_id: int, lines: int = 40) -> str:
         return read_log_tail(get_job(session, job_id), lines=lines)
 
 
-def page_job(engine: Engine, key: str, kind: str | tuple[str, ...], dataset: str | None = None) -> int | None:
+def page_job(engine: Engine, key: str, kind: str | tuple[str, ...], dataset: str | None = None,
+             matching: Callable[[dict[str, Any]], bool] | None = None) -> int | None:
     """The id of the job a page watches: the one it started (``st.session_state[key]``), else the
-    newest unfinished job of ``kind`` (or kinds; of ``dataset``) in the store, which the page then keeps
-    watching: a reload, a second tab or another curator's start does not lose sight of it."""
-    if st.session_state.get(key) is None and (found := latest_active_job(engine, kind, dataset)) is not None:
+    newest unfinished job of ``kind`` (or kinds; of ``dataset``; whose details ``matching`` accepts)
+    in the store, which the page then keeps watching: a reload, a second tab or another curator's
+    start does not lose sight of it."""
+    if st.session_state.get(key) is None and (
+            found := latest_active_job(engine, kind, dataset, matching)) is not None:
         st.session_state[key] = found
     return st.session_state.get(key)
 

@@ -26,6 +26,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -268,17 +269,22 @@ def list_jobs(session: Session, kind: str | None = None, dataset: str | None = N
     return list(session.scalars(query))
 
 
-def latest_active_job(engine: Engine, kind: str | tuple[str, ...], dataset: str | None = None) -> int | None:
-    """The id of the newest job of ``kind`` (or of any of several kinds; of ``dataset``, when given)
-    still queued, running or cancelling, dead processes found first; ``None`` when there is none.
-    It is how a page finds the job it watches after a reload, or one another curator started."""
+def latest_active_job(engine: Engine, kind: str | tuple[str, ...], dataset: str | None = None,
+                      matching: Callable[[dict[str, Any]], bool] | None = None) -> int | None:
+    """The id of the newest job of ``kind`` (or of any of several kinds; of ``dataset``, when given;
+    whose details ``matching`` accepts, when given) still queued, running or cancelling, dead
+    processes found first; ``None`` when there is none. It is how a page finds the job it watches
+    after a reload, or one another curator started."""
     refresh_jobs(engine)
     kinds = (kind,) if isinstance(kind, str) else kind
-    query = select(Job.id).where(Job.kind.in_(kinds), Job.status.in_(ACTIVE)).order_by(Job.id.desc()).limit(1)
+    query = select(Job.id, Job.details).where(Job.kind.in_(kinds), Job.status.in_(ACTIVE)).order_by(Job.id.desc())
     if dataset is not None:
         query = query.where(Job.dataset == dataset)
     with session_scope(engine) as session:
-        return session.scalar(query)
+        for job_id, details in session.execute(query):
+            if matching is None or matching(details or {}):
+                return job_id
+    return None
 
 
 def _tail(log_path: str | None, lines: int) -> str:
