@@ -286,6 +286,7 @@ def gpu_bench(args, work: Path, env: dict[str, str], logs: Path) -> int:
           f"{res} px, {train_images} images; marginal time per step between {steps[0]} and {steps[1]} steps",
           flush=True)
     batch4_peak: dict[str, float] = {}  # the workbench's peak at batch 4, per precision
+    cap = max(4, train_images * 9 // 10 // 4 * 4)  # the largest batch the training split (90 %) fills
 
     def runs(tools, precision: str, batch: int, tag: str, repeats: int = 1, cold_runs=None,
              **extra) -> dict[str, dict]:
@@ -316,7 +317,6 @@ def gpu_bench(args, work: Path, env: dict[str, str], logs: Path) -> int:
         for batch in (16,) if peaks else (8, 16):  # memory at two sizes, extrapolated, then measured
             peaks[batch] = one_run("workbench", f"probe-b{batch}", batch, 2)["peak_mib"]
         batch = largest_batch(peaks, total_mib)
-        cap = max(4, train_images * 9 // 10 // 4 * 4)  # the training split (90 %) must fill a batch
         if batch > cap:
             print(f"largest batch: {batch} would fit, but the export's training split fills {cap}; "
                   "measuring that (raise --gpu-images for more)")
@@ -365,7 +365,6 @@ def gpu_bench(args, work: Path, env: dict[str, str], logs: Path) -> int:
 
     def batches() -> None:
         """The workbench's samples/s at growing batch sizes (one run each, in-run clock)."""
-        cap = max(4, train_images * 9 // 10 // 4 * 4)
         for batch in (b for b in args.batches if b <= cap):
             one_run("workbench", f"batch-{first}-b{batch}", batch, 22)
 
