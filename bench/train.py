@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -171,6 +172,11 @@ def in_run_step_s(out: Path, max_steps: int, skip: int = 10) -> float | None:
     return (stop - start) / (last - first)
 
 
+def _slug(tool: str) -> str:
+    """A tool's name as a file name (``workbench[channels_last=false]`` -> ``workbench-channels_last-false``)."""
+    return "-".join(filter(None, re.split(r"[^A-Za-z0-9_.]+", tool)))
+
+
 def measure(tools: tuple[str, ...], make_argv, steps: tuple[int, int], repeats: int, env: dict[str, str],
             logs: Path, tag: str, cold_runs: tuple[str, ...] | None = None) -> dict[str, dict]:
     """Interleaved short/long runs of every tool; per tool the marginal s/step, fixed s and peak.
@@ -182,7 +188,7 @@ def measure(tools: tuple[str, ...], make_argv, steps: tuple[int, int], repeats: 
     in_run: dict[str, list[float]] = {t: [] for t in tools}
     cold: dict[str, float | None] = dict.fromkeys(tools)
     for tool in tools if cold_runs is None else cold_runs:  # untimed first runs: caches (Arrow files, latents) get built
-        name = f"{tag}-{tool}-cold"
+        name = f"{tag}-{_slug(tool)}-cold"
         result = run_once(make_argv(tool, logs / name, short), env, logs / f"{name}.log")
         if not result["ok"]:
             raise RuntimeError(f"{tool} failed; log {result['log']}:\n{Path(result['log']).read_text()[-3000:]}")
@@ -193,7 +199,7 @@ def measure(tools: tuple[str, ...], make_argv, steps: tuple[int, int], repeats: 
         order = tools if repeat % 2 == 0 else tuple(reversed(tools))
         for n in (short, long):
             for tool in order:
-                name = f"{tag}-{tool}-{n}-r{repeat}"
+                name = f"{tag}-{_slug(tool)}-{n}-r{repeat}"
                 result = run_once(make_argv(tool, logs / name, n), env, logs / f"{name}.log")
                 if not result["ok"]:
                     tail = Path(result["log"]).read_text()[-3000:]
@@ -220,28 +226,42 @@ def measure(tools: tuple[str, ...], make_argv, steps: tuple[int, int], repeats: 
 
 
 def report(title: str, summary: dict[str, dict], batch: int) -> float | None:
-    """Print one table; returns diffusers' median time per step over the workbench's."""
+    """Print one table; returns diffusers' median time per step over the workbench's. A workbench run
+    with other settings (``workbench[key=value]``, see ``--compare``) gets its own ratio line."""
     print(title)
-    print(f"{'tool':<12}{'ms/step':>9}{'each repeat':>22}{'samples/s':>11}{'CPU ms/step':>13}{'each repeat':>22}"
+    width = max(12, *(len(tool) + 2 for tool in summary))
+    print(f"{'tool':<{width}}{'ms/step':>9}{'each repeat':>22}{'samples/s':>11}{'CPU ms/step':>13}{'each repeat':>22}"
           f"{'fixed s':>9}{'first s':>9}{'peak MiB':>10}")
     for tool, s in summary.items():
         first = "-" if s["cold_s"] is None else f"{s['cold_s']:.1f}"
         each = " ".join(f"{m * 1000:.0f}" for m in s["marginal_s"])
         each_cpu = " ".join(f"{m * 1000:.0f}" for m in s["cpu_marginal_s"])
-        print(f"{tool:<12}{s['step_s'] * 1000:>9.1f}{each:>22}{batch / s['step_s']:>11.2f}{s['cpu_step_s'] * 1000:>13.1f}"
-              f"{each_cpu:>22}{s['fixed_s']:>9.1f}{first:>9}{s['peak_mib']:>10.0f}")
-    if len(summary) == 2:
-        ratio = summary["diffusers"]["step_s"] / summary["workbench"]["step_s"]
-        cpu_ratio = summary["diffusers"]["cpu_step_s"] / summary["workbench"]["cpu_step_s"]
-        print(f"speed-up of the workbench over diffusers' example (medians per step): {ratio:.2f}x wall-clock, "
-              f"{cpu_ratio:.2f}x CPU time (wall-clock is the figure; CPU time is the check on a shared machine)")
-        inside = [summary[t]["in_run_s"] for t in TOOLS]
-        if None not in inside:
-            print(f"inside the long runs (TensorBoard clock, start-up and the end left out): diffusers "
-                  f"{inside[0] * 1000:.1f} ms/step, workbench {inside[1] * 1000:.1f} ms/step: "
-                  f"{inside[0] / inside[1]:.2f}x")
-        return ratio
-    return None
+        print(f"{tool:<{width}}{s['step_s'] * 1000:>9.1f}{each:>22}{batch / s['step_s']:>11.2f}"
+              f"{s['cpu_step_s'] * 1000:>13.1f}{each_cpu:>22}{s['fixed_s']:>9.1f}{first:>9}{s['peak_mib']:>10.0f}")
+    if "diffusers" not in summary or "workbench" not in summary:
+        return None
+    base = summary["diffusers"]
+    for tool in (t for t in summary if t != "diffusers"):
+        ours = summary[tool]
+        ratio = base["step_s"] / ours["step_s"]
+        print(f"speed-up of {tool} over diffusers' example (medians per step): {ratio:.2f}x wall-clock, "
+              f"{base['cpu_step_s'] / ours['cpu_step_s']:.2f}x CPU time (wall-clock is the figure; CPU time is "
+              "the check on a shared machine)")
+        if base["in_run_s"] is not None and ours["in_run_s"] is not None:
+            print(f"  inside the long runs (TensorBoard clock, start-up and the end left out): diffusers "
+                  f"{base['in_run_s'] * 1000:.1f} ms/step, {tool} {ours['in_run_s'] * 1000:.1f} ms/step: "
+                  f"{base['in_run_s'] / ours['in_run_s']:.2f}x")
+    return base["step_s"] / summary["workbench"]["step_s"]
+
+
+def variant(tool: str) -> tuple[str, dict]:
+    """``workbench[key=value,...]`` -> ("workbench", its config overrides); other names as they are."""
+    name, _, rest = tool.partition("[")
+    if not rest:
+        return tool, {}
+    from train.config import parse_overrides
+
+    return name, parse_overrides(rest.rstrip("]").split(","))
 
 
 def _env(work: Path, threads: int | None) -> dict[str, str]:
@@ -389,12 +409,18 @@ def gpu_bench(args, work: Path, env: dict[str, str], logs: Path) -> int:
 
 
 def cpu_bench(args, work: Path, env: dict[str, str], logs: Path) -> None:
-    """The tiny model on the CPU: both tools at the given batch, resolution and fp32."""
+    """The tiny model on the CPU: both tools (and each ``--compare`` variant) at the given batch,
+    resolution and fp32."""
     export = prepare_export(work, args.images, args.resolution, env)
     sd = prepare_model(work, gpu=False)
-    summary = measure(TOOLS, lambda tool, out, n: command(tool, args.diffusers_example, sd, export, out, n, args.batch,
-                                                            args.resolution, "no"),
-                      tuple(args.steps), args.repeats, env, logs, "cpu")
+    tools = TOOLS + tuple(f"workbench[{c}]" for c in args.compare)
+
+    def argv(tool: str, out: Path, n: int) -> list[str]:
+        name, extra = variant(tool)
+        return command(name, args.diffusers_example, sd, export, out, n, args.batch, args.resolution, "no", extra)
+
+    # the variants train on the same export: the workbench's cold run built the caches they share
+    summary = measure(tools, argv, tuple(args.steps), args.repeats, env, logs, "cpu", cold_runs=TOOLS)
     threads = args.threads or "default"
     report(f"tiny SD, {args.resolution} px, batch {args.batch}, fp32, CPU ({os.cpu_count()} cores, threads: "
            f"{threads}); marginal time per step between {args.steps[0]} and {args.steps[1]} steps, "
@@ -428,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", type=int, default=64, help="demo images to export")
     parser.add_argument("--threads", type=int, help="OMP/MKL threads of both tools (default: torch's own)")
     parser.add_argument("--workdir", type=Path, help="keep the export, model and logs here (reused when present)")
+    parser.add_argument("--compare", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="CPU: also time the workbench with these config overrides, interleaved with the "
+                             "others (repeatable), e.g. --compare channels_last=false")
     parser.add_argument("--gpu", action="store_true", help="SD 1.5 architecture at 512 px on the CUDA device")
     parser.add_argument("--precisions", type=lambda t: t.split(","), default=["fp16", "bf16"])
     parser.add_argument("--gpu-steps", type=_steps, default=[4, 54])

@@ -219,6 +219,11 @@ def _attention(model: torch.nn.Module, sdpa: bool) -> None:
     model.set_attn_processor(AttnProcessor2_0() if sdpa else AttnProcessor())
 
 
+def uses_channels_last(config: TrainConfig, device: torch.device) -> bool:
+    """Whether the models run in channels_last: as configured, else on a CPU only (see the config's key)."""
+    return device.type == "cpu" if config.channels_last is None else config.channels_last
+
+
 def make_optimizer(config: TrainConfig, params: list[torch.nn.Parameter], lr: float, device: torch.device):
     """AdamW: bitsandbytes 8-bit, torch fused where the device has it, or the plain one."""
     kwargs = dict(lr=lr, betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.adam_weight_decay,
@@ -230,8 +235,10 @@ def make_optimizer(config: TrainConfig, params: list[torch.nn.Parameter], lr: fl
             raise ConfigError("use_8bit_adam=true needs bitsandbytes: `pip install bitsandbytes` (CUDA GPUs), "
                               "or set use_8bit_adam=false") from None
         return bnb.optim.AdamW8bit(params, **kwargs)
-    fused = config.fused_adam and device.type == "cuda"  # on a CPU the fused kernel measured slower
-    return torch.optim.AdamW(params, fused=fused or None, **kwargs)
+    if config.fused_adam and device.type == "cuda":
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    # on a CPU the fused kernel measured slower, and torch's default there is a loop over the parameters
+    return torch.optim.AdamW(params, foreach=True, **kwargs)
 
 
 # -- caches --------------------------------------------------------------------------------------
@@ -495,8 +502,7 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
         _attention(model, config.enable_sdpa)
         if config.gradient_checkpointing:
             model.enable_gradient_checkpointing()
-    # channels_last: opt-in and GPU-only (measured slower on a CPU, and on an H200 for SD 1.5's UNet)
-    memory_format = torch.channels_last if config.channels_last and device.type == "cuda" else torch.contiguous_format
+    memory_format = torch.channels_last if uses_channels_last(config, device) else torch.contiguous_format
     vae.to(device, memory_format=memory_format)
     text_encoder.to(device)
     # SDXL's VAE overflows in fp16 (NaN latents poison training); as in diffusers' own SDXL
@@ -632,11 +638,12 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
             log(f"step {step}: {evaluate_checkpoint_job(folder, config)}")
         return folder
 
-    metrics = MetricsLog(accelerator, metrics_path, config.effective_batch * world, to_trackers=True)
+    metrics = MetricsLog(accelerator, metrics_path, config.effective_batch, to_trackers=True)
     flush = metrics.flush
 
     # the loop
     step_loss = torch.zeros((), device=device)
+    step_samples = 0
     first_step_at: float | None = time.perf_counter()
     empty_count = 0
     details()
@@ -687,6 +694,7 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
         step_loss += loss.detach() / config.gradient_accumulation_steps
+        step_samples += bsz
         if config.record_sample_ids:
             with ids_path.open("a") as out:
                 out.write(json.dumps({"step": steps.global_step + 1, "micro": micro,
@@ -699,8 +707,9 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
                 + (" (torch.compile compiles here)" if config.torch_compile else ""))
             first_step_at = None
         record = metrics.add({"step": steps.global_step, "lr": lr_scheduler.get_last_lr()[0], "epoch": epoch,
-                              "empty_prompts": empty_count, "time": round(time.time(), 3)}, step_loss)
+                              "empty_prompts": empty_count, "time": round(time.time(), 3)}, step_loss, step_samples)
         step_loss = torch.zeros((), device=device)
+        step_samples = 0
         empty_count = 0
         stop = steps.report()
         if steps.global_step % config.validation_steps == 0 or steps.last:

@@ -62,19 +62,27 @@ def memory_mib(device: torch.device) -> float:
 
 
 class MetricsLog:
-    """Per-step records whose losses are read back from the device in one sync per flush."""
+    """Per-step records whose losses are read back from the device in one sync per flush.
+
+    ``samples_per_step`` is what one process trains on in a full optimisation step; a step that
+    trained on fewer (a bucket's or an epoch's last, smaller batch) says so in :meth:`add`, so that
+    ``samples_per_s`` counts the samples really trained on, summed over the processes.
+    """
 
     def __init__(self, accelerator, path: Path, samples_per_step: int, to_trackers: bool = False):
         self.accelerator, self.path, self.samples_per_step = accelerator, Path(path), samples_per_step
         self.to_trackers = to_trackers
         self.pending: list[dict[str, Any]] = []
         self.losses: list[torch.Tensor] = []
+        self.samples: list[int] = []
         self.window = time.perf_counter()
 
-    def add(self, record: dict[str, Any], loss: torch.Tensor) -> dict[str, Any]:
-        """Queue one step's record (returned, so that later values can join it) and its loss."""
+    def add(self, record: dict[str, Any], loss: torch.Tensor, samples: int | None = None) -> dict[str, Any]:
+        """Queue one step's record (returned, so that later values can join it), its loss and the
+        samples this process trained on in it (default: a full step's)."""
         self.pending.append(record)
         self.losses.append(loss)
+        self.samples.append(self.samples_per_step if samples is None else samples)
         return record
 
     def flush(self) -> None:
@@ -82,9 +90,14 @@ class MetricsLog:
         if not self.pending:
             return
         accelerator = self.accelerator
-        losses = accelerator.reduce(torch.stack(self.losses), reduction="mean").float().tolist()
+        n = len(self.losses)
+        # one collective for both: the losses' mean, and the sample counts' mean times the processes (their sum)
+        counts = torch.tensor(self.samples, dtype=torch.float32, device=self.losses[0].device)
+        reduced = accelerator.reduce(torch.cat([torch.stack(self.losses).float(), counts]), reduction="mean")
+        values = reduced.tolist()
+        losses, samples = values[:n], round(sum(values[n:]) * accelerator.num_processes)
         elapsed = time.perf_counter() - self.window
-        rate = len(self.pending) * self.samples_per_step / max(elapsed, 1e-9)
+        rate = samples / max(elapsed, 1e-9)
         memory = memory_mib(accelerator.device)
         if accelerator.is_main_process:
             with self.path.open("a", encoding="utf-8") as out:
@@ -97,6 +110,7 @@ class MetricsLog:
                                     step=record["step"])
         self.pending.clear()
         self.losses.clear()
+        self.samples.clear()
         self.window = time.perf_counter()
 
 

@@ -433,10 +433,11 @@ def train(config: SegmenterConfig, progress: Callable[[int, int | None], None] |
         log(f"step {steps.global_step}: saved {folder}")
         details()
 
-    metrics = MetricsLog(accelerator, metrics_path, config.train_batch_size * config.gradient_accumulation_steps * world)
+    metrics = MetricsLog(accelerator, metrics_path, config.train_batch_size * config.gradient_accumulation_steps)
     flush = metrics.flush
 
     step_loss = torch.zeros((), device=device)
+    step_samples = 0
     model.train()
     details()
     log(f"training {config.max_train_steps} steps from step {steps.global_step}: batch {config.train_batch_size} x "
@@ -455,11 +456,13 @@ def train(config: SegmenterConfig, progress: Callable[[int, int | None], None] |
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
         step_loss += loss.detach() / config.gradient_accumulation_steps
+        step_samples += len(labels)
         if not steps.stepped():
             continue
         record = metrics.add({"step": steps.global_step, "lr": scheduler.get_last_lr()[0], "epoch": epoch,
-                              "time": round(time.time(), 3)}, step_loss)
+                              "time": round(time.time(), 3)}, step_loss, step_samples)
         step_loss = torch.zeros((), device=device)
+        step_samples = 0
         stop = steps.report()
         if (steps.global_step % config.validation_steps == 0 or steps.last) and val_loader is not None:
             if main:
