@@ -1,16 +1,30 @@
 #!/usr/bin/env bash
 # Every GPU figure of the project in one prepared run (under 8 minutes on an H100/H200-class card).
 #
-#   DIFFUSERS_EXAMPLE=/path/to/train_controlnet.py bash bench/gpu.sh [WORKDIR]
+#   bash bench/gpu_prep.sh PATH/train_controlnet.py     # here, once: .gpu/ (wheels, baseline, export)
+#   bash bench/gpu.sh [WORKDIR]                          # there: the device tool's run, carry [".gpu"]
+#   DIFFUSERS_EXAMPLE=/path/to/train_controlnet.py bash bench/gpu.sh [WORKDIR]   # a machine with the packages
 #
 # DIFFUSERS_EXAMPLE: diffusers' examples/controlnet/train_controlnet.py, unmodified, at the tag of the
-# installed diffusers (`git -C <diffusers clone> show v<version>:examples/controlnet/train_controlnet.py`).
+# installed diffusers (`git -C <diffusers clone> show v<version>:examples/controlnet/train_controlnet.py`);
+# default .gpu/train_controlnet.py. With .gpu/wheels, those packages are installed into /tmp/site first,
+# and the training export is the one in .gpu/train.
 # Each part has its own time limit, so that one slow part cannot eat the others' time.
 set -u
 cd "$(dirname "$0")/.."
 WORK="${1:-$(mktemp -d -t bench-gpu-XXXX)}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 PYTHONUNBUFFERED=1
 PY="${PYTHON:-$(command -v python || command -v python3)}"  # a CUDA image may have only python3
+TRAIN_WORK="$WORK/train"
+if [ -d .gpu ]; then
+  if compgen -G ".gpu/wheels/*.whl" >/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      .gpu/wheels/*.whl || { echo "=== the wheels in .gpu/wheels did not install"; exit 1; }
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+  [ -f .gpu/train_controlnet.py ] && DIFFUSERS_EXAMPLE="${DIFFUSERS_EXAMPLE:-.gpu/train_controlnet.py}"
+  [ -d .gpu/train ] && TRAIN_WORK="$PWD/.gpu/train"
+fi
 status=0
 started=$SECONDS
 
@@ -27,7 +41,7 @@ part() {  # part NAME SECONDS COMMAND...: run one part under its time limit, rep
 # -- training (bench/train.py --gpu): SD 1.5 architecture at 512 px, fp16 and bf16, against diffusers' example
 if [ -n "${DIFFUSERS_EXAMPLE:-}" ] && [ -f "$DIFFUSERS_EXAMPLE" ]; then
   part training 365 "$PY" bench/train.py --gpu --diffusers-example "$DIFFUSERS_EXAMPLE" \
-    --workdir "$WORK/train" --budget-s 260
+    --workdir "$TRAIN_WORK" --budget-s 260
 else
   echo "=== training: skipped; set DIFFUSERS_EXAMPLE to diffusers' examples/controlnet/train_controlnet.py"
   status=1

@@ -44,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ("diffusers", "workbench")
 PEAK_ENV = "BENCH_PEAK_FILE"
+GPU_RESOLUTION = 512  # --gpu: SD 1.5 at its own resolution
 
 
 # -- the child: runs one tool unmodified and records its peak memory at exit ------------------------
@@ -296,7 +297,7 @@ def gpu_bench(args, work: Path, env: dict[str, str], logs: Path) -> int:
     if not torch.cuda.is_available():
         sys.exit("--gpu needs a CUDA device (torch.cuda.is_available() is False here)")
     deadline = time.monotonic() + args.budget_s
-    res, steps, first = 512, tuple(args.gpu_steps), args.precisions[0]
+    res, steps, first = GPU_RESOLUTION, tuple(args.gpu_steps), args.precisions[0]
     export = prepare_export(work, args.gpu_images, res, env)
     train_images = sum(1 for line in (export / "metadata.jsonl").read_text().splitlines() if line.strip())
     sd = prepare_model(work, gpu=True)
@@ -458,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU: also time the workbench with these config overrides, interleaved with the "
                              "others (repeatable), e.g. --compare channels_last=false")
     parser.add_argument("--gpu", action="store_true", help="SD 1.5 architecture at 512 px on the CUDA device")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="only build the export in --workdir (with --gpu: the 512 px one) and stop")
     parser.add_argument("--precisions", type=lambda t: t.split(","), default=["fp16", "bf16"])
     parser.add_argument("--gpu-steps", type=_steps, default=[4, 54])
     parser.add_argument("--gpu-images", type=int, default=192, help="--gpu: demo images to export (>= the largest batch)")
@@ -483,10 +486,16 @@ def main(argv: list[str] | None = None) -> None:
                  "`git -C <diffusers clone> show v<version>:examples/controlnet/train_controlnet.py > FILE`")
     sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        work = args.workdir or Path(tmp)
+        work = (args.workdir or Path(tmp)).resolve()  # each run's process starts in its own log folder
+        args.diffusers_example = args.diffusers_example.resolve()
         work.mkdir(parents=True, exist_ok=True)
-        logs = Path(tempfile.mkdtemp(prefix="runs-", dir=work))
         env = _env(work, args.threads)
+        if args.prepare_only:  # bench/gpu_prep.sh: the export, built where the GPU machine will read it
+            export = prepare_export(work, args.gpu_images if args.gpu else args.images,
+                                    GPU_RESOLUTION if args.gpu else args.resolution, env)
+            print(f"prepared {export}")
+            return
+        logs = Path(tempfile.mkdtemp(prefix="runs-", dir=work))
         print("command: python bench/train.py " + " ".join(argv), flush=True)
         if args.gpu:
             failed = gpu_bench(args, work, env, logs)
