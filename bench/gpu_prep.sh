@@ -30,6 +30,13 @@ rm -rf "$PREP/wheels"
 mkdir -p "$PREP/wheels" "$PREP/train"
 cp "$EXAMPLE" "$PREP/train_controlnet.py"
 
+download() {  # download ARGS...: wheels for CPython 3.12 on x86-64 Linux (the image's Python) into .gpu/wheels
+  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
+    -d "$PREP/wheels" "$@"
+}
+
 # What the GPU benchmarks import (bench/train.py and its runs of both trainers, bench/generate.py,
 # bench/segment.py) and the image lacks, found by listing the distributions of every module those
 # runs loaded here, less the image's packages (the device tool's KINDS.md): each at the version
@@ -39,18 +46,13 @@ cp "$EXAMPLE" "$PREP/train_controlnet.py"
 PACKAGES=(diffusers datasets dill multiprocess sqlalchemy alembic mako pydantic pydantic-core annotated-types
           typing-inspection pydantic-settings python-dotenv bcrypt typer ijson open-clip-torch ftfy wcwidth)
 for name in "${PACKAGES[@]}"; do
-  version="$("$PY" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")"
-  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$PREP/wheels" "$name==$version"
+  download "$name==$("$PY" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")"
 done
 
 if [ "${GPU_PREP_8BIT:-0}" = 1 ]; then
   # 8-bit AdamW's memory figure needs bitsandbytes (43 MB): with it the export no longer fits beside
   # the wheels, so bench/train.py builds it on the GPU machine instead (about a minute there)
-  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    --platform manylinux_2_24_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
-    -d "$PREP/wheels" bitsandbytes
+  download bitsandbytes
   rm -rf "$PREP/train"
 else
   # The training export, where bench/train.py --gpu --workdir .gpu/train looks for it.
