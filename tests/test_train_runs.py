@@ -47,9 +47,9 @@ def test_samples_per_s_counts_the_samples_each_step_really_trained_on(tmp_path, 
     monkeypatch.setattr(runs.time, "perf_counter", clock)
     # rank 1's losses 0.3, 0.5, 0.7; its three steps trained on 4, 4 and 1 samples
     accelerator = TwoRanks([0.3, 0.5, 0.7, 4, 4, 1])
-    log = MetricsLog(accelerator, tmp_path / "metrics.jsonl", samples_per_step=4)
-    log.add({"step": 1}, torch.tensor(0.1))
-    log.add({"step": 2}, torch.tensor(0.3))
+    log = MetricsLog(accelerator, tmp_path / "metrics.jsonl")
+    log.add({"step": 1}, torch.tensor(0.1), samples=4)
+    log.add({"step": 2}, torch.tensor(0.3), samples=4)
     log.add({"step": 3}, torch.tensor(0.5), samples=2)  # the epoch's last, smaller batch
     clock.now += 2.0
     log.flush()
@@ -64,8 +64,8 @@ def test_each_flush_measures_its_own_window(tmp_path, monkeypatch):
     clock = Clock()
     monkeypatch.setattr(runs.time, "perf_counter", clock)
     accelerator = TwoRanks([0.0, 4])
-    log = MetricsLog(accelerator, tmp_path / "metrics.jsonl", samples_per_step=4)
-    log.add({"step": 1}, torch.tensor(0.0))
+    log = MetricsLog(accelerator, tmp_path / "metrics.jsonl")
+    log.add({"step": 1}, torch.tensor(0.0), samples=4)
     clock.now += 1.0
     log.flush()
     log.flush()  # nothing pending: nothing written

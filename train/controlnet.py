@@ -638,7 +638,7 @@ def train(config: TrainConfig, progress: Callable[[int, int | None], None] | Non
             log(f"step {step}: {evaluate_checkpoint_job(folder, config)}")
         return folder
 
-    metrics = MetricsLog(accelerator, metrics_path, config.effective_batch, to_trackers=True)
+    metrics = MetricsLog(accelerator, metrics_path, to_trackers=True)
     flush = metrics.flush
 
     # the loop

@@ -64,25 +64,25 @@ def memory_mib(device: torch.device) -> float:
 class MetricsLog:
     """Per-step records whose losses are read back from the device in one sync per flush.
 
-    ``samples_per_step`` is what one process trains on in a full optimisation step; a step that
-    trained on fewer (a bucket's or an epoch's last, smaller batch) says so in :meth:`add`, so that
-    ``samples_per_s`` counts the samples really trained on, summed over the processes.
+    Each step names the samples this process trained on in it, so that ``samples_per_s`` counts
+    the samples really trained on (a bucket's or an epoch's smaller last batch as what it holds),
+    summed over the processes.
     """
 
-    def __init__(self, accelerator, path: Path, samples_per_step: int, to_trackers: bool = False):
-        self.accelerator, self.path, self.samples_per_step = accelerator, Path(path), samples_per_step
+    def __init__(self, accelerator, path: Path, to_trackers: bool = False):
+        self.accelerator, self.path = accelerator, Path(path)
         self.to_trackers = to_trackers
         self.pending: list[dict[str, Any]] = []
         self.losses: list[torch.Tensor] = []
         self.samples: list[int] = []
         self.window = time.perf_counter()
 
-    def add(self, record: dict[str, Any], loss: torch.Tensor, samples: int | None = None) -> dict[str, Any]:
+    def add(self, record: dict[str, Any], loss: torch.Tensor, samples: int) -> dict[str, Any]:
         """Queue one step's record (returned, so that later values can join it), its loss and the
-        samples this process trained on in it (default: a full step's)."""
+        samples this process trained on in it."""
         self.pending.append(record)
         self.losses.append(loss)
-        self.samples.append(self.samples_per_step if samples is None else samples)
+        self.samples.append(samples)
         return record
 
     def flush(self) -> None:

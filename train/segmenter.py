@@ -433,7 +433,7 @@ def train(config: SegmenterConfig, progress: Callable[[int, int | None], None] |
         log(f"step {steps.global_step}: saved {folder}")
         details()
 
-    metrics = MetricsLog(accelerator, metrics_path, config.train_batch_size * config.gradient_accumulation_steps)
+    metrics = MetricsLog(accelerator, metrics_path)
     flush = metrics.flush
 
     step_loss = torch.zeros((), device=device)
