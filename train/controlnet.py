@@ -225,7 +225,7 @@ def uses_channels_last(config: TrainConfig, device: torch.device) -> bool:
 
 
 def make_optimizer(config: TrainConfig, params: list[torch.nn.Parameter], lr: float, device: torch.device):
-    """AdamW: bitsandbytes 8-bit, torch fused where the device has it, or the plain one."""
+    """AdamW: bitsandbytes 8-bit, torch's fused kernel on CUDA, else its foreach (all parameters at once) one."""
     kwargs = dict(lr=lr, betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.adam_weight_decay,
                   eps=config.adam_epsilon)
     if config.use_8bit_adam:
